@@ -1,0 +1,597 @@
+//! Typed configuration: the TOML file, `STEWARD_<SECTION>__<KEY>` environment
+//! overrides, and validation.
+//!
+//! Raw input (`RawConfig`, serde with `deny_unknown_fields` and a default for every
+//! key) becomes a validated [`Config`] in one place, [`Config::load`]. Every error
+//! names the file, the key and, for TOML syntax or type errors, the line and column.
+//! This module does not read secrets itself beyond resolving the environment variable
+//! names the config points at, and never prints them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Marker for the data set compiled into the binary (`model.bootstrap_data`).
+pub const BUNDLED_DATA: &str = "bundled:penguins";
+
+/// The default config location, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/steward.toml";
+
+/// Everything that can be wrong with a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Value {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+macro_rules! section {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+        impl Default for $name {
+            fn default() -> Self { Self { $($field: $default),* } }
+        }
+    };
+}
+
+section!(
+    /// `[server]`: the HTTP listener and request limits.
+    ServerConfig {
+        listen: String = "127.0.0.1:8080".into(),
+        token_env: String = "STEWARD_TOKEN".into(),
+        max_batch: usize = 1024,
+        max_body_bytes: usize = 1_048_576,
+        request_timeout_ms: u64 = 10_000,
+        shutdown_timeout_secs: u64 = 20,
+        base_url: String = String::new(),
+    }
+);
+
+section!(
+    /// `[database]`: the SQLite file and the prediction log writer.
+    DatabaseConfig {
+        url: String = "sqlite://data/steward.db".into(),
+        retention_days: u32 = 30,
+        queue_capacity: usize = 65_536,
+        queue_wait_ms: u64 = 1_000,
+        batch_rows: usize = 1_000,
+        flush_ms: u64 = 5,
+    }
+);
+
+section!(
+    /// `[model]`: where artifacts live and how the first model is made.
+    ModelConfig {
+        dir: String = "data/models".into(),
+        initial: String = String::new(),
+        bootstrap_data: String = BUNDLED_DATA.into(),
+        label: String = "label".into(),
+    }
+);
+
+section!(
+    /// `[training]`: the retraining schedule (used by the scheduler).
+    TrainingConfig {
+        schedule: String = "0 0 3 * * *".into(),
+        folds: usize = 5,
+        min_rows: usize = 200,
+        seed: u64 = 42,
+    }
+);
+
+section!(
+    /// `[online]`: learning from feedback labels.
+    OnlineConfig {
+        enabled: bool = true,
+    }
+);
+
+section!(
+    /// `[compression]`: the accuracy budget for pruning and quantization.
+    CompressionConfig {
+        max_metric_drop: f64 = 0.01,
+    }
+);
+
+section!(
+    /// `[drift]`: the drift job.
+    DriftConfig {
+        interval_secs: u64 = 60,
+        window: usize = 5_000,
+        alpha: f64 = 0.05,
+    }
+);
+
+section!(
+    /// `[alerts]`: the mail transport and notification timing.
+    AlertsConfig {
+        transport: String = "file".into(),
+        dir: String = "data/outbox".into(),
+        smtp_host: String = "localhost".into(),
+        smtp_port: u16 = 587,
+        tls: String = "starttls".into(),
+        username: String = String::new(),
+        password_env: String = "STEWARD_SMTP_PASSWORD".into(),
+        password_file: String = String::new(),
+        from: String = "steward@localhost".into(),
+        to: Vec<String> = Vec::new(),
+        group_wait_secs: u64 = 30,
+        group_interval_secs: u64 = 300,
+        repeat_interval_secs: u64 = 14_400,
+    }
+);
+
+section!(
+    /// `[log]`: the daemon's own log output.
+    LogConfig {
+        format: String = "auto".into(),
+        level: String = "info".into(),
+    }
+);
+
+section!(
+    /// The whole file as written, before validation.
+    RawConfig {
+        server: ServerConfig = ServerConfig::default(),
+        database: DatabaseConfig = DatabaseConfig::default(),
+        model: ModelConfig = ModelConfig::default(),
+        training: TrainingConfig = TrainingConfig::default(),
+        online: OnlineConfig = OnlineConfig::default(),
+        compression: CompressionConfig = CompressionConfig::default(),
+        drift: DriftConfig = DriftConfig::default(),
+        alerts: AlertsConfig = AlertsConfig::default(),
+        log: LogConfig = LogConfig::default(),
+    }
+);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human format on a terminal, JSON under systemd (`JOURNAL_STREAM` set).
+    Auto,
+    Human,
+    Json,
+}
+
+/// A validated configuration. The sections keep their raw shape (they are already
+/// typed); the fields below are the parsed forms of the values that needed parsing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub raw: RawConfig,
+    /// Where the config came from (`<embedded defaults>` when no file was read).
+    #[serde(skip)]
+    pub source: String,
+    #[serde(skip)]
+    pub listen: SocketAddr,
+    #[serde(skip)]
+    pub log_format: LogFormat,
+    #[serde(skip)]
+    pub database_path: PathBuf,
+}
+
+impl Config {
+    /// Reads `path` (or the embedded defaults when `path` is `None` and the default
+    /// file does not exist), applies environment overrides and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (source, text) = match path {
+            Some(p) => (p.display().to_string(), read(p)?),
+            None if Path::new(DEFAULT_PATH).exists() => {
+                (DEFAULT_PATH.to_string(), read(Path::new(DEFAULT_PATH))?)
+            }
+            None => ("<embedded defaults>".to_string(), String::new()),
+        };
+        Self::from_parts(&source, &text, &env)
+    }
+
+    /// Parses `text` (named `source` in messages), applies the `STEWARD_*__*`
+    /// overrides found in `env` and validates. Pure: tests call it directly.
+    pub fn from_parts(
+        source: &str,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e| syntax(source, text, &e))?;
+        apply_env(&mut table, env)?;
+        let rendered = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
+            path: source.to_string(),
+            message: e.to_string(),
+        })?;
+        // Deserialize from the original text when nothing was overridden so that
+        // line/column positions point into the user's file.
+        let raw: RawConfig = if env_overrides(env).next().is_none() {
+            toml::from_str(text).map_err(|e| syntax(source, text, &e))?
+        } else {
+            toml::from_str(&rendered).map_err(|e| ConfigError::Invalid {
+                path: source.to_string(),
+                message: format!("after environment overrides: {}", e.message()),
+            })?
+        };
+        raw.validate(source)
+    }
+
+    /// The effective config as TOML with secrets masked, for `check-config`.
+    pub fn render_masked(&self) -> String {
+        let mut raw = self.raw.clone();
+        if !raw.alerts.password_file.is_empty() {
+            raw.alerts.password_file = format!("{} (contents not shown)", raw.alerts.password_file);
+        }
+        let mut out = toml::to_string_pretty(&raw).unwrap_or_default();
+        let token = match std::env::var(&raw.server.token_env) {
+            Ok(_) => "set (value masked)",
+            Err(_) => "unset: write endpoints need no token",
+        };
+        let password = match std::env::var(&raw.alerts.password_env) {
+            Ok(_) => "set (value masked)",
+            Err(_) => "unset",
+        };
+        out.push_str(&format!(
+            "\n# source: {}\n# token ({}): {}\n# smtp password ({}): {}\n",
+            self.source, raw.server.token_env, token, raw.alerts.password_env, password
+        ));
+        out
+    }
+
+    /// The bearer token for write endpoints, read from the variable `server.token_env`
+    /// names. `None` (no auth) when the variable is unset or empty.
+    pub fn token(&self) -> Option<String> {
+        std::env::var(&self.raw.server.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn syntax(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    ConfigError::Syntax {
+        path: source.to_string(),
+        line,
+        column,
+        message: e.message().to_string(),
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn env_overrides(env: &[(String, String)]) -> impl Iterator<Item = (&str, &str, &str)> {
+    env.iter().filter_map(|(k, v)| {
+        let rest = k.strip_prefix("STEWARD_")?;
+        let (section, key) = rest.split_once("__")?;
+        Some((section, key, v.as_str()))
+    })
+}
+
+/// Applies `STEWARD_<SECTION>__<KEY>=value`. The value is read as a TOML value
+/// (`8080`, `true`, `["a@b"]`, `"text"`); if it does not parse as one, as a string.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (section, key, value) in env_overrides(env) {
+        let var = format!("STEWARD_{section}__{key}");
+        let section = section.to_ascii_lowercase();
+        let key = key.to_ascii_lowercase();
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => {
+                return Err(ConfigError::Env {
+                    var,
+                    message: format!("`{section}` is not a section"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RawConfig {
+    /// Checks every value that the types alone do not constrain.
+    pub fn validate(self, source: &str) -> Result<Config, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Value {
+            path: source.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    self.server.listen
+                ),
+            )
+        })?;
+        positive(&bad, "server.max_batch", self.server.max_batch as u64)?;
+        positive(
+            &bad,
+            "server.max_body_bytes",
+            self.server.max_body_bytes as u64,
+        )?;
+        positive(
+            &bad,
+            "server.request_timeout_ms",
+            self.server.request_timeout_ms,
+        )?;
+        positive(
+            &bad,
+            "server.shutdown_timeout_secs",
+            self.server.shutdown_timeout_secs,
+        )?;
+        let database_path = database_path(&self.database.url).ok_or_else(|| {
+            bad(
+                "database.url",
+                format!(
+                    "`{}` is not a sqlite:// URL with a file path",
+                    self.database.url
+                ),
+            )
+        })?;
+        positive(
+            &bad,
+            "database.retention_days",
+            self.database.retention_days.into(),
+        )?;
+        positive(
+            &bad,
+            "database.queue_capacity",
+            self.database.queue_capacity as u64,
+        )?;
+        if !(1..=4_000).contains(&self.database.batch_rows) {
+            return Err(bad(
+                "database.batch_rows",
+                format!("{} is outside 1..=4000", self.database.batch_rows),
+            ));
+        }
+        positive(&bad, "database.flush_ms", self.database.flush_ms)?;
+        if self.model.dir.is_empty() {
+            return Err(bad("model.dir", "must not be empty".into()));
+        }
+        if self.model.label.is_empty() {
+            return Err(bad("model.label", "must not be empty".into()));
+        }
+        if self.model.initial.is_empty() && self.model.bootstrap_data.is_empty() {
+            return Err(bad(
+                "model.bootstrap_data",
+                "must be set when model.initial is empty (the daemon needs a first model)".into(),
+            ));
+        }
+        if self.training.folds < 2 {
+            return Err(bad(
+                "training.folds",
+                format!("{} is below 2", self.training.folds),
+            ));
+        }
+        positive(&bad, "drift.interval_secs", self.drift.interval_secs)?;
+        positive(&bad, "drift.window", self.drift.window as u64)?;
+        unit_open(&bad, "drift.alpha", self.drift.alpha)?;
+        if !(0.0..1.0).contains(&self.compression.max_metric_drop) {
+            return Err(bad(
+                "compression.max_metric_drop",
+                format!("{} is outside [0, 1)", self.compression.max_metric_drop),
+            ));
+        }
+        match self.alerts.transport.as_str() {
+            "file" | "smtp" => {}
+            other => {
+                return Err(bad(
+                    "alerts.transport",
+                    format!("`{other}` is not \"file\" or \"smtp\""),
+                ))
+            }
+        }
+        match self.alerts.tls.as_str() {
+            "none" | "starttls" | "tls" => {}
+            other => {
+                return Err(bad(
+                    "alerts.tls",
+                    format!("`{other}` is not \"none\", \"starttls\" or \"tls\""),
+                ))
+            }
+        }
+        for (i, addr) in self.alerts.to.iter().enumerate() {
+            if !looks_like_address(addr) {
+                return Err(bad(
+                    &format!("alerts.to[{i}]"),
+                    format!("`{addr}` is not an email address"),
+                ));
+            }
+        }
+        if !looks_like_address(&self.alerts.from) {
+            return Err(bad(
+                "alerts.from",
+                format!("`{}` is not an email address", self.alerts.from),
+            ));
+        }
+        if self.alerts.transport == "smtp" && self.alerts.to.is_empty() {
+            return Err(bad(
+                "alerts.to",
+                "the smtp transport needs at least one recipient".into(),
+            ));
+        }
+        let log_format = match self.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "log.format",
+                    format!("`{other}` is not \"auto\", \"human\" or \"json\""),
+                ))
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(bad(
+                "log.level",
+                format!(
+                    "`{}` is not a level or filter such as \"info\" or \"steward=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(Config {
+            raw: self,
+            source: source.to_string(),
+            listen,
+            log_format,
+            database_path,
+        })
+    }
+}
+
+fn positive<E>(bad: &impl Fn(&str, String) -> E, key: &str, v: u64) -> Result<(), E> {
+    if v == 0 {
+        Err(bad(key, "must be greater than 0".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn unit_open<E>(bad: &impl Fn(&str, String) -> E, key: &str, v: f64) -> Result<(), E> {
+    if v > 0.0 && v < 1.0 {
+        Ok(())
+    } else {
+        Err(bad(key, format!("{v} is outside (0, 1)")))
+    }
+}
+
+fn looks_like_address(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>')
+        }
+        None => false,
+    }
+}
+
+/// The file path of a `sqlite://PATH` or `sqlite:PATH` URL (query string ignored).
+pub fn database_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_the_documented_defaults() {
+        let c = Config::from_parts("t", "", &[]).unwrap();
+        assert_eq!(c.raw, RawConfig::default());
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.database_path, PathBuf::from("data/steward.db"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line_and_column() {
+        let err = Config::from_parts(
+            "f.toml",
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n",
+            &[],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.toml:3:1:"), "{msg}");
+        assert!(msg.contains("lisen"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Config::from_parts("f.toml", "[drift]\nalpha = 1.5\n", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "f.toml: key `drift.alpha`: 1.5 is outside (0, 1)"
+        );
+        let err =
+            Config::from_parts("f.toml", "[server]\nmax_batch = \"many\"\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("f.toml:2:13:"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let env = vec![
+            ("STEWARD_SERVER__MAX_BATCH".to_string(), "7".to_string()),
+            ("STEWARD_MODEL__DIR".to_string(), "/tmp/m".to_string()),
+            ("STEWARD_ALERTS__TO".to_string(), "[\"a@b.c\"]".to_string()),
+            (
+                "STEWARD_TOKEN".to_string(),
+                "ignored: no section".to_string(),
+            ),
+        ];
+        let c = Config::from_parts("f", "[server]\nmax_batch = 3\n", &env).unwrap();
+        assert_eq!(c.raw.server.max_batch, 7);
+        assert_eq!(c.raw.model.dir, "/tmp/m");
+        assert_eq!(c.raw.alerts.to, vec!["a@b.c".to_string()]);
+    }
+
+    #[test]
+    fn env_override_of_an_unknown_key_is_an_error() {
+        let env = vec![("STEWARD_SERVER__LISTN".to_string(), "x".to_string())];
+        let err = Config::from_parts("f", "", &env).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn smtp_without_recipients_is_rejected() {
+        let err = Config::from_parts("f", "[alerts]\ntransport = \"smtp\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("alerts.to"), "{err}");
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+    }
+}

@@ -1,0 +1,271 @@
+//! The composition root: start-up order, signals, systemd notification, shutdown.
+//!
+//! Start-up: open the database (migrations), make a model live, start the log
+//! writer, bind the listener, then tell systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
+//! stop accepting, let in-flight requests finish, flush the log queue, exit, all
+//! within `server.shutdown_timeout_secs`. SIGHUP re-reads the config file and applies
+//! the keys that can change at run time (`server.max_batch`, `log.level`,
+//! `database.retention_days`); any other changed key is logged as needing a restart.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigError};
+use crate::live::{self, LiveError};
+use crate::logging::LevelHandle;
+use crate::server::{self, metrics::Metrics, AppState, Limits, Settings};
+use crate::store::{self, writer, StoreError};
+
+/// Everything that can stop the daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("cannot listen on {addr} (server.listen): {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    levels: LevelHandle,
+) -> Result<(), DaemonError> {
+    let pool = store::open(&config.database_path).await?;
+    let first = live::start(&pool, &config).await?;
+    let version = first.version.clone();
+    let slot: live::Slot = Arc::new(ArcSwap::from_pointee(first));
+
+    let tracker = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let stop_writer = CancellationToken::new();
+    let db = &config.raw.database;
+    let (log, writer_task) = writer::spawn(
+        pool.clone(),
+        writer::WriterConfig {
+            capacity: db.queue_capacity,
+            batch_rows: db.batch_rows,
+            flush: Duration::from_millis(db.flush_ms),
+            queue_wait: Duration::from_millis(db.queue_wait_ms),
+        },
+        stop_writer.clone(),
+    );
+    let settings = Arc::new(ArcSwap::from_pointee(Settings {
+        token: config.token(),
+        max_batch: config.raw.server.max_batch,
+    }));
+    let retention = Arc::new(AtomicU32::new(db.retention_days));
+    let state = AppState {
+        live: slot.clone(),
+        log: log.clone(),
+        pool: pool.clone(),
+        metrics: Arc::new(Metrics::default()),
+        settings: settings.clone(),
+    };
+    let limits = Limits {
+        max_body_bytes: config.raw.server.max_body_bytes,
+        request_timeout: Duration::from_millis(config.raw.server.request_timeout_ms),
+    };
+    let app = server::router(state, limits);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+
+    tracker.spawn(signals(
+        stop.clone(),
+        config.clone(),
+        config_path,
+        settings,
+        levels,
+        retention.clone(),
+    )?);
+    tracker.spawn(retention_job(pool.clone(), retention, stop.clone()));
+    tracker.spawn(watchdog(stop.clone()));
+    tracker.close();
+
+    tracing::info!(%addr, model_version = %version, database = %config.database_path.display(), "listening");
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("serving model version {version} on {addr}")),
+    ]);
+
+    let deadline = Duration::from_secs(config.raw.server.shutdown_timeout_secs);
+    let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let drained = tokio::select! {
+        r = serve => { r.map_err(DaemonError::Serve)?; true }
+        () = async { stop.cancelled().await; tokio::time::sleep(deadline).await } => false,
+    };
+    if !drained {
+        tracing::warn!(
+            deadline_secs = deadline.as_secs(),
+            "in-flight requests did not finish before the shutdown deadline"
+        );
+    }
+    // Every answered prediction is queued by now: write them all.
+    let flushed = tokio::time::timeout(Duration::from_secs(5), log.flush())
+        .await
+        .unwrap_or(false);
+    stop_writer.cancel();
+    let _ = writer_task.await;
+    let stats = log.stats();
+    tracing::info!(
+        written = stats.written.load(Ordering::Relaxed),
+        dropped = stats.dropped.load(Ordering::Relaxed),
+        flushed,
+        "stopped"
+    );
+    tracker.wait().await;
+    pool.close().await;
+    Ok(())
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Pings the systemd watchdog at half its interval, when systemd asks for it.
+async fn watchdog(stop: CancellationToken) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => notify(&[NotifyState::Watchdog]),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes old predictions hourly.
+async fn retention_job(pool: sqlx::SqlitePool, days: Arc<AtomicU32>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let days = days.load(Ordering::Relaxed);
+        match store::apply_retention(&pool, days).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, retention_days = days, "old predictions deleted")
+            }
+            Err(e) => tracing::error!(error = %e, "retention cleanup failed"),
+        }
+    }
+}
+
+/// Handles SIGTERM/SIGINT (stop) and SIGHUP (reload).
+fn signals(
+    stop: CancellationToken,
+    mut config: Config,
+    path: Option<PathBuf>,
+    settings: Arc<ArcSwap<Settings>>,
+    levels: LevelHandle,
+    retention: Arc<AtomicU32>,
+) -> Result<impl std::future::Future<Output = ()>, DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                () = stop.cancelled() => return,
+                _ = hup.recv() => {
+                    notify(&[NotifyState::Reloading]);
+                    match Config::load(path.as_deref()) {
+                        Ok(new) => {
+                            apply_reload(&config, &new, &settings, &levels, &retention);
+                            config = new;
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the running one"),
+                    }
+                    notify(&[NotifyState::Ready]);
+                }
+            }
+        }
+        tracing::info!("stop signal received: draining in-flight requests and the log queue");
+        notify(&[NotifyState::Stopping]);
+        stop.cancel();
+    })
+}
+
+/// Applies what can change at run time and names what cannot.
+fn apply_reload(
+    old: &Config,
+    new: &Config,
+    settings: &ArcSwap<Settings>,
+    levels: &LevelHandle,
+    retention: &AtomicU32,
+) {
+    settings.store(Arc::new(Settings {
+        token: new.token(),
+        max_batch: new.raw.server.max_batch,
+    }));
+    retention.store(new.raw.database.retention_days, Ordering::Relaxed);
+    if let Err(e) = levels.set(&new.raw.log.level) {
+        tracing::error!(error = %e, "SIGHUP: cannot apply log.level");
+    }
+    let reloadable = ["server.max_batch", "database.retention_days", "log.level"];
+    let changed = changed_keys(old, new);
+    let (applied, ignored): (Vec<_>, Vec<_>) = changed
+        .into_iter()
+        .partition(|k| reloadable.contains(&k.as_str()));
+    tracing::info!(applied = ?applied, "SIGHUP: config reloaded");
+    if !ignored.is_empty() {
+        tracing::warn!(keys = ?ignored, "SIGHUP: these keys changed but take effect only after a restart");
+    }
+}
+
+/// `section.key` names whose values differ.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) = (
+        toml::Value::try_from(&old.raw),
+        toml::Value::try_from(&new.raw),
+    ) else {
+        return Vec::new();
+    };
+    let mut changed = Vec::new();
+    for (section, av) in &a {
+        let (Some(toml::Value::Table(at)), Some(toml::Value::Table(bt))) =
+            (Some(av), b.get(section))
+        else {
+            continue;
+        };
+        for (key, v) in at {
+            if bt.get(key) != Some(v) {
+                changed.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    changed
+}

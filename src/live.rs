@@ -1,0 +1,143 @@
+//! The live model: what a request is answered with, held in an `ArcSwap` so that
+//! handlers load it once per request without locks and a swap never stalls them.
+//!
+//! Also the start-up rule for which model goes live: the registry's active version;
+//! if the registry is empty, `model.initial` imported as version 1; else a model
+//! trained from `model.bootstrap_data`. This module does not serve HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sqlx::SqlitePool;
+
+use crate::config::{Config, BUNDLED_DATA};
+use crate::data::Table;
+use crate::model::{artifact, Model};
+use crate::store::registry::{self, ModelRecord};
+use crate::store::StoreError;
+use crate::train::{self, sgd::SgdParams, TrainError};
+
+/// Everything that can keep a model from going live.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    Artifact(#[from] artifact::ArtifactError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("bootstrap training failed: {0}")]
+    Train(#[from] TrainError),
+    #[error("model.dir {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the active version {version} in the registry points at {path}: {source}")]
+    Active {
+        version: String,
+        path: String,
+        source: artifact::ArtifactError,
+    },
+    #[error("bootstrap training panicked or was cancelled")]
+    Join,
+}
+
+/// A model with the registry facts that go into every answer.
+#[derive(Debug)]
+pub struct LiveModel {
+    pub version: Arc<str>,
+    pub model: Model,
+    pub record: ModelRecord,
+    /// The model card, computed once.
+    pub card: serde_json::Value,
+}
+
+impl LiveModel {
+    pub fn new(model: Model, record: ModelRecord) -> LiveModel {
+        let size = std::fs::metadata(&record.path).ok().map(|m| m.len());
+        let card = model.card(Some(&record.version), Some(&record.path), size);
+        LiveModel {
+            version: record.version.as_str().into(),
+            model,
+            record,
+            card,
+        }
+    }
+}
+
+/// The slot handlers read from.
+pub type Slot = Arc<ArcSwap<LiveModel>>;
+
+/// Loads the active version, or creates the first one.
+pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, LiveError> {
+    if let Some(rec) = registry::active(pool).await? {
+        let path = PathBuf::from(&rec.path);
+        let model = tokio::task::spawn_blocking(move || artifact::load(&path))
+            .await
+            .map_err(|_| LiveError::Join)?
+            .map_err(|source| LiveError::Active {
+                version: rec.version.clone(),
+                path: rec.path.clone(),
+                source,
+            })?;
+        tracing::info!(version = %rec.version, path = %rec.path, "loaded the active model");
+        return Ok(LiveModel::new(model, rec));
+    }
+    let dir = PathBuf::from(&config.raw.model.dir);
+    std::fs::create_dir_all(&dir).map_err(|source| LiveError::Dir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let version = registry::next_version(pool).await?;
+    let (model, source) = if !config.raw.model.initial.is_empty() {
+        let initial = PathBuf::from(&config.raw.model.initial);
+        let model = tokio::task::spawn_blocking(move || artifact::load(&initial))
+            .await
+            .map_err(|_| LiveError::Join)??;
+        tracing::info!(path = %config.raw.model.initial, "importing model.initial as the first version");
+        (model, "import")
+    } else {
+        let data = config.raw.model.bootstrap_data.clone();
+        let label = config.raw.model.label.clone();
+        let seed = config.raw.training.seed;
+        tracing::info!(data = %data, "no model yet: training the first one from model.bootstrap_data");
+        let model = tokio::task::spawn_blocking(move || bootstrap(&data, &label, seed))
+            .await
+            .map_err(|_| LiveError::Join)??;
+        (model, "bootstrap")
+    };
+    let path = dir.join(format!("v{version}.safetensors"));
+    let to_save = model.clone();
+    let save_path = path.clone();
+    tokio::task::spawn_blocking(move || artifact::save(&to_save, &save_path))
+        .await
+        .map_err(|_| LiveError::Join)??;
+    let record = ModelRecord {
+        version: version.clone(),
+        created: crate::time::now_millis(),
+        path: path.display().to_string(),
+        metrics: serde_json::to_value(&model.meta.metrics).unwrap_or_default(),
+        sparsity: 0.0,
+        bits: 32,
+        status: "active".into(),
+        parent: model.meta.parent.clone(),
+        source: source.into(),
+    };
+    registry::insert_active(pool, &record).await?;
+    tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
+    Ok(LiveModel::new(model, record))
+}
+
+/// Trains a model from `data` (a CSV path or the bundled data set).
+pub fn bootstrap(data: &str, label: &str, seed: u64) -> Result<Model, TrainError> {
+    let table = if data == BUNDLED_DATA {
+        Table::parse(BUNDLED_DATA, crate::BUNDLED_PENGUINS.as_bytes())?
+    } else {
+        Table::read(Path::new(data))?
+    };
+    let params = SgdParams {
+        seed,
+        ..SgdParams::default()
+    };
+    train::fit_table(&table, label, &params)
+}

@@ -1,0 +1,365 @@
+//! The model artifact: one safetensors file holding the f32 weights
+//! (`layers.{i}.weight`, `out × in`; `layers.{i}.bias`) and, under the
+//! `__metadata__` key `steward`, a JSON document with the schema, the layer shapes,
+//! the output function, the classes and the training report.
+//!
+//! Saving writes a temporary file in the target directory, fsyncs it, renames it
+//! over the target and fsyncs the directory, so a crash leaves either the old file or
+//! the new one, never half of one. Loading checks every tensor's presence, dtype and
+//! shape against the metadata and names the tensor that does not match.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use super::network::{Dense, Network, Output};
+use super::{Model, ModelMeta, Schema};
+
+/// The metadata format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META_KEY: &str = "steward";
+
+/// Everything that can be wrong with an artifact file.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{path}: cannot read model file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot write model file: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a readable safetensors file (truncated or corrupt?): {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("{path}: metadata: {reason}")]
+    Metadata { path: String, reason: String },
+    #[error("{path}: tensor `{tensor}`: {reason}")]
+    Tensor {
+        path: String,
+        tensor: String,
+        reason: String,
+    },
+}
+
+/// The JSON document stored in the file's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Header {
+    format_version: u32,
+    /// `[out, in]` per layer.
+    layers: Vec<[usize; 2]>,
+    output: Output,
+    schema: Schema,
+    #[serde(flatten)]
+    meta: ModelMeta,
+}
+
+/// Writes `model` to `path` atomically.
+pub fn save(model: &Model, path: &Path) -> Result<(), ArtifactError> {
+    let bytes = to_bytes(model).map_err(|reason| ArtifactError::Metadata {
+        path: path.display().to_string(),
+        reason,
+    })?;
+    write_atomically(path, &bytes).map_err(|source| ArtifactError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Serialises `model` to the artifact format.
+pub fn to_bytes(model: &Model) -> Result<Vec<u8>, String> {
+    let layers = model.network.layers();
+    let header = Header {
+        format_version: FORMAT_VERSION,
+        layers: layers.iter().map(|l| [l.outputs(), l.inputs()]).collect(),
+        output: model.network.output(),
+        schema: model.schema.clone(),
+        meta: model.meta.clone(),
+    };
+    let json = serde_json::to_string(&header).map_err(|e| e.to_string())?;
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            [
+                (
+                    format!("layers.{i}.weight"),
+                    l.weight.shape().to_vec(),
+                    le_bytes(l.weight.iter()),
+                ),
+                (
+                    format!("layers.{i}.bias"),
+                    vec![l.bias.len()],
+                    le_bytes(l.bias.iter()),
+                ),
+            ]
+        })
+        .collect();
+    let mut views = Vec::with_capacity(raw.len());
+    for (name, shape, data) in &raw {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data)
+            .map_err(|e| format!("{name}: {e:?}"))?;
+        views.push((name.clone(), view));
+    }
+    let info = Some(HashMap::from([(META_KEY.to_string(), json)]));
+    safetensors::serialize(views, &info).map_err(|e| format!("{e:?}"))
+}
+
+fn le_bytes<'a>(values: impl Iterator<Item = &'a f32>) -> Vec<u8> {
+    values.flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, fsyncs, renames, fsyncs the dir.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads and checks an artifact.
+pub fn load(path: &Path) -> Result<Model, ArtifactError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ArtifactError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    from_bytes(&name, &bytes)
+}
+
+/// Parses and checks artifact bytes; `name` is used in messages.
+pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
+    let corrupt = |reason: String| ArtifactError::Corrupt {
+        path: name.into(),
+        reason,
+    };
+    let meta_err = |reason: String| ArtifactError::Metadata {
+        path: name.into(),
+        reason,
+    };
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| corrupt(format!("{e:?}")))?;
+    let json = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .ok_or_else(|| meta_err(format!("no `{META_KEY}` entry: not a steward model")))?;
+    let header: Header = serde_json::from_str(json).map_err(|e| meta_err(e.to_string()))?;
+    if header.format_version != FORMAT_VERSION {
+        return Err(meta_err(format!(
+            "format_version {} is not supported (this build reads {FORMAT_VERSION})",
+            header.format_version
+        )));
+    }
+    let mut layers = Vec::with_capacity(header.layers.len());
+    let mut expected_in = header.schema.width();
+    for (i, &[out, inp]) in header.layers.iter().enumerate() {
+        let tensor_err = |tensor: String, reason: String| ArtifactError::Tensor {
+            path: name.into(),
+            tensor,
+            reason,
+        };
+        if inp != expected_in {
+            let what = if i == 0 {
+                "the schema encodes"
+            } else {
+                "the previous layer gives"
+            };
+            return Err(tensor_err(
+                format!("layers.{i}.weight"),
+                format!("metadata says {inp} inputs but {what} {expected_in}"),
+            ));
+        }
+        let weight = read_tensor(&tensors, &format!("layers.{i}.weight"), &[out, inp])
+            .map_err(|(t, r)| tensor_err(t, r))?;
+        let bias = read_tensor(&tensors, &format!("layers.{i}.bias"), &[out])
+            .map_err(|(t, r)| tensor_err(t, r))?;
+        let weight = Array2::from_shape_vec((out, inp), weight)
+            .map_err(|e| tensor_err(format!("layers.{i}.weight"), e.to_string()))?;
+        layers.push(Dense {
+            weight,
+            bias: Array1::from_vec(bias),
+        });
+        expected_in = out;
+    }
+    let expected = 2 * layers.len();
+    if tensors.len() != expected {
+        let extra = tensors
+            .names()
+            .into_iter()
+            .find(|n| {
+                !n.starts_with("layers.")
+                    || n.split('.')
+                        .nth(1)
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .is_none_or(|i| i >= layers.len())
+            })
+            .cloned()
+            .unwrap_or_default();
+        return Err(ArtifactError::Tensor {
+            path: name.into(),
+            tensor: extra,
+            reason: format!(
+                "not described by the metadata ({} tensors, {expected} expected)",
+                tensors.len()
+            ),
+        });
+    }
+    let network = Network::new(layers, header.output).map_err(|e| meta_err(e.to_string()))?;
+    let model = Model {
+        schema: header.schema,
+        network,
+        meta: header.meta,
+    };
+    model.check().map_err(meta_err)?;
+    Ok(model)
+}
+
+fn read_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, (String, String)> {
+    let t = tensors
+        .tensor(name)
+        .map_err(|_| (name.to_string(), "missing".to_string()))?;
+    if t.dtype() != Dtype::F32 {
+        return Err((name.into(), format!("dtype {:?}, expected F32", t.dtype())));
+    }
+    if t.shape() != shape {
+        return Err((
+            name.into(),
+            format!("shape {:?}, the metadata implies {shape:?}", t.shape()),
+        ));
+    }
+    let values: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err((name.into(), format!("element {i} is not finite")));
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tiny_model;
+
+    #[test]
+    fn round_trip_is_identical() {
+        let m = tiny_model();
+        let bytes = to_bytes(&m).unwrap();
+        let back = from_bytes("m", &bytes).unwrap();
+        assert_eq!(back.network, m.network);
+        assert_eq!(back.schema, m.schema);
+        assert_eq!(to_bytes(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn truncated_file_is_rejected() {
+        let bytes = to_bytes(&tiny_model()).unwrap();
+        let err = from_bytes("m.safetensors", &bytes[..bytes.len() - 3]).unwrap_err();
+        assert!(matches!(err, ArtifactError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("m.safetensors: not a readable safetensors file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shape_mismatch_names_the_tensor() {
+        let mut m = tiny_model();
+        // Replace the first layer by one with an extra output: metadata and tensors
+        // then disagree with the second layer's inputs.
+        let l = &m.network.layers()[0];
+        let wide = Dense {
+            weight: Array2::zeros((l.outputs() + 1, l.inputs())),
+            bias: Array1::zeros(l.outputs() + 1),
+        };
+        let second = m.network.layers()[1].clone();
+        let bytes = {
+            let good = to_bytes(&m).unwrap();
+            let tensors = SafeTensors::deserialize(&good).unwrap();
+            let (_, meta) = SafeTensors::read_metadata(&good).unwrap();
+            let wide_w = le_bytes(wide.weight.iter());
+            let wide_b = le_bytes(wide.bias.iter());
+            let second_w = le_bytes(second.weight.iter());
+            let second_b = le_bytes(second.bias.iter());
+            let views = vec![
+                (
+                    "layers.0.weight".to_string(),
+                    TensorView::new(Dtype::F32, wide.weight.shape().to_vec(), &wide_w).unwrap(),
+                ),
+                (
+                    "layers.0.bias".to_string(),
+                    TensorView::new(Dtype::F32, vec![wide.bias.len()], &wide_b).unwrap(),
+                ),
+                (
+                    "layers.1.weight".to_string(),
+                    TensorView::new(Dtype::F32, second.weight.shape().to_vec(), &second_w).unwrap(),
+                ),
+                (
+                    "layers.1.bias".to_string(),
+                    TensorView::new(Dtype::F32, vec![second.bias.len()], &second_b).unwrap(),
+                ),
+            ];
+            assert_eq!(tensors.len(), 4);
+            safetensors::serialize(views, meta.metadata()).unwrap()
+        };
+        let err = from_bytes("m", &bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "m: tensor `layers.0.weight`: shape [{}, {}], the metadata implies [{}, {}]",
+                l.outputs() + 1,
+                l.inputs(),
+                l.outputs(),
+                l.inputs()
+            )
+        );
+        m.meta.classes.clear();
+    }
+
+    #[test]
+    fn save_is_atomic_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&tiny_model(), &path).unwrap();
+        save(&tiny_model(), &path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("m.safetensors")]);
+        assert!(load(&path).is_ok());
+    }
+}

@@ -1,0 +1,228 @@
+//! A servable model: the schema (how inputs are encoded), the network (the f32
+//! arithmetic) and the metadata that travels with them in the artifact (task,
+//! label, classes, metrics, training report, parent version).
+//!
+//! Plain synchronous code over ndarray; no I/O except in `artifact`.
+
+pub mod artifact;
+pub mod network;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use network::{Network, Output};
+pub use schema::{EncodeError, Schema};
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+/// The metadata stored with a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub task: Task,
+    /// The label column the model was trained on.
+    pub label: String,
+    /// Class names in output order (classification); for a sigmoid output the
+    /// probability is that of `classes[1]`.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Held-out metrics, e.g. `{"accuracy": 0.97}` or `{"r2": 0.8}`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// How the model was made (rows, hyper-parameters, ...).
+    #[serde(default)]
+    pub training: Value,
+    /// RFC 3339 time of creation.
+    pub created: String,
+    /// The registry version this model was derived from, if any.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// A model ready to serve.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub schema: Schema,
+    pub network: Network,
+    pub meta: ModelMeta,
+}
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prediction {
+    Class {
+        label: String,
+        probabilities: Vec<f32>,
+    },
+    Value(f64),
+}
+
+impl Model {
+    /// Checks that schema, network, task and classes agree.
+    pub fn check(&self) -> Result<(), String> {
+        if self.schema.width() != self.network.inputs() {
+            return Err(format!(
+                "the schema encodes {} inputs, the network takes {}",
+                self.schema.width(),
+                self.network.inputs()
+            ));
+        }
+        let outputs = self.network.outputs();
+        match (self.meta.task, self.network.output()) {
+            (Task::Regression, Output::Identity) => Ok(()),
+            (Task::Classification, Output::Sigmoid) if self.meta.classes.len() == 2 => Ok(()),
+            (Task::Classification, Output::Softmax) if self.meta.classes.len() == outputs => Ok(()),
+            (task, output) => Err(format!(
+                "{task:?} with {output:?} output over {outputs} units and {} classes is not a valid combination",
+                self.meta.classes.len()
+            )),
+        }
+    }
+
+    /// The prediction for an encoded input row.
+    pub fn predict_encoded(&self, x: &[f32]) -> Prediction {
+        let out = self.network.forward_one(x);
+        self.interpret(&out)
+    }
+
+    /// Turns network outputs into a prediction.
+    pub fn interpret(&self, out: &[f32]) -> Prediction {
+        match self.network.output() {
+            Output::Identity => Prediction::Value(f64::from(out[0])),
+            Output::Sigmoid => {
+                let p = out[0];
+                let label = &self.meta.classes[usize::from(p >= 0.5)];
+                Prediction::Class {
+                    label: label.clone(),
+                    probabilities: vec![1.0 - p, p],
+                }
+            }
+            Output::Softmax => {
+                let best = out
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, p)| if *p > out[b] { i } else { b });
+                Prediction::Class {
+                    label: self.meta.classes[best].clone(),
+                    probabilities: out.to_vec(),
+                }
+            }
+        }
+    }
+
+    /// The model card: what `inspect --json` and `GET /v1/model` show.
+    pub fn card(
+        &self,
+        version: Option<&str>,
+        path: Option<&str>,
+        file_bytes: Option<u64>,
+    ) -> Value {
+        let layers: Vec<Value> = self
+            .network
+            .layers()
+            .iter()
+            .map(|l| serde_json::json!({"inputs": l.inputs(), "outputs": l.outputs()}))
+            .collect();
+        let weights: usize = self.network.layers().iter().map(|l| l.weight.len()).sum();
+        let zeros: usize = self
+            .network
+            .layers()
+            .iter()
+            .map(|l| l.weight.iter().filter(|w| **w == 0.0).count())
+            .sum();
+        serde_json::json!({
+            "version": version,
+            "path": path,
+            "task": self.meta.task,
+            "label": self.meta.label,
+            "classes": self.meta.classes,
+            "output": self.network.output(),
+            "schema": self.schema.features,
+            "inputs": self.network.inputs(),
+            "layers": layers,
+            "parameters": self.network.parameters(),
+            "sparsity": if weights == 0 { 0.0 } else { zeros as f64 / weights as f64 },
+            "bits": 32,
+            "size_bytes": file_bytes,
+            "metrics": self.meta.metrics,
+            "training": self.meta.training,
+            "created": self.meta.created,
+            "parent": self.meta.parent,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::data::Table;
+    use ndarray::{Array1, Array2};
+    use network::Dense;
+
+    /// A 2-class model over one numeric and one categorical feature.
+    pub(crate) fn tiny_model() -> Model {
+        let t = Table::parse("t.csv", b"x,c,label\n1,a,n\n2,b,y\n3,a,y\n").unwrap();
+        let schema = Schema::fit(&t, 2).unwrap();
+        let l1 = Dense {
+            weight: Array2::from_shape_fn((3, schema.width()), |(i, j)| {
+                (i as f32 - j as f32) * 0.25
+            }),
+            bias: Array1::from_vec(vec![0.1, -0.2, 0.3]),
+        };
+        let l2 = Dense {
+            weight: Array2::from_shape_vec((1, 3), vec![0.5, -1.0, 2.0]).unwrap(),
+            bias: Array1::from_vec(vec![0.05]),
+        };
+        let network = Network::new(vec![l1, l2], Output::Sigmoid).unwrap();
+        let meta = ModelMeta {
+            task: Task::Classification,
+            label: "label".into(),
+            classes: vec!["n".into(), "y".into()],
+            metrics: BTreeMap::from([("accuracy".into(), 1.0)]),
+            training: Value::Null,
+            created: "2026-01-01T00:00:00Z".into(),
+            parent: None,
+        };
+        Model {
+            schema,
+            network,
+            meta,
+        }
+    }
+
+    #[test]
+    fn sigmoid_prediction_picks_the_second_class_above_one_half() {
+        let m = tiny_model();
+        let mut x = vec![0.0; m.schema.width()];
+        m.schema.encode_cells(&["3", "a"], &mut x);
+        let p = m.network.forward_one(&x)[0];
+        match m.predict_encoded(&x) {
+            Prediction::Class {
+                label,
+                probabilities,
+            } => {
+                assert_eq!(label, if p >= 0.5 { "y" } else { "n" });
+                assert_eq!(probabilities, vec![1.0 - p, p]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_rejects_a_schema_network_mismatch() {
+        let mut m = tiny_model();
+        m.schema.features.pop();
+        assert!(m
+            .check()
+            .unwrap_err()
+            .contains("the schema encodes 1 inputs, the network takes 4"));
+    }
+}

@@ -1,0 +1,152 @@
+//! `POST /v1/feedback`: labels for logged predictions, `{"id", "label"}` or
+//! `{"feedback": [{"id", "label"}, ..]}`. All or nothing: if any id is unknown the
+//! answer is 404 naming it and nothing is stored. A prediction answered a moment ago
+//! may still be in the log queue, so an id not found is looked up again after a
+//! flush of the queue before it is called unknown. A second label for the same id
+//! replaces the first (see `store::feedback`).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::AppState;
+use crate::model::Task;
+use crate::store::feedback::{self, FeedbackRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    id: String,
+    label: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    id: Option<String>,
+    label: Option<Value>,
+    feedback: Option<Vec<Item>>,
+}
+
+pub async fn feedback(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<FeedbackRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let items = match req {
+        FeedbackRequest {
+            id: Some(id),
+            label: Some(label),
+            feedback: None,
+        } => vec![Item { id, label }],
+        FeedbackRequest {
+            id: None,
+            label: None,
+            feedback: Some(items),
+        } => items,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_request",
+                "the body needs `id` and `label`, or `feedback`: [{\"id\", \"label\"}, ..]",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::unprocessable(
+            "empty_batch",
+            "`feedback` is empty",
+        ));
+    }
+    let max = state.settings.load().max_batch;
+    if items.len() > max {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!("{} labels, server.max_batch is {max}", items.len()),
+        ));
+    }
+    let task = state.live.load().model.meta.task;
+    let mut rows = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let label = check_label(task, &item.label).map_err(|m| {
+            let at = if items.len() > 1 {
+                format!("feedback[{i}]: ")
+            } else {
+                String::new()
+            };
+            ApiError::unprocessable("invalid_label", format!("{at}{m}"))
+        })?;
+        rows.push(FeedbackRow {
+            prediction_id: item.id.clone(),
+            label,
+        });
+    }
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let mut unknown = missing(&state, &ids).await?;
+    if !unknown.is_empty() {
+        state.log.flush().await;
+        unknown = missing(
+            &state,
+            &unknown.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await?;
+    }
+    if let Some(first) = unknown.first() {
+        let more = if unknown.len() > 1 {
+            format!(" (and {} more)", unknown.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_prediction",
+            format!("no prediction with id `{first}`{more}"),
+        ));
+    }
+    let replaced = feedback::upsert(&state.pool, &rows)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    state
+        .metrics
+        .feedback
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"accepted": rows.len(), "replaced": replaced})),
+    ))
+}
+
+/// The ids of `ids` that are not logged predictions, in request order.
+async fn missing(state: &AppState, ids: &[&str]) -> Result<Vec<String>, ApiError> {
+    let known: HashSet<String> = feedback::known_ids(&state.pool, ids)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .collect();
+    Ok(ids
+        .iter()
+        .filter(|id| !known.contains(**id))
+        .map(|id| id.to_string())
+        .collect())
+}
+
+/// A class label is a string or a number; a regression label a finite number.
+/// Returns the label as JSON text.
+fn check_label(task: Task, label: &Value) -> Result<String, String> {
+    match (task, label) {
+        (Task::Classification, Value::String(s)) if !s.is_empty() => Ok(label.to_string()),
+        (Task::Classification, Value::Number(n)) => Ok(Value::String(n.to_string()).to_string()),
+        (Task::Classification, _) => Err(format!(
+            "a class label must be a non-empty string or a number, got {label}"
+        )),
+        (Task::Regression, Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => {
+            Ok(label.to_string())
+        }
+        (Task::Regression, _) => Err(format!("a regression label must be a number, got {label}")),
+    }
+}

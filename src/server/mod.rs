@@ -1,0 +1,166 @@
+//! The HTTP API (axum): routes, shared state, and the layers every request passes
+//! (metrics, request timeout, body limit, bearer token on write endpoints).
+//!
+//! [`router`] builds the whole app from an [`AppState`], so tests can drive it
+//! without a socket; the daemon binds it to a listener. Handlers turn bodies into
+//! typed values through `body::JsonBody` and answer failures with `error::ApiError`.
+
+pub mod body;
+pub mod error;
+mod feedback;
+pub mod metrics;
+mod predict;
+mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sqlx::SqlitePool;
+use tower::ServiceBuilder;
+
+use crate::live::Slot;
+use crate::store::writer::LogHandle;
+use error::ApiError;
+use metrics::Metrics;
+
+/// Settings that a SIGHUP can change without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The bearer token for write endpoints; `None`: no auth.
+    pub token: Option<String>,
+    pub max_batch: usize,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Slot,
+    pub log: LogHandle,
+    pub pool: SqlitePool,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<ArcSwap<Settings>>,
+}
+
+/// Limits fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Builds the app.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let write = Router::new()
+        .route("/v1/feedback", post(feedback::feedback))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/v1/predict", post(predict::predict))
+        .route("/v1/model", get(status::model))
+        .route("/v1/models", get(status::models))
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz))
+        .route("/metrics", get(status::metrics))
+        .merge(write)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::unavailable(
+                        "timeout",
+                        "the request took longer than server.request_timeout_ms",
+                    )
+                }))
+                .timeout(limits.request_timeout)
+                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Counts and times every request by matched route and status.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    state
+        .metrics
+        .observe(route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// Write endpoints need `Authorization: Bearer <token>` when a token is configured.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let settings = state.settings.load();
+    if let Some(token) = &settings.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "this endpoint needs Authorization: Bearer <token>",
+                )
+                .into_response()
+            }
+            Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "the bearer token is not valid",
+                )
+                .into_response()
+            }
+            Some(_) => {}
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so timing does not reveal a prefix match.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secreT", b"secret"));
+        assert!(!super::constant_time_eq(b"secret1", b"secret"));
+        assert!(!super::constant_time_eq(b"", b"secret"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The prediction log writer: one task that owns all writes to `predictions`, fed
+//! by a bounded channel, committing multi-row INSERTs in one transaction per batch.
+//!
+//! A batch is written when it reaches `database.batch_rows` rows or
+//! `database.flush_ms` after its first row, whichever comes first.
+//!
+//! When the queue is full a request waits for room up to `database.queue_wait_ms`
+//! (back-pressure: under normal load nothing is lost). If there is still no room,
+//! the row is dropped, the request is still answered, and `dropped` counts it
+//! (`steward_log_rows_dropped_total` on /metrics). When a write fails (database
+//! locked, full, read-only) the writer logs an error, marks itself unhealthy
+//! (readiness fails) and retries the same batch with back-off until it succeeds or
+//! the daemon stops; rows still unwritten at the stop are counted as dropped.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One logged prediction.
+#[derive(Debug, Clone)]
+pub struct PredictionRow {
+    pub id: String,
+    /// Unix milliseconds.
+    pub time: i64,
+    pub model_version: Arc<str>,
+    /// JSON object text.
+    pub features: String,
+    /// JSON text.
+    pub output: String,
+    pub latency_us: i64,
+    pub anomaly_score: Option<f64>,
+}
+
+enum Msg {
+    Row(PredictionRow),
+    /// Answered once every row sent before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters shared between the writer and its handles.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed_writes: AtomicU64,
+    unhealthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl LogStats {
+    /// `None` when the last write succeeded, else its error.
+    pub fn error(&self) -> Option<String> {
+        if !self.unhealthy.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub capacity: usize,
+    pub batch_rows: usize,
+    pub flush: Duration,
+    pub queue_wait: Duration,
+}
+
+/// The sending side, cheap to clone.
+#[derive(Clone)]
+pub struct LogHandle {
+    tx: mpsc::Sender<Msg>,
+    stats: Arc<LogStats>,
+    queue_wait: Duration,
+    capacity: usize,
+}
+
+impl LogHandle {
+    /// Queues `row`; returns `false` if it had to be dropped.
+    pub async fn log(&self, row: PredictionRow) -> bool {
+        let msg = match self.tx.try_send(Msg::Row(row)) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        match self.tx.send_timeout(msg, self.queue_wait).await {
+            Ok(()) => true,
+            Err(_) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(dropped, "prediction log queue full: rows dropped");
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits until every row queued before this call is committed (or the writer
+    /// is gone). Returns `false` if the writer is gone.
+    pub async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    /// Rows waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.capacity - self.tx.capacity()
+    }
+
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+}
+
+/// Starts the writer task. It stops when `cancel` fires (after writing what is
+/// queued, within one retry) or when every handle is dropped.
+pub fn spawn(
+    pool: SqlitePool,
+    cfg: WriterConfig,
+    cancel: CancellationToken,
+) -> (LogHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(cfg.capacity);
+    let stats = Arc::new(LogStats::default());
+    let handle = LogHandle {
+        tx,
+        stats: stats.clone(),
+        queue_wait: cfg.queue_wait,
+        capacity: cfg.capacity,
+    };
+    let task = tokio::spawn(run(pool, rx, stats, cfg, cancel));
+    (handle, task)
+}
+
+async fn run(
+    pool: SqlitePool,
+    mut rx: mpsc::Receiver<Msg>,
+    stats: Arc<LogStats>,
+    cfg: WriterConfig,
+    cancel: CancellationToken,
+) {
+    let mut msgs: Vec<Msg> = Vec::with_capacity(cfg.batch_rows);
+    loop {
+        msgs.clear();
+        let stopping = tokio::select! {
+            n = rx.recv_many(&mut msgs, cfg.batch_rows) => n == 0,
+            () = cancel.cancelled() => true,
+        };
+        if stopping {
+            // Take whatever is still queued, write it, and leave.
+            while let Ok(m) = rx.try_recv() {
+                msgs.push(m);
+            }
+            write_all(&pool, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+            return;
+        }
+        let deadline = Instant::now() + cfg.flush;
+        while rows_in(&msgs) < cfg.batch_rows && !msgs.iter().any(|m| matches!(m, Msg::Flush(_))) {
+            let room = cfg.batch_rows - rows_in(&msgs);
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut msgs, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        write_all(&pool, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+        msgs = Vec::with_capacity(cfg.batch_rows);
+    }
+}
+
+fn rows_in(msgs: &[Msg]) -> usize {
+    msgs.iter().filter(|m| matches!(m, Msg::Row(_))).count()
+}
+
+/// Writes the rows of `msgs` (retrying until success or cancellation), then answers
+/// the flushes among them.
+async fn write_all(
+    pool: &SqlitePool,
+    msgs: Vec<Msg>,
+    stats: &LogStats,
+    cfg: &WriterConfig,
+    cancel: &CancellationToken,
+) {
+    let mut rows = Vec::with_capacity(msgs.len());
+    let mut flushes = Vec::new();
+    for m in msgs {
+        match m {
+            Msg::Row(r) => rows.push(r),
+            Msg::Flush(f) => flushes.push(f),
+        }
+    }
+    for chunk in rows.chunks(cfg.batch_rows) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match insert(pool, chunk).await {
+                Ok(()) => {
+                    stats
+                        .written
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    if stats.unhealthy.swap(false, Ordering::Relaxed) {
+                        tracing::info!("prediction log writes succeed again");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+                    if !stats.unhealthy.swap(true, Ordering::Relaxed)
+                        || backoff >= Duration::from_secs(5)
+                    {
+                        tracing::error!(error = %e, rows = chunk.len(), retry_in_ms = backoff.as_millis() as u64,
+                            "cannot write the prediction log (database locked, full or read-only?); serving continues, rows are held and retried");
+                    }
+                    if let Ok(mut last) = stats.last_error.lock() {
+                        *last = Some(e.to_string());
+                    }
+                    if cancel.is_cancelled() {
+                        stats
+                            .dropped
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        tracing::error!(
+                            rows = chunk.len(),
+                            "stopping with unwritten prediction log rows: they are lost"
+                        );
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+    for f in flushes {
+        let _ = f.send(());
+    }
+}
+
+/// One multi-row INSERT in one transaction.
+pub async fn insert(pool: &SqlitePool, rows: &[PredictionRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO predictions (id, time, model_version, features, output, latency_us, anomaly_score) ",
+    );
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(&r.id)
+            .push_bind(r.time)
+            .push_bind(&*r.model_version)
+            .push_bind(&r.features)
+            .push_bind(&r.output)
+            .push_bind(r.latency_us)
+            .push_bind(r.anomaly_score);
+    });
+    let mut tx = pool.begin().await?;
+    q.build().execute(&mut *tx).await?;
+    tx.commit().await
+}
