@@ -1,0 +1,439 @@
+//! The HTTP API against a real daemon: answers, bad input, auth, metrics.
+
+use serde_json::{json, Value};
+
+use crate::common::{client, count, penguin, post, Daemon};
+
+#[tokio::test]
+async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
+    let d = Daemon::start("");
+    let c = client();
+    let (status, one) = post(
+        &c,
+        &format!("{}/v1/predict", d.url),
+        &json!({"features": penguin()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["model_version"], "1");
+    assert_eq!(one["prediction"], "Gentoo");
+    let probs = one["probabilities"].as_object().unwrap();
+    assert_eq!(probs.len(), 3);
+    let total: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5, "{one}");
+    assert_eq!(one["id"].as_str().unwrap().len(), 36);
+
+    let mut missing = penguin();
+    missing["sex"] = Value::Null;
+    missing["bill_length_mm"] = Value::Null;
+    let (status, batch) = post(
+        &c,
+        &format!("{}/v1/predict", d.url),
+        &json!({"instances": [penguin(), missing]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["model_version"], "1");
+    let preds = batch["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 2);
+    assert_ne!(preds[0]["id"], preds[1]["id"]);
+
+    let (status, _, _) = d.stop();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn feedback_is_joined_by_id_and_a_second_label_replaces_the_first() {
+    let d = Daemon::start("");
+    let c = client();
+    let (_, one) = post(
+        &c,
+        &format!("{}/v1/predict", d.url),
+        &json!({"features": penguin()}),
+    )
+    .await;
+    let id = one["id"].as_str().unwrap().to_string();
+    // Sent at once: the prediction may still be in the log queue.
+    let (status, body) = post(
+        &c,
+        &format!("{}/v1/feedback", d.url),
+        &json!({"id": id, "label": "Gentoo"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"accepted": 1, "replaced": 0}));
+    let (status, body) = post(
+        &c,
+        &format!("{}/v1/feedback", d.url),
+        &json!({"feedback": [{"id": id, "label": "Adelie"}]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"accepted": 1, "replaced": 1}));
+
+    let (status, dir, _) = d.stop();
+    assert!(status.success());
+    let pool = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("data/steward.db").display()
+    ))
+    .await
+    .unwrap();
+    let (label, revisions): (String, i64) =
+        sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = ?")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((label.as_str(), revisions), ("\"Adelie\"", 1));
+}
+
+/// Each case: a request a client can get wrong, the status and code it must get.
+fn bad_requests(
+    url: &str,
+    max_batch: usize,
+) -> Vec<(&'static str, reqwest::RequestBuilder, u16, &'static str)> {
+    let c = client();
+    let predict = format!("{url}/v1/predict");
+    let json_post = |body: String| {
+        c.post(&predict)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let with = |k: &str, v: Value| {
+        let mut p = penguin();
+        p[k] = v;
+        json!({"features": p}).to_string()
+    };
+    let mut missing = penguin();
+    missing.as_object_mut().unwrap().remove("sex");
+    let mut unknown = penguin();
+    unknown["wingspan"] = json!(3);
+    vec![
+        (
+            "malformed JSON",
+            json_post("{\"features\": {".into()),
+            400,
+            "malformed_json",
+        ),
+        (
+            "wrong content type",
+            c.post(&predict)
+                .header("content-type", "text/plain")
+                .body(json!({"features": penguin()}).to_string()),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            c.post(&predict)
+                .body(json!({"features": penguin()}).to_string()),
+            415,
+            "unsupported_media_type",
+        ),
+        ("empty body", json_post(String::new()), 400, "empty_body"),
+        (
+            "body over the limit",
+            json_post(format!(
+                "{{\"features\": {{\"island\": \"{}\"}}}}",
+                "x".repeat(5000)
+            )),
+            413,
+            "body_too_large",
+        ),
+        (
+            "missing feature",
+            json_post(json!({"features": missing}).to_string()),
+            422,
+            "missing_feature",
+        ),
+        (
+            "unknown feature",
+            json_post(json!({"features": unknown}).to_string()),
+            422,
+            "unknown_feature",
+        ),
+        (
+            "string for a number",
+            json_post(with("body_mass_g", json!("heavy"))),
+            422,
+            "invalid_feature_type",
+        ),
+        (
+            "number for a category",
+            json_post(with("island", json!(3))),
+            422,
+            "invalid_feature_type",
+        ),
+        (
+            "number too large for f64",
+            json_post(
+                with("body_mass_g", json!(0)).replace("\"body_mass_g\":0", "\"body_mass_g\":1e999"),
+            ),
+            400,
+            "number_out_of_range",
+        ),
+        (
+            "deeply nested JSON",
+            json_post(format!(
+                "{{\"features\": {{\"island\": {}{}}}}}",
+                "[".repeat(300),
+                "]".repeat(300)
+            )),
+            400,
+            "nesting_too_deep",
+        ),
+        (
+            "features not an object",
+            json_post("{\"features\": [1, 2]}".into()),
+            422,
+            "invalid_request",
+        ),
+        (
+            "neither features nor instances",
+            json_post("{}".into()),
+            422,
+            "invalid_request",
+        ),
+        (
+            "unknown top-level field",
+            json_post(json!({"features": penguin(), "extra": 1}).to_string()),
+            422,
+            "invalid_request",
+        ),
+        (
+            "empty batch",
+            json_post(json!({"instances": []}).to_string()),
+            422,
+            "empty_batch",
+        ),
+        (
+            "batch over max_batch",
+            json_post(json!({"instances": vec![penguin(); max_batch + 1]}).to_string()),
+            422,
+            "batch_too_large",
+        ),
+        (
+            "one bad instance in a batch",
+            json_post(json!({"instances": [penguin(), {"island": "Biscoe"}]}).to_string()),
+            422,
+            "missing_feature",
+        ),
+        (
+            "unknown route",
+            c.get(format!("{url}/v1/nothing")),
+            404,
+            "not_found",
+        ),
+        ("wrong method", c.get(&predict), 405, "method_not_allowed"),
+        (
+            "feedback for an unknown id",
+            c.post(format!("{url}/v1/feedback"))
+                .bearer_auth("s3cret")
+                .json(&json!({"id": "nope", "label": "Adelie"})),
+            404,
+            "unknown_prediction",
+        ),
+        (
+            "feedback with a bad label",
+            c.post(format!("{url}/v1/feedback"))
+                .bearer_auth("s3cret")
+                .json(&json!({"id": "nope", "label": ["x"]})),
+            422,
+            "invalid_label",
+        ),
+        (
+            "feedback without the token",
+            c.post(format!("{url}/v1/feedback"))
+                .json(&json!({"id": "x", "label": "Adelie"})),
+            401,
+            "unauthorized",
+        ),
+        (
+            "feedback with a wrong token",
+            c.post(format!("{url}/v1/feedback"))
+                .bearer_auth("guess")
+                .json(&json!({"id": "x", "label": "Adelie"})),
+            401,
+            "unauthorized",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_stable_code_log_nothing_and_the_daemon_keeps_serving() {
+    let max_batch = 8;
+    let d = Daemon::start_with_env(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_batch = {max_batch}\nmax_body_bytes = 4096\n"
+        ),
+        &[("STEWARD_TOKEN", "s3cret")],
+    );
+    let c = client();
+    let mut good = 0;
+    for (name, request, status, code) in bad_requests(&d.url, max_batch) {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(body["error"]["code"], code, "{name}: {body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{name}: {body}"
+        );
+        // Still serving.
+        let (ok, _) = post(
+            &c,
+            &format!("{}/v1/predict", d.url),
+            &json!({"features": penguin()}),
+        )
+        .await;
+        assert_eq!(ok, 200, "after {name}");
+        good += 1;
+    }
+    let metrics = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("steward_http_requests_total{route=\"/v1/predict\",status=\"422\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "steward_http_requests_total{{route=\"/v1/predict\",status=\"200\"}} {good}\n"
+        )),
+        "{metrics}"
+    );
+    let (status, _, _) = d.stop_and_count_check(good).await;
+    assert!(status.success());
+}
+
+impl Daemon {
+    /// Stops the daemon and asserts the predictions table holds `expected` rows.
+    pub async fn stop_and_count_check(
+        self,
+        expected: i64,
+    ) -> (std::process::ExitStatus, tempfile::TempDir, String) {
+        let db = self.db_path();
+        let (status, dir, log) = self.stop();
+        assert_eq!(count(&db, "predictions").await, expected, "{log}");
+        (status, dir, log)
+    }
+}
+
+#[tokio::test]
+async fn feedback_with_the_token_is_accepted() {
+    let d = Daemon::start_with_env("", &[("STEWARD_TOKEN", "s3cret")]);
+    let c = client();
+    let (_, one) = post(
+        &c,
+        &format!("{}/v1/predict", d.url),
+        &json!({"features": penguin()}),
+    )
+    .await;
+    let r = c
+        .post(format!("{}/v1/feedback", d.url))
+        .bearer_auth("s3cret")
+        .json(&json!({"id": one["id"], "label": "Gentoo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // Read endpoints need no token.
+    assert_eq!(
+        c.get(format!("{}/v1/model", d.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn model_card_registry_health_and_metrics() {
+    let d = Daemon::start("");
+    let c = client();
+    let card: Value = c
+        .get(format!("{}/v1/model", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["version"], "1");
+    assert_eq!(card["task"], "classification");
+    assert_eq!(card["classes"], json!(["Adelie", "Chinstrap", "Gentoo"]));
+    assert_eq!(card["schema"].as_array().unwrap().len(), 6);
+    assert_eq!(card["bits"], 32);
+    assert!(
+        card["metrics"]["accuracy"].as_f64().unwrap() > 0.9,
+        "{card}"
+    );
+
+    let models: Value = c
+        .get(format!("{}/v1/models", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = models["models"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["status"], "active");
+    assert_eq!(list[0]["source"], "import");
+
+    assert_eq!(
+        c.get(format!("{}/healthz", d.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let ready: Value = c
+        .get(format!("{}/readyz", d.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready, json!({"status": "ready", "model_version": "1"}));
+
+    for _ in 0..3 {
+        post(
+            &c,
+            &format!("{}/v1/predict", d.url),
+            &json!({"features": penguin()}),
+        )
+        .await;
+    }
+    let m = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "steward_http_requests_total{route=\"/v1/predict\",status=\"200\"} 3\n",
+        "steward_http_request_duration_seconds_count{route=\"/v1/predict\",status=\"200\"} 3\n",
+        "steward_http_request_duration_seconds_bucket{route=\"/v1/predict\",status=\"200\",le=\"+Inf\"} 3\n",
+        "steward_predictions_total 3\n",
+        "steward_log_queue_depth ",
+        "steward_log_rows_dropped_total 0\n",
+        "steward_model_info{version=\"1\"} 1\n",
+    ] {
+        assert!(m.contains(needle), "missing {needle:?} in\n{m}");
+    }
+}

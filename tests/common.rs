@@ -1,0 +1,220 @@
+//! The test harness: a daemon process in a temporary directory, its log, and
+//! helpers to talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_steward");
+
+/// A penguin the bundled model knows.
+pub fn penguin() -> Value {
+    json!({
+        "island": "Biscoe", "bill_length_mm": 48.6, "bill_depth_mm": 16.0,
+        "flipper_length_mm": 230, "body_mass_g": 5800, "sex": "male"
+    })
+}
+
+/// An artifact trained once per test run from the bundled data, so that daemons
+/// started with `model.initial` skip training.
+pub fn shared_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("steward-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("penguins.safetensors");
+        let model = steward::live::bootstrap(steward::config::BUNDLED_DATA, "label", 42).unwrap();
+        steward::model::artifact::save(&model, &path).unwrap();
+        path
+    })
+}
+
+/// A daemon process and the directory it runs in.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub url: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+/// Writes `steward.toml` into `dir`: loopback on a free port, files inside `dir`,
+/// the shared model, plus `extra` TOML appended (later keys in a section win only
+/// if the section is not repeated: pass whole sections).
+pub fn write_config(dir: &Path, sections: &str) -> PathBuf {
+    let model = shared_model().display().to_string();
+    let mut text = String::new();
+    if !sections.contains("[server]") {
+        text.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if !sections.contains("[model]") {
+        text.push_str(&format!("[model]\ninitial = \"{model}\"\n"));
+    }
+    text.push_str("[log]\nformat = \"json\"\nlevel = \"info\"\n");
+    text.push_str(sections);
+    let path = dir.join("steward.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Daemon {
+    /// Starts a daemon in a fresh directory and waits until it listens.
+    pub fn start(sections: &str) -> Daemon {
+        Self::start_with_env(sections, &[])
+    }
+
+    pub fn start_with_env(sections: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), sections);
+        Self::start_in(dir, env)
+    }
+
+    /// Starts a daemon in `dir` (which holds `steward.toml`).
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", "steward.toml"])
+            .current_dir(dir.path())
+            .env_remove("STEWARD_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (log, addr) = match watch_log(stderr) {
+            Ok(found) => found,
+            Err(log) => {
+                let _ = child.kill();
+                panic!("daemon did not start; its log:\n{log}");
+            }
+        };
+        Daemon {
+            dir,
+            child,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> (ExitStatus, tempfile::TempDir, String) {
+        self.signal("TERM");
+        let status = wait(&mut self.child, Duration::from_secs(60));
+        let log = self.log.lock().unwrap().clone();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir, log)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/steward.db")
+    }
+}
+
+/// Collects a daemon's JSON log lines and waits for its `listening` line.
+/// Returns the log so far and the address, or the log if it never listened.
+pub fn watch_log(stderr: ChildStderr) -> Result<(Arc<Mutex<String>>, String), String> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "listening" {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
+                }
+            }
+            let mut sink = sink.lock().unwrap();
+            sink.push_str(&line);
+            sink.push('\n');
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Ok((log, addr)),
+        Err(_) => Err(log.lock().unwrap().clone()),
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for a child to exit, killing it after `limit`.
+pub fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("STEWARD_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rows in a table of the SQLite file at `path`.
+pub async fn count(path: &Path, table: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs JSON; returns (status, body as JSON or Null).
+pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = c.post(url).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

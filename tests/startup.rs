@@ -1,0 +1,182 @@
+//! Start-up failures: each a clear message and a non-zero exit, never a panic.
+//! And the first start on the embedded defaults, which trains from the bundled data.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::common::{client, post, run, shared_model, write_config, BIN};
+
+fn serve_fails(dir: &Path) -> (i32, String) {
+    let (code, _, stderr) = run(&["serve", "--config", "steward.toml"], dir);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (code, stderr)
+}
+
+#[test]
+fn a_missing_model_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "[model]\ninitial = \"nowhere.safetensors\"\n");
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("nowhere.safetensors: cannot read model file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_truncated_model_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(shared_model()).unwrap();
+    std::fs::write(
+        dir.path().join("cut.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    write_config(dir.path(), "[model]\ninitial = \"cut.safetensors\"\n");
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cut.safetensors: not a readable safetensors file (truncated or corrupt?)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_shape_mismatched_model_file_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(shared_model()).unwrap();
+    // The metadata says the first layer is [16, 11]; make it say [17, 11] (same length).
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let at = header
+        .find("[[16,11]")
+        .expect("layer shapes in the metadata");
+    bytes[8 + at..8 + at + 8].copy_from_slice(b"[[17,11]");
+    std::fs::write(dir.path().join("bad.safetensors"), &bytes).unwrap();
+    write_config(dir.path(), "[model]\ninitial = \"bad.safetensors\"\n");
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.safetensors: tensor `layers.0.weight`: shape [16, 11], the metadata implies [17, 11]"), "{stderr}");
+}
+
+#[test]
+fn a_config_with_an_unknown_key_or_bad_value_stops_serve_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("steward.toml"),
+        "[database]\nurl = \"sqlite://x.db\"\nretain = 3\n",
+    )
+    .unwrap();
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("steward.toml:3:1: unknown field `retain`"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("steward.toml"), "[server]\nmax_batch = 0\n").unwrap();
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("key `server.max_batch`: must be greater than 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unwritable_database_path_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
+    write_config(
+        dir.path(),
+        "[database]\nurl = \"sqlite://a-file/steward.db\"\n",
+    );
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("database a-file/steward.db: cannot create its directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_read_only_database_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the database file should be: SQLite cannot open it.
+    std::fs::create_dir_all(dir.path().join("data/steward.db")).unwrap();
+    write_config(dir.path(), "");
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("database data/steward.db: cannot open"),
+        "{stderr}"
+    );
+}
+
+/// README's first command: no config file at all, the embedded defaults, a model
+/// trained from the bundled data on first start, then a restart serving the same one.
+#[tokio::test]
+async fn the_embedded_defaults_train_the_first_model_and_a_restart_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // No steward.toml: only a port override so parallel tests do not collide.
+    let start = || {
+        let mut child = std::process::Command::new(BIN)
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("STEWARD_SERVER__LISTEN", "127.0.0.1:0")
+            .env("STEWARD_LOG__FORMAT", "json")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (_, addr) = crate::common::watch_log(stderr).unwrap();
+        (child, addr)
+    };
+    let (child, addr) = start();
+    let c = client();
+    let (status, one) = post(
+        &c,
+        &format!("http://{addr}/v1/predict"),
+        &json!({"features": crate::common::penguin()}),
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    let card: serde_json::Value = c
+        .get(format!("http://{addr}/v1/model"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["training"]["source"], "bundled:penguins");
+    terminate(child);
+    assert!(dir.path().join("data/steward.db").exists());
+    assert!(dir.path().join("data/models/v1.safetensors").exists());
+
+    let (child, addr) = start();
+    let models: serde_json::Value = c
+        .get(format!("http://{addr}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        models["models"].as_array().unwrap().len(),
+        1,
+        "a restart must not train again: {models}"
+    );
+    terminate(child);
+}
+
+fn terminate(mut child: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = crate::common::wait(&mut child, std::time::Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+}

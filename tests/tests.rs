@@ -1,0 +1,15 @@
+//! One integration test binary (keeps link time low), organised by area. Every
+//! test runs the real `steward` binary on loopback against a real SQLite file in
+//! a temporary directory.
+
+// Helpers outside #[test] functions unwrap too: in a test harness a panic is a
+// test failure with its message, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod api;
+mod config;
+mod reliability;
+mod startup;
+mod systemd;
