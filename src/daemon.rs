@@ -149,16 +149,26 @@ fn notify(states: &[NotifyState]) {
 
 /// Pings the systemd watchdog at half its interval, when systemd asks for it.
 async fn watchdog(stop: CancellationToken) {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
+    let Some(usec) = watchdog_usec() else { return };
     let mut tick = tokio::time::interval(Duration::from_micros(usec / 2));
     loop {
         tokio::select! {
             _ = tick.tick() => notify(&[NotifyState::Watchdog]),
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// The watchdog interval systemd asks for, as `sd_watchdog_enabled(3)` reads it:
+/// `WATCHDOG_USEC` set, and `WATCHDOG_PID` unset or ours. (sd-notify's helper
+/// also requires `WATCHDOG_PID`, which systemd documents as optional.)
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    match std::env::var("WATCHDOG_PID").ok().map(|p| p.parse::<u32>()) {
+        Some(Ok(pid)) if pid != std::process::id() => None,
+        Some(Err(_)) => None,
+        _ if usec == 0 => None,
+        _ => Some(usec),
     }
 }
 

@@ -9,7 +9,9 @@
 mod common;
 
 mod api;
+mod cli;
 mod config;
+mod daemon;
 mod reliability;
 mod startup;
 mod systemd;
