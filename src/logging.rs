@@ -2,6 +2,8 @@
 //! fields) or when `log.format = "json"`. The level filter can be changed at run
 //! time (SIGHUP re-reads `log.level`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -49,7 +51,11 @@ pub fn init(format: LogFormat, level: &str) -> LevelHandle {
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
     // A subscriber already installed (tests) is fine: keep it.

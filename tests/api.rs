@@ -38,8 +38,22 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     assert_eq!(preds.len(), 2);
     assert_ne!(preds[0]["id"], preds[1]["id"]);
 
-    let (status, _, _) = d.stop();
+    let db = d.db_path();
+    let (status, _dir, _) = d.stop();
     assert!(status.success());
+    assert_eq!(count(&db, "predictions").await, 3);
+    // The log row holds what was sent and exactly what was answered.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let (version, features, output): (String, String, String) =
+        sqlx::query_as("SELECT model_version, features, output FROM predictions WHERE id = ?")
+            .bind(one["id"].as_str().unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, "1");
+    assert_eq!(serde_json::from_str::<Value>(&features).unwrap(), penguin());
+    let output: Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(output, json!({"prediction": one["prediction"], "probabilities": one["probabilities"]}));
 }
 
 #[tokio::test]

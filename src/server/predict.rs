@@ -53,6 +53,14 @@ impl Serialize for Probabilities<'_> {
     }
 }
 
+/// What the log's `output` column holds.
+#[derive(Debug, Serialize)]
+struct Output<'a, 'b> {
+    prediction: &'b Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: &'b Option<Probabilities<'a>>,
+}
+
 #[derive(Debug, Serialize)]
 struct BatchAnswer<'a> {
     model_version: &'a str,
@@ -157,9 +165,12 @@ fn answer_one<'a>(
         prediction,
         probabilities,
     };
-    let output =
-        serde_json::json!({"prediction": answer.prediction, "probabilities": answer.probabilities})
-            .to_string();
+    // The same numbers, printed the same way, as the answer.
+    let output = serde_json::to_string(&Output {
+        prediction: &answer.prediction,
+        probabilities: &answer.probabilities,
+    })
+    .map_err(|e| ApiError::internal(&e))?;
     let row = PredictionRow {
         id,
         time: crate::time::now_millis(),
