@@ -1,1 +1,433 @@
-fn main() {}
+//! Serving benches: the f32 forward pass (the bundled penguins model and a
+//! 64-64-64 network), the per-request CPU path without HTTP, and the prediction
+//! log (one multi-row INSERT into a real SQLite file; the writer task end to end).
+//!
+//! Every input is built from seeded RNGs or the bundled data, outside the timed
+//! closures. `cargo bench --bench serving` runs everything in about two minutes on
+//! a 2-core machine; `cargo bench --bench serving -- --test` runs each bench once.
+//! For the HTTP path under load see `scripts/load.sh`.
+
+// Benches build fixed data (the bundled CSV, seeded weights, a temp database): a
+// failure there is a bug in the bench, and a panic with a message is the clearest
+// way to report it. The crate denies unwrap/expect outside tests, so allow it here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use ndarray::{Array1, Array2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Map, Value};
+use sqlx::SqlitePool;
+use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
+
+use steward::model::network::{Dense, Network, Output};
+use steward::model::Model;
+use steward::store::writer::{self, PredictionRow, WriterConfig};
+
+const SEED: u64 = 42;
+const BATCH: usize = 64;
+/// Rows per multi-row INSERT, as `database.batch_rows` ships.
+const INSERT_ROWS: usize = 1000;
+/// Rows pushed through the writer task per iteration.
+const WRITER_ROWS: usize = 10_000;
+/// The log benches empty the table (untimed) once it holds more rows than this, so
+/// that a long run does not fill the disk. UUIDv7 keys are time-ordered, so an
+/// insert appends at the right edge of the B-tree and its cost barely depends on
+/// the table's size.
+const MAX_TABLE_ROWS: u64 = 200_000;
+
+const FEATURES: [&str; 6] = [
+    "island",
+    "bill_length_mm",
+    "bill_depth_mm",
+    "flipper_length_mm",
+    "body_mass_g",
+    "sex",
+];
+
+/// The bundled penguins rows (without the label) as `/v1/predict` feature maps:
+/// numbers as JSON numbers, empty cells as `null`. Rows with a missing cell are
+/// skipped so every row is a complete, realistic request.
+fn penguin_rows() -> Vec<Map<String, Value>> {
+    let mut lines = steward::BUNDLED_PENGUINS.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("penguins.csv has a header")
+        .split(',')
+        .collect();
+    assert_eq!(&header[..6], &FEATURES, "penguins.csv columns changed");
+    let mut rows = Vec::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells[..6].iter().any(|c| c.is_empty()) {
+            continue;
+        }
+        let mut m = Map::new();
+        for (name, cell) in FEATURES.iter().zip(&cells) {
+            let v = match cell.parse::<f64>() {
+                Ok(x) => serde_json::json!(x),
+                Err(_) => Value::String((*cell).to_string()),
+            };
+            m.insert((*name).to_string(), v);
+        }
+        rows.push(m);
+    }
+    assert!(rows.len() > 300, "expected the bundled penguins rows");
+    rows
+}
+
+/// The model a fresh daemon trains at start-up (same data, label and seed).
+fn bundled_model() -> Model {
+    steward::live::bootstrap(steward::config::BUNDLED_DATA, "label", SEED)
+        .expect("bootstrap training on the bundled data")
+}
+
+fn encode(model: &Model, row: &Map<String, Value>) -> Vec<f32> {
+    let mut x = vec![0.0f32; model.schema.width()];
+    model
+        .schema
+        .encode_json(row, &mut x)
+        .expect("a complete penguins row encodes");
+    x
+}
+
+fn bench_bundled(c: &mut Criterion) {
+    let model = bundled_model();
+    let rows = penguin_rows();
+    let x = encode(&model, &rows[0]);
+    let width = model.schema.width();
+    let x64 = Array2::from_shape_fn((BATCH, width), |(i, j)| {
+        encode(&model, &rows[(i * 5) % rows.len()])[j]
+    });
+    let layers: Vec<String> = model
+        .network
+        .layers()
+        .iter()
+        .map(|l| format!("{}→{}", l.inputs(), l.outputs()))
+        .collect();
+    eprintln!(
+        "bundled model: {} inputs, layers [{}], {:?} output, {} parameters",
+        width,
+        layers.join(", "),
+        model.network.output(),
+        model.network.parameters()
+    );
+
+    let mut g = c.benchmark_group("bundled");
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("forward_one", |b| {
+        b.iter(|| model.network.forward_one(black_box(&x)))
+    });
+
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("forward_batch_64", |b| {
+        b.iter(|| model.network.forward_batch(black_box(x64.view())))
+    });
+
+    // What a `{"features": {..}}` request costs once its body is parsed: encode the
+    // named features with the schema, then the forward pass and interpretation.
+    let map = rows[0].clone();
+    let mut buf = vec![0.0f32; width];
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode_json+predict", |b| {
+        b.iter(|| {
+            model
+                .schema
+                .encode_json(black_box(&map), &mut buf)
+                .expect("encodes");
+            model.predict_encoded(black_box(&buf))
+        })
+    });
+
+    g.finish();
+}
+
+/// A 64-64-64 network, read as: 64 inputs → dense 64 → ReLU → dense 64 → ReLU →
+/// dense 2 with softmax. That is two 64×64 hidden layers plus a small output layer
+/// (8,450 parameters), the size DESIGN.md quotes for the int8-vs-f32 comparison.
+/// Weights are He-uniform from a seeded ChaCha8 RNG, biases small.
+fn net_64_64_64(rng: &mut ChaCha8Rng) -> Network {
+    let mut dense = |inputs: usize, outputs: usize| {
+        let limit = (6.0 / inputs as f32).sqrt();
+        Dense {
+            weight: Array2::from_shape_fn((outputs, inputs), |_| rng.gen_range(-limit..limit)),
+            bias: Array1::from_shape_fn(outputs, |_| rng.gen_range(-0.1..0.1)),
+        }
+    };
+    let layers = vec![dense(64, 64), dense(64, 64), dense(64, 2)];
+    Network::new(layers, Output::Softmax).expect("the layers chain")
+}
+
+fn bench_64(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let net = net_64_64_64(&mut rng);
+    let x: Vec<f32> = (0..64).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let x64 = Array2::from_shape_fn((BATCH, 64), |_| rng.gen_range(-2.0f32..2.0));
+
+    let mut g = c.benchmark_group("net_64_64_64");
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("forward_one", |b| b.iter(|| net.forward_one(black_box(&x))));
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("forward_batch_64", |b| {
+        b.iter(|| net.forward_batch(black_box(x64.view())))
+    });
+    g.finish();
+}
+
+/// Log rows shaped like the daemon's: UUIDv7 ids, real penguins features (~120
+/// bytes of JSON), a softmax output over the three species (~100 bytes).
+struct RowMaker {
+    features: Vec<String>,
+    rng: ChaCha8Rng,
+    version: Arc<str>,
+    next: usize,
+}
+
+impl RowMaker {
+    fn new() -> RowMaker {
+        let features = penguin_rows()
+            .into_iter()
+            .map(|m| Value::Object(m).to_string())
+            .collect();
+        RowMaker {
+            features,
+            rng: ChaCha8Rng::seed_from_u64(SEED),
+            version: "1".into(),
+            next: 0,
+        }
+    }
+
+    fn row(&mut self) -> PredictionRow {
+        let features = self.features[self.next % self.features.len()].clone();
+        self.next += 1;
+        let a: f32 = self.rng.gen_range(0.0..1.0);
+        let b: f32 = self.rng.gen_range(0.0..(1.0 - a));
+        let (p, label) = ([a, b, 1.0 - a - b], ["Adelie", "Chinstrap", "Gentoo"]);
+        let best = (0..3).fold(0, |best, i| if p[i] > p[best] { i } else { best });
+        let output = serde_json::json!({
+            "prediction": label[best],
+            "probabilities": {"Adelie": p[0], "Chinstrap": p[1], "Gentoo": p[2]},
+        })
+        .to_string();
+        PredictionRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: steward::time::now_millis(),
+            model_version: self.version.clone(),
+            features,
+            output,
+            latency_us: self.rng.gen_range(20..200),
+            anomaly_score: None,
+        }
+    }
+
+    fn rows(&mut self, n: usize) -> Vec<PredictionRow> {
+        (0..n).map(|_| self.row()).collect()
+    }
+}
+
+/// Empties `predictions` when it has grown past [`MAX_TABLE_ROWS`] (call untimed).
+async fn trim(pool: &SqlitePool) {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM predictions")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    if n as u64 > MAX_TABLE_ROWS {
+        sqlx::query("DELETE FROM predictions")
+            .execute(pool)
+            .await
+            .expect("delete");
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await
+            .expect("checkpoint");
+    }
+}
+
+fn open(rt: &Runtime, path: &Path) -> SqlitePool {
+    rt.block_on(steward::store::open(path))
+        .expect("open the bench database")
+}
+
+fn bench_log(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = open(&rt, &dir.path().join("bench.db"));
+    let mut maker = RowMaker::new();
+    let sample = maker.row();
+    eprintln!(
+        "log row: id {} bytes, features {} bytes, output {} bytes",
+        sample.id.len(),
+        sample.features.len(),
+        sample.output.len()
+    );
+
+    let mut g = c.benchmark_group("log");
+    g.sample_size(20);
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(8));
+
+    // One multi-row INSERT of 1000 rows in one transaction (what the writer does
+    // per batch), into a WAL-mode file with synchronous=NORMAL as the daemon opens it.
+    g.throughput(Throughput::Elements(INSERT_ROWS as u64));
+    g.bench_function("insert_1000", |b| {
+        b.iter_batched(
+            || {
+                rt.block_on(trim(&pool));
+                maker.rows(INSERT_ROWS)
+            },
+            |rows| {
+                rt.block_on(writer::insert(&pool, &rows)).expect("insert");
+                rows
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // The writer task end to end: push rows through `LogHandle::log` (the bounded
+    // queue), then `flush()` waits until all of them are committed. The writer
+    // runs with the shipped settings (65536 queue, 1000-row batches, 5 ms flush).
+    let cancel = CancellationToken::new();
+    let cfg = WriterConfig {
+        capacity: 65_536,
+        batch_rows: 1000,
+        flush: Duration::from_millis(5),
+        queue_wait: Duration::from_secs(1),
+    };
+    let (handle, task) = {
+        let _guard = rt.enter();
+        writer::spawn(pool.clone(), cfg, cancel.clone())
+    };
+    g.throughput(Throughput::Elements(WRITER_ROWS as u64));
+    g.bench_function("writer_task_10k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                rt.block_on(trim(&pool));
+                let rows = maker.rows(WRITER_ROWS);
+                total += rt.block_on(async {
+                    let start = Instant::now();
+                    for row in rows {
+                        assert!(handle.log(row).await, "row dropped");
+                    }
+                    assert!(handle.flush().await, "writer gone");
+                    start.elapsed()
+                });
+            }
+            total
+        })
+    });
+    g.finish();
+
+    let stats = handle.stats();
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        stats
+            .failed_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    cancel.cancel();
+    rt.block_on(task).expect("writer task ends");
+    rt.block_on(pool.close());
+}
+
+/// The real `POST /v1/predict` handler through the whole axum app (routing,
+/// metrics, timeout, body limit, JSON parse, encode, predict, id, log row queued
+/// to a real writer and SQLite file, response body), without a socket.
+fn bench_router(c: &mut Criterion) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = open(&rt, &dir.path().join("bench.db"));
+    let cancel = CancellationToken::new();
+    let (log, task) = {
+        let _guard = rt.enter();
+        writer::spawn(
+            pool.clone(),
+            WriterConfig {
+                capacity: 65_536,
+                batch_rows: 1000,
+                flush: Duration::from_millis(5),
+                queue_wait: Duration::from_secs(1),
+            },
+            cancel.clone(),
+        )
+    };
+    let record = steward::store::registry::ModelRecord {
+        version: "1".into(),
+        created: 0,
+        path: String::new(),
+        metrics: Value::Null,
+        sparsity: 0.0,
+        bits: 32,
+        status: "active".into(),
+        parent: None,
+        source: "bench".into(),
+    };
+    let live = steward::live::LiveModel::new(bundled_model(), record);
+    let state = steward::server::AppState {
+        live: Arc::new(arc_swap::ArcSwap::from_pointee(live)),
+        log,
+        pool: pool.clone(),
+        metrics: Arc::default(),
+        settings: Arc::new(arc_swap::ArcSwap::from_pointee(steward::server::Settings {
+            token: None,
+            max_batch: 1024,
+        })),
+    };
+    let app = steward::server::router(
+        state,
+        steward::server::Limits {
+            max_body_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(10),
+        },
+    );
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "features": penguin_rows()[0] })).expect("json");
+
+    let mut g = c.benchmark_group("http");
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("predict_handler", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let req = Request::post("/v1/predict")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.clone()))
+                    .expect("request");
+                let resp = app.clone().oneshot(req).await.expect("infallible");
+                assert!(resp.status().is_success());
+                axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .expect("body")
+            })
+        })
+    });
+    g.finish();
+    cancel.cancel();
+    rt.block_on(task).expect("writer task ends");
+}
+
+criterion_group!(benches, bench_bundled, bench_64, bench_log, bench_router);
+criterion_main!(benches);
