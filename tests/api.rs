@@ -2,18 +2,13 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, penguin, post, Daemon};
+use crate::common::{client, count, penguin, Daemon};
 
 #[tokio::test]
 async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     let d = Daemon::start("");
     let c = client();
-    let (status, one) = post(
-        &c,
-        &format!("{}/v1/predict", d.url),
-        &json!({"features": penguin()}),
-    )
-    .await;
+    let (status, one) = d.predict(&c, &json!({"features": penguin()})).await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["model_version"], "1");
     assert_eq!(one["prediction"], "Gentoo");
@@ -26,12 +21,9 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     let mut missing = penguin();
     missing["sex"] = Value::Null;
     missing["bill_length_mm"] = Value::Null;
-    let (status, batch) = post(
-        &c,
-        &format!("{}/v1/predict", d.url),
-        &json!({"instances": [penguin(), missing]}),
-    )
-    .await;
+    let (status, batch) = d
+        .predict(&c, &json!({"instances": [penguin(), missing]}))
+        .await;
     assert_eq!(status, 200, "{batch}");
     assert_eq!(batch["model_version"], "1");
     let preds = batch["predictions"].as_array().unwrap();
@@ -43,7 +35,7 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     assert!(status.success());
     assert_eq!(count(&db, "predictions").await, 3);
     // The log row holds what was sent and exactly what was answered.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let pool = crate::common::open_db(&db).await;
     let (version, features, output): (String, String, String) =
         sqlx::query_as("SELECT model_version, features, output FROM predictions WHERE id = ?")
             .bind(one["id"].as_str().unwrap())
@@ -53,46 +45,31 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     assert_eq!(version, "1");
     assert_eq!(serde_json::from_str::<Value>(&features).unwrap(), penguin());
     let output: Value = serde_json::from_str(&output).unwrap();
-    assert_eq!(output, json!({"prediction": one["prediction"], "probabilities": one["probabilities"]}));
+    assert_eq!(
+        output,
+        json!({"prediction": one["prediction"], "probabilities": one["probabilities"]})
+    );
 }
 
 #[tokio::test]
 async fn feedback_is_joined_by_id_and_a_second_label_replaces_the_first() {
     let d = Daemon::start("");
     let c = client();
-    let (_, one) = post(
-        &c,
-        &format!("{}/v1/predict", d.url),
-        &json!({"features": penguin()}),
-    )
-    .await;
+    let (_, one) = d.predict(&c, &json!({"features": penguin()})).await;
     let id = one["id"].as_str().unwrap().to_string();
     // Sent at once: the prediction may still be in the log queue.
-    let (status, body) = post(
-        &c,
-        &format!("{}/v1/feedback", d.url),
-        &json!({"id": id, "label": "Gentoo"}),
-    )
-    .await;
+    let (status, body) = d.feedback(&c, &json!({"id": id, "label": "Gentoo"})).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"accepted": 1, "replaced": 0}));
-    let (status, body) = post(
-        &c,
-        &format!("{}/v1/feedback", d.url),
-        &json!({"feedback": [{"id": id, "label": "Adelie"}]}),
-    )
-    .await;
+    let (status, body) = d
+        .feedback(&c, &json!({"feedback": [{"id": id, "label": "Adelie"}]}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"accepted": 1, "replaced": 1}));
 
     let (status, dir, _) = d.stop();
     assert!(status.success());
-    let pool = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("data/steward.db").display()
-    ))
-    .await
-    .unwrap();
+    let pool = crate::common::open_db(&dir.path().join("data/steward.db")).await;
     let (label, revisions): (String, i64) =
         sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = ?")
             .bind(&id)
@@ -295,12 +272,7 @@ async fn bad_requests_get_a_stable_code_log_nothing_and_the_daemon_keeps_serving
             "{name}: {body}"
         );
         // Still serving.
-        let (ok, _) = post(
-            &c,
-            &format!("{}/v1/predict", d.url),
-            &json!({"features": penguin()}),
-        )
-        .await;
+        let (ok, _) = d.predict(&c, &json!({"features": penguin()})).await;
         assert_eq!(ok, 200, "after {name}");
         good += 1;
     }
@@ -343,12 +315,7 @@ impl Daemon {
 async fn feedback_with_the_token_is_accepted() {
     let d = Daemon::start_with_env("", &[("STEWARD_TOKEN", "s3cret")]);
     let c = client();
-    let (_, one) = post(
-        &c,
-        &format!("{}/v1/predict", d.url),
-        &json!({"features": penguin()}),
-    )
-    .await;
+    let (_, one) = d.predict(&c, &json!({"features": penguin()})).await;
     let r = c
         .post(format!("{}/v1/feedback", d.url))
         .bearer_auth("s3cret")
@@ -373,14 +340,7 @@ async fn feedback_with_the_token_is_accepted() {
 async fn model_card_registry_health_and_metrics() {
     let d = Daemon::start("");
     let c = client();
-    let card: Value = c
-        .get(format!("{}/v1/model", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card: Value = d.get_json(&c, "/v1/model").await;
     assert_eq!(card["version"], "1");
     assert_eq!(card["task"], "classification");
     assert_eq!(card["classes"], json!(["Adelie", "Chinstrap", "Gentoo"]));
@@ -391,14 +351,7 @@ async fn model_card_registry_health_and_metrics() {
         "{card}"
     );
 
-    let models: Value = c
-        .get(format!("{}/v1/models", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = d.get_json(&c, "/v1/models").await;
     let list = models["models"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["status"], "active");
@@ -413,23 +366,11 @@ async fn model_card_registry_health_and_metrics() {
             .as_u16(),
         200
     );
-    let ready: Value = c
-        .get(format!("{}/readyz", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = d.get_json(&c, "/readyz").await;
     assert_eq!(ready, json!({"status": "ready", "model_version": "1"}));
 
     for _ in 0..3 {
-        post(
-            &c,
-            &format!("{}/v1/predict", d.url),
-            &json!({"features": penguin()}),
-        )
-        .await;
+        d.predict(&c, &json!({"features": penguin()})).await;
     }
     let m = c
         .get(format!("{}/metrics", d.url))

@@ -100,6 +100,21 @@ impl Daemon {
         }
     }
 
+    /// POSTs to /v1/predict.
+    pub async fn predict(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
+        post(c, &format!("{}/v1/predict", self.url), body).await
+    }
+
+    /// POSTs to /v1/feedback (no token).
+    pub async fn feedback(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
+        post(c, &format!("{}/v1/feedback", self.url), body).await
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    pub async fn get_json(&self, c: &reqwest::Client, path: &str) -> Value {
+        get_json(c, &format!("{}{path}", self.url)).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -194,15 +209,25 @@ pub fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
 
 /// Rows in a table of the SQLite file at `path`.
 pub async fn count(path: &Path, table: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let pool = open_db(path).await;
     let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
         .fetch_one(&pool)
         .await
         .unwrap();
     pool.close().await;
     n
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A pool on the SQLite file at `path` (the daemon's, opened beside it).
+pub async fn open_db(path: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {

@@ -43,9 +43,7 @@ async fn a_locked_database_keeps_serving_counts_dropped_rows_and_recovers() {
     let d = Daemon::start("[database]\nqueue_capacity = 4\nqueue_wait_ms = 20\nbatch_rows = 2\n");
     let c = client();
     let url = d.url.clone();
-    let locker = sqlx::SqlitePool::connect(&format!("sqlite://{}", d.db_path().display()))
-        .await
-        .unwrap();
+    let locker = crate::common::open_db(&d.db_path()).await;
     let mut lock = locker.acquire().await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut *lock)
@@ -109,7 +107,7 @@ async fn sighup_applies_max_batch_and_names_keys_that_need_a_restart() {
     let d = Daemon::start("[server]\nlisten = \"127.0.0.1:0\"\nmax_batch = 2\n");
     let c = client();
     let three = json!({"instances": [penguin(), penguin(), penguin()]});
-    let (status, body) = post(&c, &format!("{}/v1/predict", d.url), &three).await;
+    let (status, body) = d.predict(&c, &three).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("batch_too_large"))

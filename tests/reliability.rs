@@ -79,9 +79,7 @@ async fn kill_9_under_load_leaves_a_sound_database_and_serving_resumes() {
     drop(d);
 
     let db = dir.path().join("data/steward.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = crate::common::open_db(&db).await;
     let check: String = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_one(&pool)
         .await

@@ -142,28 +142,16 @@ async fn the_embedded_defaults_train_the_first_model_and_a_restart_keeps_it() {
     )
     .await;
     assert_eq!(status, 200, "{one}");
-    let card: serde_json::Value = c
-        .get(format!("http://{addr}/v1/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let card: serde_json::Value =
+        crate::common::get_json(&c, &format!("http://{addr}/v1/model")).await;
     assert_eq!(card["training"]["source"], "bundled:penguins");
     terminate(child);
     assert!(dir.path().join("data/steward.db").exists());
     assert!(dir.path().join("data/models/v1.safetensors").exists());
 
     let (child, addr) = start();
-    let models: serde_json::Value = c
-        .get(format!("http://{addr}/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: serde_json::Value =
+        crate::common::get_json(&c, &format!("http://{addr}/v1/models")).await;
     assert_eq!(
         models["models"].as_array().unwrap().len(),
         1,
