@@ -254,6 +254,16 @@ async fn trim(pool: &SqlitePool) {
     }
 }
 
+/// The writer settings config/steward.toml ships.
+fn shipped_writer_config() -> WriterConfig {
+    WriterConfig {
+        capacity: 65_536,
+        batch_rows: 1000,
+        flush: Duration::from_millis(5),
+        queue_wait: Duration::from_secs(1),
+    }
+}
+
 fn open(rt: &Runtime, path: &Path) -> SqlitePool {
     rt.block_on(steward::store::open(path))
         .expect("open the bench database")
@@ -301,12 +311,7 @@ fn bench_log(c: &mut Criterion) {
     // queue), then `flush()` waits until all of them are committed. The writer
     // runs with the shipped settings (65536 queue, 1000-row batches, 5 ms flush).
     let cancel = CancellationToken::new();
-    let cfg = WriterConfig {
-        capacity: 65_536,
-        batch_rows: 1000,
-        flush: Duration::from_millis(5),
-        queue_wait: Duration::from_secs(1),
-    };
+    let cfg = shipped_writer_config();
     let (handle, task) = {
         let _guard = rt.enter();
         writer::spawn(pool.clone(), cfg, cancel.clone())
@@ -362,16 +367,7 @@ fn bench_router(c: &mut Criterion) {
     let cancel = CancellationToken::new();
     let (log, task) = {
         let _guard = rt.enter();
-        writer::spawn(
-            pool.clone(),
-            WriterConfig {
-                capacity: 65_536,
-                batch_rows: 1000,
-                flush: Duration::from_millis(5),
-                queue_wait: Duration::from_secs(1),
-            },
-            cancel.clone(),
-        )
+        writer::spawn(pool.clone(), shipped_writer_config(), cancel.clone())
     };
     let record = steward::store::registry::ModelRecord {
         version: "1".into(),

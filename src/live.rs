@@ -117,7 +117,7 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         created: crate::time::now_millis(),
         path: path.display().to_string(),
         metrics: serde_json::to_value(&model.meta.metrics).unwrap_or_default(),
-        sparsity: 0.0,
+        sparsity: model.sparsity(),
         bits: 32,
         status: "active".into(),
         parent: model.meta.parent.clone(),

@@ -118,6 +118,21 @@ impl Model {
         }
     }
 
+    /// The share of weights (not biases) that are exactly zero.
+    pub fn sparsity(&self) -> f64 {
+        let layers = self.network.layers();
+        let weights: usize = layers.iter().map(|l| l.weight.len()).sum();
+        let zeros: usize = layers
+            .iter()
+            .map(|l| l.weight.iter().filter(|w| **w == 0.0).count())
+            .sum();
+        if weights == 0 {
+            0.0
+        } else {
+            zeros as f64 / weights as f64
+        }
+    }
+
     /// The model card: what `inspect --json` and `GET /v1/model` show.
     pub fn card(
         &self,
@@ -131,13 +146,6 @@ impl Model {
             .iter()
             .map(|l| serde_json::json!({"inputs": l.inputs(), "outputs": l.outputs()}))
             .collect();
-        let weights: usize = self.network.layers().iter().map(|l| l.weight.len()).sum();
-        let zeros: usize = self
-            .network
-            .layers()
-            .iter()
-            .map(|l| l.weight.iter().filter(|w| **w == 0.0).count())
-            .sum();
         serde_json::json!({
             "version": version,
             "path": path,
@@ -149,7 +157,7 @@ impl Model {
             "inputs": self.network.inputs(),
             "layers": layers,
             "parameters": self.network.parameters(),
-            "sparsity": if weights == 0 { 0.0 } else { zeros as f64 / weights as f64 },
+            "sparsity": self.sparsity(),
             "bits": 32,
             "size_bytes": file_bytes,
             "metrics": self.meta.metrics,

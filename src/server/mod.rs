@@ -101,12 +101,10 @@ async fn method_not_allowed() -> ApiError {
 /// Counts and times every request by matched route and status.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    // MatchedPath is an Arc<str>: cloning it does not allocate.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .metrics
         .observe(route, response.status().as_u16(), start.elapsed());
