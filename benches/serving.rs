@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -264,18 +263,22 @@ fn shipped_writer_config() -> WriterConfig {
     }
 }
 
-fn open(rt: &Runtime, path: &Path) -> SqlitePool {
-    rt.block_on(steward::store::open(path))
-        .expect("open the bench database")
-}
-
-fn bench_log(c: &mut Criterion) {
+/// A tokio runtime and a fresh bench database in a temporary directory (kept
+/// alive by the returned guard), opened as the daemon opens it.
+fn runtime_and_db() -> (Runtime, tempfile::TempDir, SqlitePool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let pool = open(&rt, &dir.path().join("bench.db"));
+    let pool = rt
+        .block_on(steward::store::open(&dir.path().join("bench.db")))
+        .expect("open the bench database");
+    (rt, dir, pool)
+}
+
+fn bench_log(c: &mut Criterion) {
+    let (rt, _dir, pool) = runtime_and_db();
     let mut maker = RowMaker::new();
     let sample = maker.row();
     eprintln!(
@@ -358,12 +361,7 @@ fn bench_router(c: &mut Criterion) {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pool = open(&rt, &dir.path().join("bench.db"));
+    let (rt, _dir, pool) = runtime_and_db();
     let cancel = CancellationToken::new();
     let (log, task) = {
         let _guard = rt.enter();

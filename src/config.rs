@@ -216,21 +216,18 @@ impl Config {
         text: &str,
         env: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e| syntax(source, text, &e))?;
-        apply_env(&mut table, env)?;
-        let rendered = toml::to_string(&table).map_err(|e| ConfigError::Invalid {
-            path: source.to_string(),
-            message: e.to_string(),
-        })?;
-        // Deserialize from the original text when nothing was overridden so that
-        // line/column positions point into the user's file.
         let raw: RawConfig = if env_overrides(env).next().is_none() {
+            // Straight from the text, so that positions point into the user's file.
             toml::from_str(text).map_err(|e| syntax(source, text, &e))?
         } else {
-            toml::from_str(&rendered).map_err(|e| ConfigError::Invalid {
-                path: source.to_string(),
-                message: format!("after environment overrides: {}", e.message()),
-            })?
+            let mut table: toml::Table = text.parse().map_err(|e| syntax(source, text, &e))?;
+            apply_env(&mut table, env)?;
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    path: source.to_string(),
+                    message: format!("after environment overrides: {}", e.message()),
+                })?
         };
         raw.validate(source)
     }

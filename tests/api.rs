@@ -98,6 +98,13 @@ fn bad_requests(
     };
     let mut missing = penguin();
     missing.as_object_mut().unwrap().remove("sex");
+    let feedback = |token: Option<&str>, body: Value| {
+        let r = c.post(format!("{url}/v1/feedback")).json(&body);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    };
     let mut unknown = penguin();
     unknown["wingspan"] = json!(3);
     vec![
@@ -219,32 +226,25 @@ fn bad_requests(
         ("wrong method", c.get(&predict), 405, "method_not_allowed"),
         (
             "feedback for an unknown id",
-            c.post(format!("{url}/v1/feedback"))
-                .bearer_auth("s3cret")
-                .json(&json!({"id": "nope", "label": "Adelie"})),
+            feedback(Some("s3cret"), json!({"id": "nope", "label": "Adelie"})),
             404,
             "unknown_prediction",
         ),
         (
             "feedback with a bad label",
-            c.post(format!("{url}/v1/feedback"))
-                .bearer_auth("s3cret")
-                .json(&json!({"id": "nope", "label": ["x"]})),
+            feedback(Some("s3cret"), json!({"id": "nope", "label": ["x"]})),
             422,
             "invalid_label",
         ),
         (
             "feedback without the token",
-            c.post(format!("{url}/v1/feedback"))
-                .json(&json!({"id": "x", "label": "Adelie"})),
+            feedback(None, json!({"id": "x", "label": "Adelie"})),
             401,
             "unauthorized",
         ),
         (
             "feedback with a wrong token",
-            c.post(format!("{url}/v1/feedback"))
-                .bearer_auth("guess")
-                .json(&json!({"id": "x", "label": "Adelie"})),
+            feedback(Some("guess"), json!({"id": "x", "label": "Adelie"})),
             401,
             "unauthorized",
         ),
@@ -276,14 +276,7 @@ async fn bad_requests_get_a_stable_code_log_nothing_and_the_daemon_keeps_serving
         assert_eq!(ok, 200, "after {name}");
         good += 1;
     }
-    let metrics = c
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::metrics_text(&c, &d.url).await;
     assert!(
         metrics.contains("steward_http_requests_total{route=\"/v1/predict\",status=\"422\"}"),
         "{metrics}"
@@ -372,14 +365,7 @@ async fn model_card_registry_health_and_metrics() {
     for _ in 0..3 {
         d.predict(&c, &json!({"features": penguin()})).await;
     }
-    let m = c
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = crate::common::metrics_text(&c, &d.url).await;
     for needle in [
         "steward_http_requests_total{route=\"/v1/predict\",status=\"200\"} 3\n",
         "steward_http_request_duration_seconds_count{route=\"/v1/predict\",status=\"200\"} 3\n",

@@ -223,6 +223,17 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// The Prometheus text of `{url}/metrics`.
+pub async fn metrics_text(c: &reqwest::Client, url: &str) -> String {
+    c.get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A pool on the SQLite file at `path` (the daemon's, opened beside it).
 pub async fn open_db(path: &Path) -> sqlx::SqlitePool {
     sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))

@@ -9,14 +9,7 @@ use serde_json::{json, Value};
 use crate::common::{client, count, penguin, post, Daemon};
 
 async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = c
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::common::metrics_text(c, url).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
         .and_then(|v| v.parse().ok())
