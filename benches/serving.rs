@@ -83,8 +83,11 @@ fn penguin_rows() -> Vec<Map<String, Value>> {
 
 /// The model a fresh daemon trains at start-up (same data, label and seed).
 fn bundled_model() -> Model {
-    steward::live::bootstrap(steward::config::BUNDLED_DATA, "label", SEED)
-        .expect("bootstrap training on the bundled data")
+    steward::live::bootstrap(
+        steward::config::BUNDLED_DATA,
+        &steward::train::select::TrainOptions::new("label", 5, SEED),
+    )
+    .expect("bootstrap training on the bundled data")
 }
 
 fn encode(model: &Model, row: &Map<String, Value>) -> Vec<f32> {

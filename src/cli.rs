@@ -1,4 +1,4 @@
-//! The command line (clap): `serve`, `check-config`, `inspect`. Each command
+//! The command line (clap): `serve`, `check-config`, `inspect`, `train`, `eval`. Each command
 //! returns a [`Failure`] that says which exit code it deserves: 2 for usage or bad
 //! input (a file missing or malformed, an invalid config), 1 for anything else.
 //! With `--json`, exactly one JSON document goes to stdout; human text to stderr.
@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::daemon::{self, DaemonError};
+use crate::data::Table;
 use crate::model::artifact::{self, ArtifactError};
+use crate::model::Task;
+use crate::train::{self, select, TrainError};
 
 /// steward keeps one machine-learning model healthy in production.
 #[derive(Debug, Parser)]
@@ -33,6 +36,43 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// k-fold CV over the candidate grid, fit the winner on all rows, write the artifact.
+    Train {
+        /// Labelled CSV: a header row, the label column, every other column a feature.
+        #[arg(long)]
+        data: PathBuf,
+        /// The label column.
+        #[arg(long, default_value = "label")]
+        label: String,
+        /// Force the task instead of inferring it from the label column.
+        #[arg(long, value_enum)]
+        task: Option<TaskArg>,
+        /// Cross-validation folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Seed for folds, initialisation and shuffling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write the artifact (default: the data file's name with
+        /// `.safetensors`, in the current directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// One JSON document (the report) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score a model artifact on labelled data.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// The label column (default: the one the model was trained on).
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
     Inspect {
         #[arg(long)]
@@ -41,6 +81,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--task` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TaskArg {
+    Classification,
+    Regression,
+}
+
+impl From<TaskArg> for Task {
+    fn from(t: TaskArg) -> Task {
+        match t {
+            TaskArg::Classification => Task::Classification,
+            TaskArg::Regression => Task::Regression,
+        }
+    }
 }
 
 /// A failed command and the exit code it maps to.
@@ -77,11 +133,66 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("config ok: {}", c.source);
             Ok(())
         }
+        Command::Train {
+            data,
+            label,
+            task,
+            folds,
+            seed,
+            out,
+            json,
+        } => {
+            let out = out.unwrap_or_else(|| {
+                let stem = data
+                    .file_stem()
+                    .map_or("model".into(), |s| s.to_os_string());
+                PathBuf::from(stem).with_extension("safetensors")
+            });
+            let options = select::TrainOptions {
+                task: task.map(Task::from),
+                ..select::TrainOptions::new(&label, folds, seed)
+            };
+            let started = std::time::Instant::now();
+            let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
+            let mut trained = select::train(&table, &options).map_err(train_failure)?;
+            trained.report.model = Some(out.display().to_string());
+            artifact::save(&trained.model, &out).map_err(|e| Failure::Other(e.into()))?;
+            let report = &trained.report;
+            if json {
+                let text = serde_json::to_string(report).map_err(|e| Failure::Other(e.into()))?;
+                println!("{text}");
+            }
+            eprintln!("{}", human_train_report(report, started.elapsed()));
+            Ok(())
+        }
+        Command::Eval {
+            model,
+            data,
+            label,
+            json,
+        } => {
+            let m = load_model(&model)?;
+            let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
+            let label = label.unwrap_or_else(|| m.meta.label.clone());
+            let report = train::evaluate(&m, &table, &label).map_err(train_failure)?;
+            let mut doc = serde_json::to_value(&report).map_err(|e| Failure::Other(e.into()))?;
+            doc["model"] = model.display().to_string().into();
+            if json {
+                println!("{doc}");
+            }
+            eprintln!(
+                "{}: {} = {:.4} on {} rows of {} (label `{}`)",
+                model.display(),
+                report.metric,
+                report.value,
+                report.rows,
+                data.display(),
+                report.label
+            );
+            Ok(())
+        }
         Command::Inspect { model, json } => {
-            let m = artifact::load(&model).map_err(|e| match e {
-                ArtifactError::Write { .. } => Failure::Other(e.into()),
-                _ => Failure::Input(e.into()),
-            })?;
+            let m = load_model(&model)?;
             let size = std::fs::metadata(&model).ok().map(|m| m.len());
             let card = m.card(None, Some(&model.display().to_string()), size);
             if json {
@@ -92,6 +203,62 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn load_model(path: &std::path::Path) -> Result<crate::model::Model, Failure> {
+    artifact::load(path).map_err(|e| match e {
+        ArtifactError::Write { .. } => Failure::Other(e.into()),
+        _ => Failure::Input(e.into()),
+    })
+}
+
+fn train_failure(e: TrainError) -> Failure {
+    if e.is_input() {
+        Failure::Input(e.into())
+    } else {
+        Failure::Other(e.into())
+    }
+}
+
+fn human_train_report(r: &select::TrainReport, took: std::time::Duration) -> String {
+    let mut lines = vec![format!(
+        "{} on `{}`: {} rows, {} features, {}-fold CV, seed {}",
+        match r.task {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        },
+        r.label,
+        r.rows,
+        r.features,
+        r.cv.folds,
+        r.seed
+    )];
+    for c in &r.candidates {
+        let chosen = if c.candidate == r.selected { "*" } else { " " };
+        lines.push(match (c.cv_mean, c.cv_std, &c.error) {
+            (Some(m), Some(s), _) => format!(
+                " {chosen} {:<40} {} {m:.4} ± {s:.4}  ({} parameters)",
+                c.candidate.name(),
+                r.cv.metric,
+                c.parameters
+            ),
+            (_, _, e) => format!(
+                " {chosen} {:<40} failed: {}",
+                c.candidate.name(),
+                e.as_deref().unwrap_or("?")
+            ),
+        });
+    }
+    lines.push(format!(
+        "selected {}: {} {:.4} ± {:.4}; model written to {} in {:.1} s",
+        r.selected.name(),
+        r.cv.metric,
+        r.cv.mean,
+        r.cv.std,
+        r.model.as_deref().unwrap_or("?"),
+        took.as_secs_f64()
+    ));
+    lines.join("\n")
 }
 
 fn serve(config: Option<PathBuf>) -> Result<(), Failure> {

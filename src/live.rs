@@ -16,7 +16,8 @@ use crate::data::Table;
 use crate::model::{artifact, Model};
 use crate::store::registry::{self, ModelRecord};
 use crate::store::StoreError;
-use crate::train::{self, sgd::SgdParams, TrainError};
+use crate::train::select::{self, TrainOptions};
+use crate::train::TrainError;
 
 /// Everything that can keep a model from going live.
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +100,10 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
     } else {
         let data = config.raw.model.bootstrap_data.clone();
         let label = config.raw.model.label.clone();
-        let seed = config.raw.training.seed;
+        let options =
+            TrainOptions::new(&label, config.raw.training.folds, config.raw.training.seed);
         tracing::info!(data = %data, "no model yet: training the first one from model.bootstrap_data");
-        let model = tokio::task::spawn_blocking(move || bootstrap(&data, &label, seed))
+        let model = tokio::task::spawn_blocking(move || bootstrap(&data, &options))
             .await
             .map_err(|_| LiveError::Join)??;
         (model, "bootstrap")
@@ -129,15 +131,13 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
 }
 
 /// Trains a model from `data` (a CSV path or the bundled data set).
-pub fn bootstrap(data: &str, label: &str, seed: u64) -> Result<Model, TrainError> {
+pub fn bootstrap(data: &str, options: &TrainOptions) -> Result<Model, TrainError> {
     let table = if data == BUNDLED_DATA {
         Table::parse(BUNDLED_DATA, crate::BUNDLED_PENGUINS.as_bytes())?
     } else {
         Table::read(Path::new(data))?
     };
-    let params = SgdParams {
-        seed,
-        ..SgdParams::default()
-    };
-    train::fit_table(&table, label, &params)
+    let mut model = select::train(&table, options)?.model;
+    model.meta.created = Some(crate::time::now_rfc3339());
+    Ok(model)
 }

@@ -11,11 +11,27 @@ fn inspect_json_prints_one_document_with_the_model_card() {
     let card: serde_json::Value =
         serde_json::from_str(stdout.trim()).expect("exactly one JSON document on stdout");
     assert_eq!(card["task"], "classification");
+    let model = steward::model::artifact::load(shared_model()).unwrap();
+    let layers: Vec<serde_json::Value> = model
+        .network
+        .layers()
+        .iter()
+        .map(|l| serde_json::json!({"inputs": l.inputs(), "outputs": l.outputs()}))
+        .collect();
+    assert_eq!(card["layers"], serde_json::Value::from(layers));
     assert_eq!(
-        card["layers"],
-        serde_json::json!([{"inputs": 11, "outputs": 16}, {"inputs": 16, "outputs": 3}])
+        card["layers"][0]["inputs"], 11,
+        "4 numeric, island one-hot over 3 + other, sex over 2 + other"
     );
-    assert_eq!(card["parameters"], 11 * 16 + 16 + 16 * 3 + 3);
+    let last = card["layers"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["outputs"], 3, "three species");
+    let parameters: usize = model
+        .network
+        .layers()
+        .iter()
+        .map(|l| l.inputs() * l.outputs() + l.outputs())
+        .sum();
+    assert_eq!(card["parameters"], parameters);
     assert_eq!(card["bits"], 32);
     assert_eq!(
         card["size_bytes"],
@@ -49,7 +65,8 @@ fn inspect_in_human_form_writes_to_stderr_only() {
     );
     assert_eq!(code, 0);
     assert!(stdout.is_empty());
-    assert!(stderr.contains("layers: 11→16, 16→3"), "{stderr}");
+    assert!(stderr.contains("layers: 11→"), "{stderr}");
+    assert!(stderr.contains("→3\n"), "{stderr}");
 }
 
 #[test]

@@ -27,7 +27,11 @@ pub fn shared_model() -> &'static Path {
         let dir = std::env::temp_dir().join(format!("steward-tests-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("penguins.safetensors");
-        let model = steward::live::bootstrap(steward::config::BUNDLED_DATA, "label", 42).unwrap();
+        let model = steward::live::bootstrap(
+            steward::config::BUNDLED_DATA,
+            &steward::train::select::TrainOptions::new("label", 5, 42),
+        )
+        .unwrap();
         steward::model::artifact::save(&model, &path).unwrap();
         path
     })
@@ -174,6 +178,23 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A child process killed when dropped, so that a failing test leaves no daemon
+/// behind (one would hold the test's output pipe open).
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        ChildGuard(cmd.spawn().unwrap())
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

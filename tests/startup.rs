@@ -47,18 +47,28 @@ fn a_truncated_model_file_is_refused() {
 fn a_shape_mismatched_model_file_names_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let mut bytes = std::fs::read(shared_model()).unwrap();
-    // The metadata says the first layer is [16, 11]; make it say [17, 11] (same length).
+    // The metadata says the first layer is [o, i]; make it say [o ± 1, i], keeping
+    // the header's length.
+    let model = steward::model::artifact::load(shared_model()).unwrap();
+    let (o, i) = model.network.layers()[0].weight.dim();
+    let wrong = if (o + 1).to_string().len() == o.to_string().len() {
+        o + 1
+    } else {
+        o - 1
+    };
+    let (from, to) = (format!("[[{o},{i}]"), format!("[[{wrong},{i}]"));
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
-    let at = header
-        .find("[[16,11]")
-        .expect("layer shapes in the metadata");
-    bytes[8 + at..8 + at + 8].copy_from_slice(b"[[17,11]");
+    let at = header.find(&from).expect("layer shapes in the metadata");
+    bytes[8 + at..8 + at + to.len()].copy_from_slice(to.as_bytes());
     std::fs::write(dir.path().join("bad.safetensors"), &bytes).unwrap();
     write_config(dir.path(), "[model]\ninitial = \"bad.safetensors\"\n");
     let (code, stderr) = serve_fails(dir.path());
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("bad.safetensors: tensor `layers.0.weight`: shape [16, 11], the metadata implies [17, 11]"), "{stderr}");
+    let want = format!(
+        "bad.safetensors: tensor `layers.0.weight`: shape [{o}, {i}], the metadata implies [{wrong}, {i}]"
+    );
+    assert!(stderr.contains(&want), "{stderr}");
 }
 
 #[test]
@@ -121,15 +131,15 @@ async fn the_embedded_defaults_train_the_first_model_and_a_restart_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     // No steward.toml: only a port override so parallel tests do not collide.
     let start = || {
-        let mut child = std::process::Command::new(BIN)
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("STEWARD_SERVER__LISTEN", "127.0.0.1:0")
-            .env("STEWARD_LOG__FORMAT", "json")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let mut child = crate::common::ChildGuard::spawn(
+            std::process::Command::new(BIN)
+                .arg("serve")
+                .current_dir(dir.path())
+                .env("STEWARD_SERVER__LISTEN", "127.0.0.1:0")
+                .env("STEWARD_LOG__FORMAT", "json")
+                .stderr(std::process::Stdio::piped()),
+        );
+        let stderr = child.0.stderr.take().unwrap();
         let (_, addr) = crate::common::watch_log(stderr).unwrap();
         (child, addr)
     };
@@ -160,11 +170,11 @@ async fn the_embedded_defaults_train_the_first_model_and_a_restart_keeps_it() {
     terminate(child);
 }
 
-fn terminate(mut child: std::process::Child) {
+fn terminate(mut child: crate::common::ChildGuard) {
     std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = crate::common::wait(&mut child, std::time::Duration::from_secs(60));
+    let status = crate::common::wait(&mut child.0, std::time::Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }

@@ -15,3 +15,4 @@ mod daemon;
 mod reliability;
 mod startup;
 mod systemd;
+mod train;

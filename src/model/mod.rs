@@ -40,11 +40,48 @@ pub struct ModelMeta {
     /// How the model was made (rows, hyper-parameters, ...).
     #[serde(default)]
     pub training: Value,
-    /// RFC 3339 time of creation.
-    pub created: String,
+    /// RFC 3339 time of creation. `steward train` leaves it out so that the same
+    /// data, seed and config give a bit-identical artifact; the daemon's registry
+    /// records when each version was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// The registry version this model was derived from, if any.
     #[serde(default)]
     pub parent: Option<String>,
+    /// Regression only: the mean and standard deviation of the training labels.
+    /// Online learning measures errors in these units so that its step size does
+    /// not depend on the label's scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetScale>,
+    /// Online gradient steps applied since the model was last trained in batch.
+    #[serde(default)]
+    pub online_updates: u64,
+    /// A seeded sample of the training rows (raw cells) for the drift tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// The location and scale of a regression label.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetScale {
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// Training rows kept for the drift tests: the feature columns in schema order and
+/// up to [`Reference::MAX_ROWS`] rows of raw cells ("" is a missing value), drawn
+/// with a seeded reservoir so that the same data and seed give the same sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// How many rows the sample was drawn from.
+    pub population: u64,
+}
+
+impl Reference {
+    /// The cap on the sample's size.
+    pub const MAX_ROWS: usize = 1000;
 }
 
 /// A model ready to serve.
@@ -164,6 +201,8 @@ impl Model {
             "training": self.meta.training,
             "created": self.meta.created,
             "parent": self.meta.parent,
+            "online_updates": self.meta.online_updates,
+            "reference_rows": self.meta.reference.as_ref().map_or(0, |r| r.rows.len()),
         })
     }
 }
@@ -196,8 +235,11 @@ pub(crate) mod tests {
             classes: vec!["n".into(), "y".into()],
             metrics: BTreeMap::from([("accuracy".into(), 1.0)]),
             training: Value::Null,
-            created: "2026-01-01T00:00:00Z".into(),
+            created: Some("2026-01-01T00:00:00Z".into()),
             parent: None,
+            target: None,
+            online_updates: 0,
+            reference: None,
         };
         Model {
             schema,

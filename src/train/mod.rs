@@ -1,28 +1,28 @@
-//! Training from a labelled table: task inference, target encoding, a held-out
-//! estimate of the metric, and the final fit on every row.
+//! Training from a labelled table: task inference, encoding the rows, and the
+//! pieces of model selection (`cv`, `select`), the trainers (`linear`, `sgd`),
+//! the metrics and the online learner.
 //!
-//! The first model of a fresh daemon comes from here (`model.bootstrap_data`).
-//! Plain synchronous code; callers on the async side run it in `spawn_blocking`.
+//! The first model of a fresh daemon comes from here (`model.bootstrap_data`), and
+//! so does `steward train`. Plain synchronous code; callers on the async side run
+//! it in `spawn_blocking`.
 
+pub mod cv;
+pub mod linear;
+pub mod metrics;
+pub mod online;
+pub mod select;
 pub mod sgd;
 
-use std::collections::BTreeMap;
-
-use ndarray::{Array2, Axis};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use ndarray::Array2;
 
 use crate::data::{ColumnKind, DataError, Table};
 use crate::model::network::NetworkError;
-use crate::model::{Model, ModelMeta, Schema, Task};
-use sgd::{SgdParams, Targets};
+use crate::model::schema::FeatureKind;
+use crate::model::{Model, Schema, Task};
+use sgd::Targets;
 
 /// Labels with at most this many distinct integer values are classes.
 pub const MAX_INTEGER_CLASSES: usize = 20;
-
-/// Share of rows held out to estimate the metric before the final fit.
-pub const HOLDOUT: f64 = 0.2;
 
 /// Everything that can go wrong while training.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,176 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Linear(#[from] linear::LinearError),
+    /// The data cannot train what was asked (one class, too few rows, ...).
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    /// A fit produced weights that are not finite numbers.
+    #[error("{candidate}: training diverged (non-finite weights)")]
+    Diverged { candidate: String },
+    #[error("a training thread panicked")]
+    Panicked,
+}
+
+impl TrainError {
+    /// Whether the error is the input's fault (the command line exits with 2).
+    pub fn is_input(&self) -> bool {
+        matches!(self, TrainError::Data(_) | TrainError::Invalid { .. })
+    }
+}
+
+/// A table turned into what the trainers take.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub task: Task,
+    pub label: String,
+    pub schema: Schema,
+    /// Class names in index order (classification).
+    pub classes: Vec<String>,
+    /// Encoded rows.
+    pub x: Array2<f32>,
+    pub targets: Targets,
+}
+
+/// Checks the label column, decides the task (or takes `forced`), fits the schema
+/// and encodes every row.
+pub fn prepare(table: &Table, label: &str, forced: Option<Task>) -> Result<Prepared, TrainError> {
+    let li = table.label_index(label)?;
+    for (row, line) in table.rows.iter().zip(&table.lines) {
+        if row[li].is_empty() {
+            return Err(table
+                .error_at(*line, li, "the label is empty".into())
+                .into());
+        }
+    }
+    let task = match forced {
+        Some(t) => t,
+        None => infer_task(table, li)?,
+    };
+    let schema = Schema::fit(table, li)?;
+    let x = encode_table(&schema, table, Some(li))?;
+    let (targets, classes) = match task {
+        Task::Classification => {
+            let mut classes: Vec<String> = table.rows.iter().map(|r| r[li].clone()).collect();
+            classes.sort();
+            classes.dedup();
+            if classes.len() < 2 {
+                return Err(TrainError::Invalid {
+                    path: table.path.clone(),
+                    message: format!(
+                        "label `{label}` has a single class (`{}`); classification needs at least two",
+                        classes.first().map_or("", |c| c.as_str())
+                    ),
+                });
+            }
+            let index = table
+                .rows
+                .iter()
+                .map(|r| classes.binary_search(&r[li]).unwrap_or(0))
+                .collect();
+            (
+                Targets::Classes {
+                    index,
+                    classes: classes.len(),
+                },
+                classes,
+            )
+        }
+        Task::Regression => {
+            let values = numeric_labels(table, li, ", and regression needs numeric labels")?;
+            (Targets::Values(values), Vec::new())
+        }
+    };
+    Ok(Prepared {
+        task,
+        label: label.to_string(),
+        schema,
+        classes,
+        x,
+        targets,
+    })
+}
+
+/// The label column as numbers; a cell that is not a finite number is an error
+/// naming it, with `why` appended to the message.
+fn numeric_labels(table: &Table, li: usize, why: &str) -> Result<Vec<f64>, DataError> {
+    table
+        .rows
+        .iter()
+        .zip(&table.lines)
+        .map(|(row, line)| match row[li].parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            _ => Err(table.error_at(
+                *line,
+                li,
+                format!("`{}` is not a finite number{why}", row[li]),
+            )),
+        })
+        .collect()
+}
+
+/// Encodes the rows of `table` with `schema`, finding each feature's column by
+/// name (`label` is never a feature). A missing feature column, or a cell of a
+/// numeric feature that is not a finite number, is an error that names it.
+pub fn encode_table(
+    schema: &Schema,
+    table: &Table,
+    label: Option<usize>,
+) -> Result<Array2<f32>, DataError> {
+    let mut columns = Vec::with_capacity(schema.features.len());
+    for f in &schema.features {
+        match table
+            .headers
+            .iter()
+            .enumerate()
+            .position(|(i, h)| h == &f.name && Some(i) != label)
+        {
+            Some(c) => columns.push(c),
+            None => {
+                return Err(DataError::At {
+                    path: table.path.clone(),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "no column `{}`, which the model needs (columns: {})",
+                        f.name,
+                        table.headers.join(", ")
+                    ),
+                })
+            }
+        }
+    }
+    for (f, &c) in schema.features.iter().zip(&columns) {
+        if matches!(f.kind, FeatureKind::Numeric { .. })
+            && table.column_kind(c)? == ColumnKind::Categorical
+        {
+            let (row, line) = table
+                .rows
+                .iter()
+                .zip(&table.lines)
+                .find(|(r, _)| !r[c].is_empty() && r[c].parse::<f64>().is_err())
+                .map_or((String::new(), 1), |(r, l)| (r[c].clone(), *l));
+            return Err(table.error_at(
+                line,
+                c,
+                format!(
+                    "`{row}` is not a number, and feature `{}` is numeric",
+                    f.name
+                ),
+            ));
+        }
+    }
+    let mut x = Array2::<f32>::zeros((table.rows.len(), schema.width()));
+    let mut cells: Vec<&str> = Vec::with_capacity(columns.len());
+    for (i, row) in table.rows.iter().enumerate() {
+        cells.clear();
+        cells.extend(columns.iter().map(|&c| row[c].as_str()));
+        if let Some(out) = x.row_mut(i).as_slice_mut() {
+            schema.encode_cells(&cells, out);
+        }
+    }
+    Ok(x)
 }
 
 /// Infers the task: a non-numeric label, or an integer label with at most
@@ -60,181 +228,63 @@ pub fn infer_task(table: &Table, label: usize) -> Result<Task, DataError> {
     Ok(Task::Classification)
 }
 
-/// Fits a model to `table` with label column `label`.
-pub fn fit_table(table: &Table, label: &str, params: &SgdParams) -> Result<Model, TrainError> {
+/// The result of scoring a model on labelled data (`steward eval`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    pub data: String,
+    pub task: Task,
+    pub label: String,
+    pub rows: usize,
+    /// `accuracy` or `r2`.
+    pub metric: &'static str,
+    pub value: f64,
+    pub scores: metrics::Scores,
+    /// Rows whose label is none of the model's classes (they count as errors).
+    pub unknown_labels: usize,
+}
+
+/// Scores `model` on `table`, whose label column is `label`.
+pub fn evaluate(model: &Model, table: &Table, label: &str) -> Result<EvalReport, TrainError> {
     let li = table.label_index(label)?;
-    for (row, line) in table.rows.iter().zip(&table.lines) {
-        if row[li].is_empty() {
-            return Err(table
-                .error_at(*line, li, "the label is empty".into())
-                .into());
-        }
-    }
-    let task = infer_task(table, li)?;
-    let schema = Schema::fit(table, li)?;
-    let width = schema.width();
-    let mut x = Array2::<f32>::zeros((table.rows.len(), width));
-    for (i, row) in table.rows.iter().enumerate() {
-        let cells: Vec<&str> = row
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| *c != li)
-            .map(|(_, s)| s.as_str())
-            .collect();
-        if let Some(out) = x.row_mut(i).as_slice_mut() {
-            schema.encode_cells(&cells, out);
-        }
-    }
-    let (targets, classes) = match task {
+    let x = encode_table(&model.schema, table, Some(li))?;
+    let mut unknown = 0;
+    let scores = match model.meta.task {
         Task::Classification => {
-            let mut classes: Vec<String> = table.rows.iter().map(|r| r[li].clone()).collect();
-            classes.sort();
-            classes.dedup();
-            if classes.len() < 2 {
-                return Err(TrainError::Invalid {
-                    path: table.path.clone(),
-                    message: format!(
-                        "label `{label}` has a single class; classification needs at least two"
-                    ),
-                });
+            let k = model.meta.classes.len();
+            let mut truth = Vec::with_capacity(table.rows.len());
+            for (row, line) in table.rows.iter().zip(&table.lines) {
+                if row[li].is_empty() {
+                    return Err(table
+                        .error_at(*line, li, "the label is empty".into())
+                        .into());
+                }
+                let t = model.meta.classes.iter().position(|c| c == &row[li]);
+                unknown += usize::from(t.is_none());
+                truth.push(t.unwrap_or(k));
             }
-            let index = table
-                .rows
-                .iter()
-                .map(|r| classes.iter().position(|c| c == &r[li]).unwrap_or(0))
-                .collect();
-            (
-                Targets::Classes {
-                    index,
-                    classes: classes.len(),
-                },
-                classes,
-            )
+            let predicted = metrics::predict_classes(&model.network, x.view());
+            metrics::Scores::Classification(metrics::classification(
+                &model.meta.classes,
+                &predicted,
+                &truth,
+            ))
         }
         Task::Regression => {
-            let values = table
-                .rows
-                .iter()
-                .map(|r| r[li].parse::<f64>().unwrap_or(0.0))
-                .collect();
-            (Targets::Values(values), Vec::new())
+            let truth = numeric_labels(table, li, "")?;
+            let predicted = metrics::predict_values(&model.network, x.view());
+            metrics::Scores::Regression(metrics::regression(&predicted, &truth))
         }
     };
-
-    // Held-out estimate: fit on a seeded 80% and score the other 20%.
-    let mut order: Vec<usize> = (0..table.rows.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(params.seed));
-    let cut = ((1.0 - HOLDOUT) * order.len() as f64).round() as usize;
-    let (train_idx, test_idx) = order.split_at(cut);
-    let mut metrics = BTreeMap::new();
-    if !test_idx.is_empty() {
-        let net = sgd::fit(
-            x.select(Axis(0), train_idx).view(),
-            &subset(&targets, train_idx),
-            params,
-        )?;
-        let probe = Model {
-            schema: schema.clone(),
-            network: net,
-            meta: meta(
-                task,
-                label,
-                &classes,
-                BTreeMap::new(),
-                serde_json::Value::Null,
-            ),
-        };
-        let (name, value) = score(&probe, &x, &targets, test_idx);
-        metrics.insert(name.to_string(), value);
-    }
-    let network = sgd::fit(x.view(), &targets, params)?;
-    let report = serde_json::json!({
-        "rows": table.rows.len(),
-        "features": schema.features.len(),
-        "holdout_rows": test_idx.len(),
-        "params": params,
-        "source": table.path,
-    });
-    let model = Model {
-        schema,
-        network,
-        meta: meta(task, label, &classes, metrics, report),
-    };
-    model.check().map_err(|message| TrainError::Invalid {
-        path: table.path.clone(),
-        message,
-    })?;
-    Ok(model)
-}
-
-fn meta(
-    task: Task,
-    label: &str,
-    classes: &[String],
-    metrics: BTreeMap<String, f64>,
-    training: serde_json::Value,
-) -> ModelMeta {
-    ModelMeta {
-        task,
+    Ok(EvalReport {
+        data: table.path.clone(),
+        task: model.meta.task,
         label: label.to_string(),
-        classes: classes.to_vec(),
-        metrics,
-        training,
-        created: crate::time::now_rfc3339(),
-        parent: None,
-    }
-}
-
-fn subset(t: &Targets, idx: &[usize]) -> Targets {
-    match t {
-        Targets::Classes { index, classes } => Targets::Classes {
-            index: idx.iter().map(|&i| index[i]).collect(),
-            classes: *classes,
-        },
-        Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
-    }
-}
-
-/// Accuracy (classification) or R² (regression) of `model` on rows `idx`.
-pub fn score(model: &Model, x: &Array2<f32>, t: &Targets, idx: &[usize]) -> (&'static str, f64) {
-    let out = model.network.forward_batch(x.select(Axis(0), idx).view());
-    match t {
-        Targets::Classes { index, .. } => {
-            let correct = idx
-                .iter()
-                .zip(out.rows())
-                .filter(|(&i, row)| {
-                    let predicted = if row.len() == 1 {
-                        usize::from(row[0] >= 0.5)
-                    } else {
-                        row.iter()
-                            .enumerate()
-                            .fold(0, |b, (k, p)| if *p > row[b] { k } else { b })
-                    };
-                    predicted == index[i]
-                })
-                .count();
-            ("accuracy", correct as f64 / idx.len().max(1) as f64)
-        }
-        Targets::Values(v) => {
-            let truth: Vec<f64> = idx.iter().map(|&i| v[i]).collect();
-            let mean = truth.iter().sum::<f64>() / truth.len().max(1) as f64;
-            let ss_tot: f64 = truth.iter().map(|y| (y - mean).powi(2)).sum();
-            let ss_res: f64 = truth
-                .iter()
-                .zip(out.column(0))
-                .map(|(y, p)| (y - f64::from(*p)).powi(2))
-                .sum();
-            (
-                "r2",
-                if ss_tot > 0.0 {
-                    1.0 - ss_res / ss_tot
-                } else {
-                    0.0
-                },
-            )
-        }
-    }
+        rows: table.rows.len(),
+        metric: scores.metric_name(),
+        value: scores.metric(),
+        scores,
+        unknown_labels: unknown,
+    })
 }
 
 #[cfg(test)]
@@ -252,18 +302,40 @@ mod tests {
     }
 
     #[test]
-    fn the_bundled_data_trains_a_good_model() {
-        let t = Table::parse("penguins.csv", crate::BUNDLED_PENGUINS.as_bytes()).unwrap();
-        let m = fit_table(&t, "label", &SgdParams::default()).unwrap();
-        assert_eq!(m.meta.classes, vec!["Adelie", "Chinstrap", "Gentoo"]);
-        // Species are close to separable from bill and flipper sizes.
-        assert!(m.meta.metrics["accuracy"] > 0.95, "{:?}", m.meta.metrics);
+    fn forced_regression_needs_numeric_labels() {
+        let t = Table::parse("t.csv", b"x,label\n1,2.5\n2,big\n").unwrap();
+        let err = prepare(&t, "label", Some(Task::Regression)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.csv:3:2: `big` is not a finite number, and regression needs numeric labels (column `label`)"
+        );
     }
 
     #[test]
     fn single_class_is_refused() {
         let t = Table::parse("t.csv", b"x,label\n1,a\n2,a\n").unwrap();
-        let err = fit_table(&t, "label", &SgdParams::default()).unwrap_err();
-        assert!(err.to_string().contains("single class"), "{err}");
+        let err = prepare(&t, "label", None).unwrap_err();
+        assert!(err.to_string().contains("single class (`a`)"), "{err}");
+        assert!(err.is_input());
+    }
+
+    #[test]
+    fn encoding_finds_columns_by_name_and_names_a_missing_one() {
+        let t = Table::parse("t.csv", b"x,c,label\n1,a,n\n2,b,y\n").unwrap();
+        let p = prepare(&t, "label", None).unwrap();
+        let shuffled = Table::parse("u.csv", b"label,c,x\nn,a,1\ny,b,2\n").unwrap();
+        assert_eq!(encode_table(&p.schema, &shuffled, Some(0)).unwrap(), p.x);
+        let missing = Table::parse("v.csv", b"label,x\nn,1\n").unwrap();
+        let err = encode_table(&p.schema, &missing, Some(0)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("v.csv:1:1: no column `c`"),
+            "{err}"
+        );
+        let text = Table::parse("w.csv", b"x,c,label\n1,a,n\nten,b,y\n").unwrap();
+        let err = encode_table(&p.schema, &text, Some(2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "w.csv:3:1: `ten` is not a number, and feature `x` is numeric (column `x`)"
+        );
     }
 }

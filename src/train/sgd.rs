@@ -1,11 +1,12 @@
 //! A plain mini-batch trainer for [`Network`]: Adam on cross-entropy (softmax,
 //! sigmoid) or squared error (identity), L2 weight decay, He-uniform initialisation,
-//! seeded shuffling. Deterministic for a given seed.
+//! seeded shuffling, early stopping on a held-out share of the rows and optional
+//! balanced class weights. Deterministic for a given seed.
 //!
 //! Regression targets are standardised during training and the scale folded back
 //! into the last layer afterwards, so the network outputs values in label units.
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,25 +17,50 @@ use crate::model::network::{finish_one, Dense, Network, NetworkError, Output};
 /// Hyper-parameters of one fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SgdParams {
+    /// Widths of the hidden layers; empty is a linear (logistic) model.
     pub hidden: Vec<usize>,
+    /// The most passes over the data.
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f32,
+    /// L2 penalty on weights (not biases).
     pub l2: f32,
+    /// Stop after this many epochs without a lower validation loss and keep the
+    /// best weights seen; 0 trains for all `epochs` on every row.
+    pub patience: usize,
+    /// Share of the rows held out to decide early stopping.
+    pub validation: f64,
+    /// Weigh each class by `rows / (classes × rows of the class)` ("balanced").
+    pub class_weight: bool,
     pub seed: u64,
 }
 
 impl Default for SgdParams {
     fn default() -> Self {
         Self {
-            hidden: vec![16],
+            hidden: vec![32],
             epochs: 200,
-            batch_size: 32,
-            learning_rate: 0.01,
+            batch_size: 64,
+            learning_rate: 3e-3,
             l2: 1e-4,
+            patience: 10,
+            validation: 0.1,
+            class_weight: false,
             seed: 42,
         }
     }
+}
+
+/// Fewer rows than this train without an early-stopping split.
+pub const MIN_ROWS_FOR_VALIDATION: usize = 20;
+
+/// How a fit went.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FitInfo {
+    /// Epochs run.
+    pub epochs: usize,
+    /// The epoch whose weights were kept (1-based).
+    pub best_epoch: usize,
 }
 
 /// The training targets.
@@ -47,6 +73,43 @@ pub enum Targets {
 }
 
 impl Targets {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Classes { index, .. } => index.len(),
+            Targets::Values(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Targets {
+        match self {
+            Targets::Classes { index, classes } => Targets::Classes {
+                index: idx.iter().map(|&i| index[i]).collect(),
+                classes: *classes,
+            },
+            Targets::Values(v) => Targets::Values(idx.iter().map(|&i| v[i]).collect()),
+        }
+    }
+
+    /// Rows per class (empty for values).
+    pub fn class_counts(&self) -> Vec<usize> {
+        match self {
+            Targets::Classes { index, classes } => {
+                let mut counts = vec![0; *classes];
+                for &c in index {
+                    counts[c] += 1;
+                }
+                counts
+            }
+            Targets::Values(_) => Vec::new(),
+        }
+    }
+
     fn output(&self) -> (Output, usize) {
         match self {
             Targets::Classes { classes: 2, .. } => (Output::Sigmoid, 1),
@@ -55,40 +118,63 @@ impl Targets {
         }
     }
 
-    /// The target matrix the loss compares against (one-hot, 0/1 or standardised
-    /// values), and the (mean, std) used to standardise values.
-    fn matrix(&self) -> (Array2<f32>, (f64, f64)) {
+    /// The mean and standard deviation of values (0 and 1 for classes).
+    pub fn scale(&self) -> (f64, f64) {
         match self {
-            Targets::Classes { index, classes: 2 } => (
-                Array2::from_shape_fn((index.len(), 1), |(i, _)| index[i] as f32),
-                (0.0, 1.0),
-            ),
-            Targets::Classes { index, classes } => (
-                Array2::from_shape_fn((index.len(), *classes), |(i, k)| {
-                    f32::from(u8::from(index[i] == k))
-                }),
-                (0.0, 1.0),
-            ),
             Targets::Values(v) => {
                 let n = v.len().max(1) as f64;
                 let mean = v.iter().sum::<f64>() / n;
                 let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-                let std = if var > 0.0 { var.sqrt() } else { 1.0 };
-                (
-                    Array2::from_shape_fn((v.len(), 1), |(i, _)| ((v[i] - mean) / std) as f32),
-                    (mean, std),
-                )
+                (mean, if var > 0.0 { var.sqrt() } else { 1.0 })
+            }
+            Targets::Classes { .. } => (0.0, 1.0),
+        }
+    }
+
+    /// The target matrix the loss compares against (one-hot, 0/1 or values
+    /// standardised with `scale`).
+    pub fn matrix(&self, (mean, std): (f64, f64)) -> Array2<f32> {
+        match self {
+            Targets::Classes { index, classes: 2 } => {
+                Array2::from_shape_fn((index.len(), 1), |(i, _)| index[i] as f32)
+            }
+            Targets::Classes { index, classes } => {
+                Array2::from_shape_fn((index.len(), *classes), |(i, k)| {
+                    f32::from(u8::from(index[i] == k))
+                })
+            }
+            Targets::Values(v) => {
+                Array2::from_shape_fn((v.len(), 1), |(i, _)| ((v[i] - mean) / std) as f32)
             }
         }
     }
+
+    /// Per-row weights that balance the classes, or `None`.
+    fn balanced_weights(&self) -> Option<Array1<f32>> {
+        let Targets::Classes { index, classes } = self else {
+            return None;
+        };
+        let counts = self.class_counts();
+        let n = index.len() as f32;
+        Some(
+            index
+                .iter()
+                .map(|&c| n / (*classes as f32 * counts[c].max(1) as f32))
+                .collect(),
+        )
+    }
 }
 
-/// Fits a new network to `x` (`rows × inputs`, encoded) and `y`.
-pub fn fit(x: ArrayView2<f32>, y: &Targets, params: &SgdParams) -> Result<Network, NetworkError> {
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let (output, outputs) = y.output();
-    let mut widths = vec![x.ncols()];
-    widths.extend(params.hidden.iter().copied());
+/// A network of the given widths with He-uniform weights and zero biases.
+pub fn initial_network(
+    inputs: usize,
+    hidden: &[usize],
+    outputs: usize,
+    output: Output,
+    rng: &mut impl Rng,
+) -> Result<Network, NetworkError> {
+    let mut widths = vec![inputs];
+    widths.extend(hidden.iter().copied());
     widths.push(outputs);
     let layers = widths
         .windows(2)
@@ -100,31 +186,97 @@ pub fn fit(x: ArrayView2<f32>, y: &Targets, params: &SgdParams) -> Result<Networ
             }
         })
         .collect();
-    let mut net = Network::new(layers, output)?;
-    let (targets, (mean, std)) = y.matrix();
-    let mut adam = Adam::new(&net);
+    Network::new(layers, output)
+}
+
+/// Fits a new network to `x` (`rows × inputs`, encoded) and `y`.
+pub fn fit(x: ArrayView2<f32>, y: &Targets, params: &SgdParams) -> Result<Network, NetworkError> {
+    fit_with_info(x, y, params).map(|(net, _)| net)
+}
+
+/// [`fit`], also saying how many epochs ran.
+pub fn fit_with_info(
+    x: ArrayView2<f32>,
+    y: &Targets,
+    params: &SgdParams,
+) -> Result<(Network, FitInfo), NetworkError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let (output, outputs) = y.output();
+    let mut net = initial_network(x.ncols(), &params.hidden, outputs, output, &mut rng)?;
+    let scale = y.scale();
+    let targets = y.matrix(scale);
+    let weights = if params.class_weight {
+        y.balanced_weights()
+    } else {
+        None
+    };
+
     let mut order: Vec<usize> = (0..x.nrows()).collect();
-    let batch = params.batch_size.max(1);
-    for _ in 0..params.epochs {
+    let held = if params.patience > 0 && x.nrows() >= MIN_ROWS_FOR_VALIDATION {
         order.shuffle(&mut rng);
-        for chunk in order.chunks(batch) {
+        ((x.nrows() as f64 * params.validation).round() as usize).clamp(1, x.nrows() / 2)
+    } else {
+        0
+    };
+    let (valid, train) = order.split_at(held);
+    let (valid, mut train) = (valid.to_vec(), train.to_vec());
+    let (xv, yv) = (x.select(Axis(0), &valid), targets.select(Axis(0), &valid));
+
+    let mut adam = Adam::new(&net);
+    let batch = params.batch_size.max(1);
+    let mut best = (f64::INFINITY, net.clone(), 0);
+    let mut epochs = 0;
+    for epoch in 1..=params.epochs {
+        epochs = epoch;
+        train.shuffle(&mut rng);
+        for chunk in train.chunks(batch) {
             let xb = x.select(Axis(0), chunk);
             let yb = targets.select(Axis(0), chunk);
-            let grads = gradients(&net, xb.view(), yb.view(), params.l2);
+            let wb = weights.as_ref().map(|w| w.select(Axis(0), chunk));
+            let grads = gradients(
+                &net,
+                xb.view(),
+                yb.view(),
+                wb.as_ref().map(|w| w.view()),
+                params.l2,
+            );
             adam.step(&mut net, &grads, params.learning_rate);
         }
+        if held > 0 {
+            let l = loss(&net, xv.view(), yv.view());
+            // A relative tolerance keeps noise from resetting the patience.
+            if l < best.0 - 1e-4 * best.0.abs().min(1.0) || !best.0.is_finite() {
+                best = (l, net.clone(), epoch);
+            } else if epoch - best.2 >= params.patience {
+                break;
+            }
+        }
     }
+    let best_epoch = if held > 0 {
+        net = best.1;
+        best.2
+    } else {
+        epochs
+    };
     if let Targets::Values(_) = y {
+        let (mean, std) = scale;
         let last = net.layers_mut().len() - 1;
         let l = &mut net.layers_mut()[last];
         l.weight.mapv_inplace(|w| w * std as f32);
         l.bias.mapv_inplace(|b| (f64::from(b) * std + mean) as f32);
     }
-    Ok(net)
+    Ok((net, FitInfo { epochs, best_epoch }))
 }
 
-/// Gradients of the mean loss over a batch (plus L2 on weights), one per layer.
-pub fn gradients(net: &Network, x: ArrayView2<f32>, y: ArrayView2<f32>, l2: f32) -> Vec<Dense> {
+/// Gradients of the mean (optionally row-weighted) loss over a batch, plus L2 on
+/// weights, one per layer.
+pub fn gradients(
+    net: &Network,
+    x: ArrayView2<f32>,
+    y: ArrayView2<f32>,
+    weights: Option<ArrayView1<f32>>,
+    l2: f32,
+) -> Vec<Dense> {
     let (z, acts) = net.forward_batch_trace(x);
     let mut p = z;
     for mut row in p.axis_iter_mut(Axis(0)) {
@@ -135,6 +287,11 @@ pub fn gradients(net: &Network, x: ArrayView2<f32>, y: ArrayView2<f32>, l2: f32)
     // For softmax/sigmoid with cross-entropy and identity with squared error / 2,
     // the gradient at the last pre-activation is (p - y).
     let mut dz = (p - y) / x.nrows().max(1) as f32;
+    if let Some(w) = weights {
+        for (mut row, w) in dz.axis_iter_mut(Axis(0)).zip(w) {
+            row *= *w;
+        }
+    }
     let layers = net.layers();
     let mut grads = Vec::with_capacity(layers.len());
     for l in (0..layers.len()).rev() {
@@ -241,7 +398,7 @@ pub fn loss(net: &Network, x: ArrayView2<f32>, y: ArrayView2<f32>) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ndarray::array;
 
@@ -265,8 +422,8 @@ mod tests {
                 ..SgdParams::default()
             };
             let net = fit(x.view(), &output, &params).unwrap();
-            let (ym, _) = output.matrix();
-            let grads = gradients(&net, x.view(), ym.view(), 0.0);
+            let ym = output.matrix(output.scale());
+            let grads = gradients(&net, x.view(), ym.view(), None, 0.0);
             let h = 1e-3f32;
             for (l, grad) in grads.iter().enumerate() {
                 for idx in [
@@ -305,6 +462,9 @@ mod tests {
         let params = SgdParams {
             hidden: vec![],
             epochs: 300,
+            patience: 0,
+            batch_size: 32,
+            learning_rate: 0.01,
             ..SgdParams::default()
         };
         let net = fit(x.view(), &y, &params).unwrap();
@@ -318,20 +478,27 @@ mod tests {
         assert_eq!(fit(x.view(), &y, &params).unwrap(), net);
     }
 
-    #[test]
-    fn regression_recovers_a_linear_truth_in_label_units() {
-        let x = Array2::from_shape_fn((100, 2), |(i, j)| {
-            ((i * 13 + j * 29) % 17) as f32 / 8.0 - 1.0
-        });
-        let v: Vec<f64> = x
+    /// `n` rows of two inputs in [-1, 1] and the labels `100 + 3a - 2b`.
+    pub(crate) fn linear_truth(n: usize) -> (Array2<f32>, Vec<f64>) {
+        let x = Array2::from_shape_fn((n, 2), |(i, j)| ((i * 13 + j * 29) % 17) as f32 / 8.0 - 1.0);
+        let v = x
             .rows()
             .into_iter()
             .map(|r| 100.0 + 3.0 * f64::from(r[0]) - 2.0 * f64::from(r[1]))
             .collect();
+        (x, v)
+    }
+
+    #[test]
+    fn regression_recovers_a_linear_truth_in_label_units() {
+        let (x, v) = linear_truth(100);
         let params = SgdParams {
             hidden: vec![],
             epochs: 400,
             l2: 0.0,
+            patience: 0,
+            batch_size: 32,
+            learning_rate: 0.01,
             ..SgdParams::default()
         };
         let net = fit(x.view(), &Targets::Values(v), &params).unwrap();
