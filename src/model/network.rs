@@ -62,8 +62,10 @@ fn unreachable_layout() -> ! {
 
 /// A dot product written so that the compiler vectorises it: `chunks_exact` removes
 /// the bounds checks, and eight independent accumulators break the floating-point
-/// dependency chain.
-#[inline]
+/// dependency chain. Always inlined, so that a caller compiled for AVX2 (the
+/// online learner's) gets it in 256-bit registers; the summation order is the
+/// same at any vector width, so the result is too.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
