@@ -626,6 +626,56 @@ mod tests {
     }
 
     #[test]
+    fn progressive_r2_matches_scikit_learn() {
+        // sklearn.metrics.r2_score([3, -0.5, 2, 7], [2.5, 0.0, 2, 8]) = 0.9486081370449679
+        let mut p = Progress::default();
+        for (pred, truth) in [(2.5, 3.0), (0.0, -0.5), (2.0, 2.0), (8.0, 7.0)] {
+            p.record_value(pred, truth);
+        }
+        let r2 = p.metric(Task::Regression).unwrap();
+        assert!((r2 - 0.948_608_137_044_967_9).abs() < 1e-12, "{r2}");
+    }
+
+    #[test]
+    fn a_stream_from_a_linear_rule_is_learned() {
+        // A logistic model that starts knowing nothing learns `a + b > 0` online;
+        // the progressive accuracy counts each row before the step it causes.
+        let mut model = tiny_model();
+        model.network = Network::new(
+            vec![Dense {
+                weight: Array2::zeros((1, 4)),
+                bias: Array1::zeros(1),
+            }],
+            Output::Sigmoid,
+        )
+        .unwrap();
+        let params = OnlineParams {
+            step_size: 0.1,
+            ..OnlineParams::default()
+        };
+        let mut learner = Learner::with_masks(&model, params, Vec::new());
+        let point = |i: usize| {
+            let a = ((i * 37) % 101) as f32 / 50.0 - 1.0;
+            let b = ((i * 53) % 97) as f32 / 48.0 - 1.0;
+            ([a, b, 0.0, 0.0], usize::from(a + b > 0.0))
+        };
+        for i in 0..3000 {
+            let (x, c) = point(i);
+            learner.learn_one(&x, Label::Class(c)).unwrap();
+        }
+        let net = learner.network().unwrap();
+        let correct = (5000..6000)
+            .filter(|&i| {
+                let (x, c) = point(i);
+                usize::from(net.forward_one(&x)[0] >= 0.5) == c
+            })
+            .count();
+        assert!(correct >= 970, "{correct}/1000");
+        let progressive = learner.progressive_metric().unwrap();
+        assert!(progressive > 0.9 && progressive < 1.0, "{progressive}");
+    }
+
+    #[test]
     fn bad_rows_and_labels_are_refused() {
         let model = tiny_model();
         let mut learner = Learner::new(&model, OnlineParams::default());
@@ -654,8 +704,12 @@ mod tests {
                 .unwrap();
         }
         let m = learner.to_model(&model, "7").unwrap();
+        // Through the artifact and back: the metadata survives.
+        let bytes = crate::model::artifact::to_bytes(&m).unwrap();
+        let m = crate::model::artifact::from_bytes("m", &bytes).unwrap();
         assert_eq!(m.meta.parent.as_deref(), Some("7"));
         assert_eq!(m.meta.online_updates, 5);
+        assert_eq!(m.network, learner.network().unwrap());
         assert!(m.meta.metrics.contains_key("progressive_accuracy"));
         assert_eq!(learner.progress().rows, 5);
     }

@@ -608,6 +608,53 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_sample_is_capped_seeded_and_in_file_order() {
+        let mut csv = String::from("x,label\n");
+        for i in 0..2500 {
+            csv.push_str(&format!("{i},{}\n", i % 2));
+        }
+        let t = Table::parse("r.csv", csv.as_bytes()).unwrap();
+        let data = prepare(&t, "label", None).unwrap();
+        let a = reference_sample(&t, &data, 1);
+        assert_eq!(a.rows.len(), Reference::MAX_ROWS);
+        assert_eq!(a.population, 2500);
+        let values: Vec<u32> = a.rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        assert!(
+            values.windows(2).all(|w| w[0] < w[1]),
+            "file order, no repeats"
+        );
+        assert!(*values.last().unwrap() > 2000, "late rows get their chance");
+        assert_eq!(a, reference_sample(&t, &data, 1));
+        assert_ne!(a, reference_sample(&t, &data, 2));
+    }
+
+    #[test]
+    fn imbalanced_classes_add_a_class_weighted_candidate() {
+        let balanced = Targets::Classes {
+            index: (0..40).map(|i| i % 2).collect(),
+            classes: 2,
+        };
+        assert!(!default_grid(&balanced).iter().any(|c| matches!(
+            c,
+            Candidate::Mlp {
+                class_weight: true,
+                ..
+            }
+        )));
+        let skewed = Targets::Classes {
+            index: (0..40).map(|i| usize::from(i % 10 == 0)).collect(),
+            classes: 2,
+        };
+        assert!(default_grid(&skewed).iter().any(|c| matches!(
+            c,
+            Candidate::Mlp {
+                class_weight: true,
+                ..
+            }
+        )));
+    }
+
+    #[test]
     fn training_is_deterministic_whatever_the_threads() {
         let t = Table::parse("penguins.csv", crate::BUNDLED_PENGUINS.as_bytes()).unwrap();
         let a = train(&t, &options(3)).unwrap();

@@ -402,8 +402,33 @@ pub(crate) mod tests {
     use super::*;
     use ndarray::array;
 
+    /// The objective `gradients` differentiates: the row-weighted mean loss plus
+    /// `l2/2 · Σ w²` over weights (not biases), computed one row at a time.
+    fn objective(net: &Network, x: &Array2<f32>, y: &Array2<f32>, w: &[f32], l2: f32) -> f64 {
+        let n = x.nrows() as f64;
+        let data: f64 = (0..x.nrows())
+            .map(|i| {
+                let (xi, yi) = (
+                    x.slice(ndarray::s![i..=i, ..]),
+                    y.slice(ndarray::s![i..=i, ..]),
+                );
+                f64::from(w[i]) * loss(net, xi, yi)
+            })
+            .sum::<f64>()
+            / n;
+        let penalty: f64 = net
+            .layers()
+            .iter()
+            .flat_map(|l| l.weight.iter())
+            .map(|v| f64::from(*v).powi(2))
+            .sum();
+        data + 0.5 * f64::from(l2) * penalty
+    }
+
     #[test]
     fn analytic_gradients_match_finite_differences() {
+        // Every weight and bias of a 2-4-3-k network, for each output type, with
+        // row weights and an L2 penalty.
         for output in [
             Targets::Values(vec![0.3, -1.2, 2.0]),
             Targets::Classes {
@@ -416,6 +441,8 @@ pub(crate) mod tests {
             },
         ] {
             let x = array![[0.5f32, -1.0], [1.5, 0.2], [-0.3, 0.8]];
+            let rows = [1.0f32, 2.5, 0.5];
+            let l2 = 0.05;
             let params = SgdParams {
                 hidden: vec![4, 3],
                 epochs: 0,
@@ -423,27 +450,51 @@ pub(crate) mod tests {
             };
             let net = fit(x.view(), &output, &params).unwrap();
             let ym = output.matrix(output.scale());
-            let grads = gradients(&net, x.view(), ym.view(), None, 0.0);
+            let weights = Array1::from(rows.to_vec());
+            let grads = gradients(&net, x.view(), ym.view(), Some(weights.view()), l2);
             let h = 1e-3f32;
+            let numeric = |change: &dyn Fn(&mut Network, f32)| {
+                let (mut plus, mut minus) = (net.clone(), net.clone());
+                change(&mut plus, h);
+                change(&mut minus, -h);
+                (objective(&plus, &x, &ym, &rows, l2) - objective(&minus, &x, &ym, &rows, l2))
+                    / (2.0 * f64::from(h))
+            };
+            let mut checked = 0;
             for (l, grad) in grads.iter().enumerate() {
-                for idx in [
-                    (0usize, 0usize),
-                    (net.layers()[l].outputs() - 1, net.layers()[l].inputs() - 1),
-                ] {
-                    let mut plus = net.clone();
-                    plus.layers_mut()[l].weight[idx] += h;
-                    let mut minus = net.clone();
-                    minus.layers_mut()[l].weight[idx] -= h;
-                    let numeric = (loss(&plus, x.view(), ym.view())
-                        - loss(&minus, x.view(), ym.view()))
-                        / (2.0 * f64::from(h));
-                    let analytic = f64::from(grad.weight[idx]);
+                for (idx, analytic) in grad.weight.indexed_iter() {
+                    let n = numeric(&|net: &mut Network, d| net.layers_mut()[l].weight[idx] += d);
                     assert!(
-                        (numeric - analytic).abs() < 2e-3,
-                        "layer {l} {idx:?}: {numeric} vs {analytic}"
+                        (n - f64::from(*analytic)).abs() < 2e-3,
+                        "{:?} layer {l} weight {idx:?}: {n} vs {analytic}",
+                        net.output()
                     );
+                    checked += 1;
+                }
+                for (j, analytic) in grad.bias.iter().enumerate() {
+                    let n = numeric(&|net: &mut Network, d| net.layers_mut()[l].bias[j] += d);
+                    assert!(
+                        (n - f64::from(*analytic)).abs() < 2e-3,
+                        "{:?} layer {l} bias {j}: {n} vs {analytic}",
+                        net.output()
+                    );
+                    checked += 1;
                 }
             }
+            assert_eq!(checked, net.parameters());
+        }
+    }
+
+    #[test]
+    fn balanced_class_weights_match_scikit_learn() {
+        // sklearn.utils.class_weight.compute_class_weight("balanced",
+        //     classes=[0, 1, 2], y=[0]*6 + [1]*3 + [2]) = [0.5556, 1.1111, 3.3333]
+        let mut index = vec![0; 6];
+        index.extend([1, 1, 1, 2]);
+        let t = Targets::Classes { index, classes: 3 };
+        let w = t.balanced_weights().unwrap();
+        for (got, want) in [(w[0], 10.0 / 18.0), (w[6], 10.0 / 9.0), (w[9], 10.0 / 3.0)] {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
     }
 
