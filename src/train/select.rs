@@ -41,10 +41,11 @@ pub enum Candidate {
     /// L2 penalty `alpha` (scikit-learn's meaning: `C = 1/alpha`).
     Linear { alpha: f64 },
     /// A ReLU network trained by [`sgd`] with early stopping.
+    /// (Rates are f64 here so that the report prints them as written.)
     Mlp {
         hidden: Vec<usize>,
-        learning_rate: f32,
-        l2: f32,
+        learning_rate: f64,
+        l2: f64,
         batch_size: usize,
         class_weight: bool,
     },
@@ -72,8 +73,8 @@ impl Candidate {
                 y,
                 &SgdParams {
                     hidden: hidden.clone(),
-                    learning_rate: *learning_rate,
-                    l2: *l2,
+                    learning_rate: *learning_rate as f32,
+                    l2: *l2 as f32,
                     batch_size: *batch_size,
                     class_weight: *class_weight,
                     seed,
@@ -128,7 +129,7 @@ impl Candidate {
     }
 }
 
-fn mlp(hidden: &[usize], learning_rate: f32, l2: f32) -> Candidate {
+fn mlp(hidden: &[usize], learning_rate: f64, l2: f64) -> Candidate {
     Candidate::Mlp {
         hidden: hidden.to_vec(),
         learning_rate,
