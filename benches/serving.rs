@@ -381,7 +381,7 @@ fn bench_router(c: &mut Criterion) {
         parent: None,
         source: "bench".into(),
     };
-    let live = steward::live::LiveModel::new(bundled_model(), record);
+    let live = steward::live::LiveModel::new(bundled_model(), record, 0.01);
     let state = steward::server::AppState {
         live: Arc::new(arc_swap::ArcSwap::from_pointee(live)),
         log,

@@ -58,6 +58,8 @@ fn model(network: Network, classes: usize) -> Model {
             online_updates: 0,
             reference: None,
         },
+        masks: None,
+        quant: None,
     }
 }
 

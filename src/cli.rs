@@ -53,6 +53,12 @@ pub enum Command {
         /// Seed for folds, initialisation and shuffling.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The metric the compressed model may lose against the uncompressed one.
+        #[arg(long, default_value_t = 0.01)]
+        max_metric_drop: f64,
+        /// Keep the f32 model as trained: no pruning, no int8.
+        #[arg(long)]
+        no_compress: bool,
         /// Where to write the artifact (default: the data file's name with
         /// `.safetensors`, in the current directory).
         #[arg(long)]
@@ -139,6 +145,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             task,
             folds,
             seed,
+            max_metric_drop,
+            no_compress,
             out,
             json,
         } => {
@@ -148,8 +156,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     .map_or("model".into(), |s| s.to_os_string());
                 PathBuf::from(stem).with_extension("safetensors")
             });
+            if !(0.0..=1.0).contains(&max_metric_drop) {
+                return Err(Failure::Input(anyhow::anyhow!(
+                    "--max-metric-drop {max_metric_drop}: must be between 0 and 1"
+                )));
+            }
             let options = select::TrainOptions {
                 task: task.map(Task::from),
+                max_metric_drop: (!no_compress).then_some(max_metric_drop),
                 ..select::TrainOptions::new(&label, folds, seed)
             };
             let started = std::time::Instant::now();
@@ -249,6 +263,21 @@ fn human_train_report(r: &select::TrainReport, took: std::time::Duration) -> Str
             ),
         });
     }
+    let c = &r.compressed;
+    lines.push(format!(
+        "compression ({}): {} bits, sparsity {:.2}, hidden {:?} → {:?}, {} → {} bytes, {} {:.4} → {:.4} on {} held-out rows",
+        c.method,
+        c.bits,
+        c.sparsity,
+        c.hidden_before,
+        c.hidden_after,
+        c.size_bytes_f32,
+        c.size_bytes,
+        r.cv.metric,
+        c.metric_before,
+        c.metric_after,
+        c.held_out_rows
+    ));
     lines.push(format!(
         "selected {}: {} {:.4} ± {:.4}; model written to {} in {:.1} s",
         r.selected.name(),

@@ -13,7 +13,7 @@ use sqlx::SqlitePool;
 
 use crate::config::{Config, BUNDLED_DATA};
 use crate::data::Table;
-use crate::model::{artifact, Model};
+use crate::model::{artifact, FormChoice, Model};
 use crate::store::registry::{self, ModelRecord};
 use crate::store::StoreError;
 use crate::train::select::{self, TrainOptions};
@@ -51,19 +51,70 @@ pub struct LiveModel {
     pub record: ModelRecord,
     /// The model card, computed once.
     pub card: serde_json::Value,
+    /// The form that answers requests (the compression issue's rule: the fastest
+    /// within the accuracy budget, never slower than f32).
+    pub form: FormChoice,
 }
 
 impl LiveModel {
-    pub fn new(model: Model, record: ModelRecord) -> LiveModel {
+    /// Makes a model live: times its forms on warm-up rows (its reference sample,
+    /// encoded, or one all-missing row) and picks the one to serve.
+    pub fn new(model: Model, record: ModelRecord, budget: f64) -> LiveModel {
         let size = std::fs::metadata(&record.path).ok().map(|m| m.len());
-        let card = model.card(Some(&record.version), Some(&record.path), size);
+        let rows = warm_up_rows(&model);
+        let form = model.choose_form(&rows, budget);
+        tracing::info!(
+            version = %record.version,
+            form = form.form.as_str(),
+            f32_ns = form.f32_ns,
+            int8_ns = form.int8_ns,
+            reason = %form.reason,
+            "serving form chosen"
+        );
+        let mut card = model.card(Some(&record.version), Some(&record.path), size);
+        card["serving"] = serde_json::to_value(&form).unwrap_or_default();
         LiveModel {
             version: record.version.as_str().into(),
             model,
             record,
             card,
+            form,
         }
     }
+
+    /// The prediction for an encoded row, in the chosen form.
+    pub fn predict_encoded(&self, x: &[f32]) -> crate::model::Prediction {
+        self.model.predict_form(self.form.form, x)
+    }
+}
+
+/// Rows of warm-up: up to 64 of the model's reference sample, encoded.
+fn warm_up_rows(model: &Model) -> Vec<Vec<f32>> {
+    let width = model.schema.width();
+    let mut rows: Vec<Vec<f32>> = model
+        .meta
+        .reference
+        .as_ref()
+        .map(|r| {
+            r.rows
+                .iter()
+                .take(64)
+                .map(|cells| {
+                    let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+                    let mut x = vec![0.0; width];
+                    model.schema.encode_cells(&cells, &mut x);
+                    x
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        let empty = vec![""; model.schema.features.len()];
+        let mut x = vec![0.0; width];
+        model.schema.encode_cells(&empty, &mut x);
+        rows.push(x);
+    }
+    rows
 }
 
 /// The slot handlers read from.
@@ -82,7 +133,11 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
                 source,
             })?;
         tracing::info!(version = %rec.version, path = %rec.path, "loaded the active model");
-        return Ok(LiveModel::new(model, rec));
+        return Ok(LiveModel::new(
+            model,
+            rec,
+            config.raw.compression.max_metric_drop,
+        ));
     }
     let dir = PathBuf::from(&config.raw.model.dir);
     std::fs::create_dir_all(&dir).map_err(|source| LiveError::Dir {
@@ -100,8 +155,10 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
     } else {
         let data = config.raw.model.bootstrap_data.clone();
         let label = config.raw.model.label.clone();
-        let options =
-            TrainOptions::new(&label, config.raw.training.folds, config.raw.training.seed);
+        let options = TrainOptions {
+            max_metric_drop: Some(config.raw.compression.max_metric_drop),
+            ..TrainOptions::new(&label, config.raw.training.folds, config.raw.training.seed)
+        };
         tracing::info!(data = %data, "no model yet: training the first one from model.bootstrap_data");
         let model = tokio::task::spawn_blocking(move || bootstrap(&data, &options))
             .await
@@ -120,14 +177,18 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         path: path.display().to_string(),
         metrics: serde_json::to_value(&model.meta.metrics).unwrap_or_default(),
         sparsity: model.sparsity(),
-        bits: 32,
+        bits: if model.quant.is_some() { 8 } else { 32 },
         status: "active".into(),
         parent: model.meta.parent.clone(),
         source: source.into(),
     };
     registry::insert_active(pool, &record).await?;
     tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
-    Ok(LiveModel::new(model, record))
+    Ok(LiveModel::new(
+        model,
+        record,
+        config.raw.compression.max_metric_drop,
+    ))
 }
 
 /// Trains a model from `data` (a CSV path or the bundled data set).

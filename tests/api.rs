@@ -338,11 +338,21 @@ async fn model_card_registry_health_and_metrics() {
     assert_eq!(card["task"], "classification");
     assert_eq!(card["classes"], json!(["Adelie", "Chinstrap", "Gentoo"]));
     assert_eq!(card["schema"].as_array().unwrap().len(), 6);
-    assert_eq!(card["bits"], 32);
+    // The bundled model is trained with the default budget: pruned and int8.
+    assert_eq!(card["bits"], 8, "{card}");
     assert!(
         card["metrics"]["accuracy"].as_f64().unwrap() > 0.9,
         "{card}"
     );
+    let form = card["serving"]["form"].as_str().unwrap().to_string();
+    assert!(form == "f32" || form == "int8", "{card}");
+    assert!(card["serving"]["f32_ns"].as_f64().unwrap() > 0.0, "{card}");
+    if form == "int8" {
+        assert!(
+            card["serving"]["int8_ns"].as_f64() < card["serving"]["f32_ns"].as_f64(),
+            "never a form slower than f32: {card}"
+        );
+    }
 
     let models: Value = d.get_json(&c, "/v1/models").await;
     let list = models["models"].as_array().unwrap();
@@ -377,4 +387,6 @@ async fn model_card_registry_health_and_metrics() {
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }
+    let needle = format!("steward_model_form{{form=\"{form}\"}} 1\n");
+    assert!(m.contains(&needle), "missing {needle:?} in\n{m}");
 }

@@ -32,7 +32,8 @@ fn inspect_json_prints_one_document_with_the_model_card() {
         .map(|l| l.inputs() * l.outputs() + l.outputs())
         .sum();
     assert_eq!(card["parameters"], parameters);
-    assert_eq!(card["bits"], 32);
+    assert_eq!(card["bits"], if model.quant.is_some() { 8 } else { 32 });
+    assert_eq!(card["masked"], model.masks.is_some());
     assert_eq!(
         card["size_bytes"],
         std::fs::metadata(shared_model()).unwrap().len()

@@ -1,5 +1,8 @@
-//! The model artifact: one safetensors file holding the f32 weights
-//! (`layers.{i}.weight`, `out × in`; `layers.{i}.bias`) and, under the
+//! The model artifact: one safetensors file holding the f32 master weights
+//! (`layers.{i}.weight`, `out × in`; `layers.{i}.bias`), for a pruned model the
+//! masks (`layers.{i}.mask`, u8 0/1, `out × in`), for a quantized one the int8
+//! weights (`layers.{i}.qweight`, i8 `out × in`) with their per-row scale and zero
+//! point (`layers.{i}.qscale`, `layers.{i}.qzero`, f32 `out`), and, under the
 //! `__metadata__` key `steward`, a JSON document with the schema, the layer shapes,
 //! the output function, the classes and the training report.
 //!
@@ -18,6 +21,7 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 use super::network::{Dense, Network, Output};
+use super::quant::{QuantLayer, QuantNetwork};
 use super::{Model, ModelMeta, Schema};
 
 /// The metadata format this build writes and reads.
@@ -57,6 +61,12 @@ struct Header {
     /// `[out, in]` per layer.
     layers: Vec<[usize; 2]>,
     output: Output,
+    /// Whether `layers.{i}.mask` tensors are present.
+    #[serde(default)]
+    masked: bool,
+    /// Whether the int8 tensors are present.
+    #[serde(default)]
+    quantized: bool,
     schema: Schema,
     #[serde(flatten)]
     meta: ModelMeta,
@@ -81,32 +91,62 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, String> {
         format_version: FORMAT_VERSION,
         layers: layers.iter().map(|l| [l.outputs(), l.inputs()]).collect(),
         output: model.network.output(),
+        masked: model.masks.is_some(),
+        quantized: model.quant.is_some(),
         schema: model.schema.clone(),
         meta: model.meta.clone(),
     };
     let json = serde_json::to_string(&header).map_err(|e| e.to_string())?;
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = layers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, l)| {
-            [
-                (
-                    format!("layers.{i}.weight"),
-                    l.weight.shape().to_vec(),
-                    le_bytes(l.weight.iter()),
-                ),
-                (
-                    format!("layers.{i}.bias"),
-                    vec![l.bias.len()],
-                    le_bytes(l.bias.iter()),
-                ),
-            ]
-        })
-        .collect();
+    let mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let shape = l.weight.shape().to_vec();
+        let rows = vec![l.outputs()];
+        raw.push((
+            format!("layers.{i}.weight"),
+            Dtype::F32,
+            shape.clone(),
+            le_bytes(l.weight.iter()),
+        ));
+        raw.push((
+            format!("layers.{i}.bias"),
+            Dtype::F32,
+            rows.clone(),
+            le_bytes(l.bias.iter()),
+        ));
+        if let Some(mask) = model.masks.as_ref().and_then(|m| m.get(i)) {
+            let bytes = mask.iter().map(|m| u8::from(*m != 0.0)).collect();
+            raw.push((format!("layers.{i}.mask"), Dtype::U8, shape.clone(), bytes));
+        }
+        if let Some(q) = model.quant.as_ref().and_then(|q| q.layers().get(i)) {
+            let bytes = q
+                .unpadded_weight()
+                .iter()
+                .map(|v| v.to_le_bytes()[0])
+                .collect();
+            raw.push((
+                format!("layers.{i}.qweight"),
+                Dtype::I8,
+                shape.clone(),
+                bytes,
+            ));
+            raw.push((
+                format!("layers.{i}.qscale"),
+                Dtype::F32,
+                rows.clone(),
+                le_bytes(q.scale.iter()),
+            ));
+            raw.push((
+                format!("layers.{i}.qzero"),
+                Dtype::F32,
+                rows.clone(),
+                le_bytes(q.zero.iter()),
+            ));
+        }
+    }
     let mut views = Vec::with_capacity(raw.len());
-    for (name, shape, data) in &raw {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
-            .map_err(|e| format!("{name}: {e:?}"))?;
+    for (name, dtype, shape, data) in &raw {
+        let view =
+            TensorView::new(*dtype, shape.clone(), data).map_err(|e| format!("{name}: {e:?}"))?;
         views.push((name.clone(), view));
     }
     let info = Some(HashMap::from([(META_KEY.to_string(), json)]));
@@ -177,6 +217,8 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         )));
     }
     let mut layers = Vec::with_capacity(header.layers.len());
+    let mut masks = Vec::new();
+    let mut quant = Vec::new();
     let mut expected_in = header.schema.width();
     for (i, &[out, inp]) in header.layers.iter().enumerate() {
         let tensor_err = |tensor: String, reason: String| ArtifactError::Tensor {
@@ -199,6 +241,52 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
             .map_err(|(t, r)| tensor_err(t, r))?;
         let bias = read_tensor(&tensors, &format!("layers.{i}.bias"), &[out])
             .map_err(|(t, r)| tensor_err(t, r))?;
+        if header.masked {
+            let tname = format!("layers.{i}.mask");
+            let bytes = read_raw(&tensors, &tname, &[out, inp], Dtype::U8)
+                .map_err(|(t, r)| tensor_err(t, r))?;
+            if let Some(k) = bytes.iter().position(|b| *b > 1) {
+                return Err(tensor_err(
+                    tname,
+                    format!("element {k} is {}, not 0 or 1", bytes[k]),
+                ));
+            }
+            if let Some(k) = bytes
+                .iter()
+                .zip(&weight)
+                .position(|(m, w)| *m == 0 && *w != 0.0)
+            {
+                return Err(tensor_err(
+                    tname,
+                    format!("element {k} prunes a weight that is not zero"),
+                ));
+            }
+            let mask = bytes.iter().map(|b| f32::from(*b)).collect();
+            masks.push(
+                Array2::from_shape_vec((out, inp), mask)
+                    .map_err(|e| tensor_err(tname, e.to_string()))?,
+            );
+        }
+        if header.quantized {
+            let qname = format!("layers.{i}.qweight");
+            let q = read_raw(&tensors, &qname, &[out, inp], Dtype::I8)
+                .map_err(|(t, r)| tensor_err(t, r))?;
+            let q: Vec<i8> = q.iter().map(|b| i8::from_le_bytes([*b])).collect();
+            if let Some(k) = q.iter().position(|v| *v == i8::MIN) {
+                return Err(tensor_err(
+                    qname,
+                    format!("element {k} is -128, outside ±127"),
+                ));
+            }
+            let scale = read_tensor(&tensors, &format!("layers.{i}.qscale"), &[out])
+                .map_err(|(t, r)| tensor_err(t, r))?;
+            let zero = read_tensor(&tensors, &format!("layers.{i}.qzero"), &[out])
+                .map_err(|(t, r)| tensor_err(t, r))?;
+            quant.push(
+                QuantLayer::from_parts(inp, out, q, scale, zero, bias.clone())
+                    .map_err(|r| tensor_err(qname, r))?,
+            );
+        }
         let weight = Array2::from_shape_vec((out, inp), weight)
             .map_err(|e| tensor_err(format!("layers.{i}.weight"), e.to_string()))?;
         layers.push(Dense {
@@ -207,7 +295,8 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         });
         expected_in = out;
     }
-    let expected = 2 * layers.len();
+    let per_layer = 2 + usize::from(header.masked) + 3 * usize::from(header.quantized);
+    let expected = per_layer * layers.len();
     if tensors.len() != expected {
         let extra = tensors
             .names()
@@ -231,25 +320,36 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         });
     }
     let network = Network::new(layers, header.output).map_err(|e| meta_err(e.to_string()))?;
+    let quant = if header.quantized {
+        Some(QuantNetwork::from_layers(quant, header.output).map_err(meta_err)?)
+    } else {
+        None
+    };
     let model = Model {
         schema: header.schema,
         network,
         meta: header.meta,
+        masks: header.masked.then_some(masks),
+        quant,
     };
     model.check().map_err(meta_err)?;
     Ok(model)
 }
 
-fn read_tensor(
-    tensors: &SafeTensors,
+fn read_raw<'a>(
+    tensors: &'a SafeTensors,
     name: &str,
     shape: &[usize],
-) -> Result<Vec<f32>, (String, String)> {
+    dtype: Dtype,
+) -> Result<&'a [u8], (String, String)> {
     let t = tensors
         .tensor(name)
         .map_err(|_| (name.to_string(), "missing".to_string()))?;
-    if t.dtype() != Dtype::F32 {
-        return Err((name.into(), format!("dtype {:?}, expected F32", t.dtype())));
+    if t.dtype() != dtype {
+        return Err((
+            name.into(),
+            format!("dtype {:?}, expected {dtype:?}", t.dtype()),
+        ));
     }
     if t.shape() != shape {
         return Err((
@@ -257,8 +357,15 @@ fn read_tensor(
             format!("shape {:?}, the metadata implies {shape:?}", t.shape()),
         ));
     }
-    let values: Vec<f32> = t
-        .data()
+    Ok(t.data())
+}
+
+fn read_tensor(
+    tensors: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, (String, String)> {
+    let values: Vec<f32> = read_raw(tensors, name, shape, Dtype::F32)?
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
@@ -272,6 +379,93 @@ fn read_tensor(
 mod tests {
     use super::*;
     use crate::model::tests::tiny_model;
+
+    #[test]
+    fn compressed_round_trip_is_identical() {
+        let mut m = tiny_model();
+        let t = crate::model::prune::thresholds(&m.network, 0.5, true);
+        m.masks = Some(crate::model::prune::prune_magnitude(&mut m.network, &t));
+        m.quant = Some(QuantNetwork::quantize(&m.network));
+        let bytes = to_bytes(&m).unwrap();
+        let back = from_bytes("m", &bytes).unwrap();
+        assert_eq!(back.network, m.network);
+        assert_eq!(back.masks, m.masks);
+        assert_eq!(back.quant, m.quant);
+        assert_eq!(to_bytes(&back).unwrap(), bytes);
+    }
+
+    /// The artifact's tensors with one replaced (same metadata).
+    fn replace(bytes: &[u8], name: &str, dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Vec<u8> {
+        let tensors = SafeTensors::deserialize(bytes).unwrap();
+        let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+        let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| {
+                if n == name {
+                    (n, dtype, shape.clone(), data.to_vec())
+                } else {
+                    (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())
+                }
+            })
+            .collect();
+        let views: Vec<(String, TensorView)> = owned
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        safetensors::serialize(views, meta.metadata()).unwrap()
+    }
+
+    #[test]
+    fn int8_tensors_that_do_not_match_the_f32_shapes_are_rejected() {
+        let mut m = tiny_model();
+        m.quant = Some(QuantNetwork::quantize(&m.network));
+        let good = to_bytes(&m).unwrap();
+        let (o, i) = m.network.layers()[0].weight.dim();
+        let bad = replace(
+            &good,
+            "layers.0.qweight",
+            Dtype::I8,
+            vec![o, i + 1],
+            &vec![0u8; o * (i + 1)],
+        );
+        let err = from_bytes("m", &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "m: tensor `layers.0.qweight`: shape [{o}, {}], the metadata implies [{o}, {i}]",
+                i + 1
+            )
+        );
+        let bad = replace(&good, "layers.1.qscale", Dtype::I8, vec![1], &[1]);
+        let err = from_bytes("m", &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m: tensor `layers.1.qscale`: dtype I8, expected F32"
+        );
+    }
+
+    #[test]
+    fn a_mask_that_prunes_a_live_weight_is_rejected() {
+        let mut m = tiny_model();
+        m.masks = Some(
+            m.network
+                .layers()
+                .iter()
+                .map(|l| l.weight.mapv(|_| 1.0))
+                .collect(),
+        );
+        let good = to_bytes(&m).unwrap();
+        let (o, i) = m.network.layers()[1].weight.dim();
+        let mut mask = vec![1u8; o * i];
+        mask[0] = 0;
+        let bad = replace(&good, "layers.1.mask", Dtype::U8, vec![o, i], &mask);
+        let err = from_bytes("m", &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "m: tensor `layers.1.mask`: element 0 prunes a weight that is not zero"
+        );
+    }
 
     #[test]
     fn round_trip_is_identical() {

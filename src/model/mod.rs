@@ -6,6 +6,8 @@
 
 pub mod artifact;
 pub mod network;
+pub mod prune;
+pub mod quant;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -22,6 +24,42 @@ pub use schema::{EncodeError, Schema};
 pub enum Task {
     Classification,
     Regression,
+}
+
+/// Which arithmetic answers requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Form {
+    F32,
+    Int8,
+}
+
+impl Form {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Form::F32 => "f32",
+            Form::Int8 => "int8",
+        }
+    }
+}
+
+/// The serving form a model was given at load, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FormChoice {
+    pub form: Form,
+    /// Nanoseconds per row of the f32 form on the warm-up rows.
+    pub f32_ns: f64,
+    /// The same for int8, when it was timed.
+    pub int8_ns: Option<f64>,
+    pub reason: String,
+}
+
+/// Passes over the warm-up rows per timing round.
+const FORM_TIMING_REPEATS: usize = 20;
+
+thread_local! {
+    /// Per-thread scratch space for int8 forward passes (no allocation per row).
+    static SCRATCH: std::cell::RefCell<quant::Scratch> = std::cell::RefCell::new(quant::Scratch::default());
 }
 
 /// The metadata stored with a model.
@@ -88,8 +126,13 @@ impl Reference {
 #[derive(Debug, Clone)]
 pub struct Model {
     pub schema: Schema,
+    /// The f32 master weights (pruned weights are zero).
     pub network: Network,
     pub meta: ModelMeta,
+    /// Pruning masks of `network` (1 kept, 0 pruned), if it was magnitude-pruned.
+    pub masks: Option<prune::Masks>,
+    /// The int8 form, if the model was quantized.
+    pub quant: Option<quant::QuantNetwork>,
 }
 
 /// One answer.
@@ -112,6 +155,40 @@ impl Model {
                 self.network.inputs()
             ));
         }
+        if let Some(masks) = &self.masks {
+            if masks.len() != self.network.layers().len() {
+                return Err(format!(
+                    "{} masks for {} layers",
+                    masks.len(),
+                    self.network.layers().len()
+                ));
+            }
+            for (i, (m, l)) in masks.iter().zip(self.network.layers()).enumerate() {
+                if m.dim() != l.weight.dim() {
+                    return Err(format!(
+                        "mask {i} is {:?}, the layer {:?}",
+                        m.dim(),
+                        l.weight.dim()
+                    ));
+                }
+            }
+        }
+        if let Some(q) = &self.quant {
+            let shapes = |ls: Vec<(usize, usize)>| ls;
+            let int8 = shapes(q.layers().iter().map(|l| (l.outputs, l.inputs)).collect());
+            let f32s = shapes(
+                self.network
+                    .layers()
+                    .iter()
+                    .map(|l| l.weight.dim())
+                    .collect(),
+            );
+            if int8 != f32s || q.output() != self.network.output() {
+                return Err(format!(
+                    "the int8 layers {int8:?} do not match the f32 layers {f32s:?}"
+                ));
+            }
+        }
         let outputs = self.network.outputs();
         match (self.meta.task, self.network.output()) {
             (Task::Regression, Output::Identity) => Ok(()),
@@ -124,10 +201,90 @@ impl Model {
         }
     }
 
-    /// The prediction for an encoded input row.
+    /// The prediction for an encoded input row, by the f32 network.
     pub fn predict_encoded(&self, x: &[f32]) -> Prediction {
-        let out = self.network.forward_one(x);
+        self.predict_form(Form::F32, x)
+    }
+
+    /// The outputs of one encoded row in the given form (f32 when the model has no
+    /// int8 form).
+    pub fn forward_form(&self, form: Form, x: &[f32]) -> Vec<f32> {
+        match (form, &self.quant) {
+            (Form::Int8, Some(q)) => SCRATCH.with(|s| match s.try_borrow_mut() {
+                Ok(mut scratch) => q.forward_one(x, &mut scratch),
+                Err(_) => q.forward_one(x, &mut quant::Scratch::default()),
+            }),
+            _ => self.network.forward_one(x),
+        }
+    }
+
+    /// The prediction for an encoded input row in the given form.
+    pub fn predict_form(&self, form: Form, x: &[f32]) -> Prediction {
+        let out = self.forward_form(form, x);
         self.interpret(&out)
+    }
+
+    /// How much metric the int8 form lost against the uncompressed model on the
+    /// held-out rows, as the training report recorded it.
+    pub fn int8_metric_drop(&self) -> Option<f64> {
+        let c = self.meta.training.get("compressed")?;
+        Some(c.get("metric_before")?.as_f64()? - c.get("metric_after")?.as_f64()?)
+    }
+
+    /// Times the f32 and int8 forms on `rows` (encoded) and picks the faster one
+    /// whose metric drop is within `budget`; never a form slower than f32.
+    pub fn choose_form(&self, rows: &[Vec<f32>], budget: f64) -> FormChoice {
+        let time = |form: Form| -> f64 {
+            // Warm up, then the best of three rounds (the least disturbed).
+            for r in rows {
+                std::hint::black_box(self.forward_form(form, r));
+            }
+            (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..FORM_TIMING_REPEATS {
+                        for r in rows {
+                            std::hint::black_box(self.forward_form(form, r));
+                        }
+                    }
+                    start.elapsed().as_nanos() as f64
+                        / (FORM_TIMING_REPEATS * rows.len().max(1)) as f64
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let f32_ns = time(Form::F32);
+        let Some(_) = &self.quant else {
+            return FormChoice {
+                form: Form::F32,
+                f32_ns,
+                int8_ns: None,
+                reason: "the model has no int8 form".into(),
+            };
+        };
+        let drop = self.int8_metric_drop().unwrap_or(f64::INFINITY);
+        if drop > budget {
+            return FormChoice {
+                form: Form::F32,
+                f32_ns,
+                int8_ns: None,
+                reason: format!("int8 loses {drop:.4}, over the budget of {budget}"),
+            };
+        }
+        let int8_ns = time(Form::Int8);
+        let (form, reason) = if int8_ns < f32_ns {
+            (
+                Form::Int8,
+                "int8 is faster and within the budget".to_string(),
+            )
+        } else {
+            (Form::F32, "f32 is as fast or faster".to_string())
+        };
+        FormChoice {
+            form,
+            f32_ns,
+            int8_ns: Some(int8_ns),
+            reason,
+        }
     }
 
     /// Turns network outputs into a prediction.
@@ -195,7 +352,12 @@ impl Model {
             "layers": layers,
             "parameters": self.network.parameters(),
             "sparsity": self.sparsity(),
-            "bits": 32,
+            "bits": if self.quant.is_some() { 8 } else { 32 },
+            "masked": self.masks.is_some(),
+            "serving_bytes": {
+                "f32": 4 * self.network.parameters(),
+                "int8": self.quant.as_ref().map(|q| q.serving_bytes()),
+            },
             "size_bytes": file_bytes,
             "metrics": self.meta.metrics,
             "training": self.meta.training,
@@ -245,6 +407,8 @@ pub(crate) mod tests {
             schema,
             network,
             meta,
+            masks: None,
+            quant: None,
         }
     }
 
@@ -264,6 +428,43 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_serving_form_is_int8_only_when_within_budget_and_faster() {
+        let mut m = tiny_model();
+        let rows = vec![vec![0.5, -1.0, 1.0, 0.0]; 8];
+        let choice = m.choose_form(&rows, 0.01);
+        assert_eq!(choice.form, Form::F32);
+        assert_eq!(choice.reason, "the model has no int8 form");
+
+        m.quant = Some(quant::QuantNetwork::quantize(&m.network));
+        m.meta.training =
+            serde_json::json!({"compressed": {"metric_before": 0.9, "metric_after": 0.85}});
+        let choice = m.choose_form(&rows, 0.01);
+        assert_eq!(choice.form, Form::F32);
+        assert!(
+            choice.reason.contains("over the budget"),
+            "{}",
+            choice.reason
+        );
+        assert_eq!(choice.int8_ns, None);
+
+        m.meta.training =
+            serde_json::json!({"compressed": {"metric_before": 0.9, "metric_after": 0.895}});
+        let choice = m.choose_form(&rows, 0.01);
+        let int8 = choice.int8_ns.unwrap();
+        assert_eq!(
+            choice.form == Form::Int8,
+            int8 < choice.f32_ns,
+            "{choice:?}"
+        );
+        // Whatever form serves, the answer is the same kind and close.
+        let (a, b) = (
+            m.forward_form(Form::F32, &rows[0]),
+            m.forward_form(Form::Int8, &rows[0]),
+        );
+        assert!((a[0] - b[0]).abs() < 0.02, "{a:?} {b:?}");
     }
 
     #[test]

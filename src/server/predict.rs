@@ -144,7 +144,7 @@ fn answer_one<'a>(
         };
         ApiError::unprocessable(e.code, message)
     })?;
-    let (prediction, probabilities) = match model.predict_encoded(&x) {
+    let (prediction, probabilities) = match live.predict_encoded(&x) {
         Prediction::Class {
             label,
             probabilities,

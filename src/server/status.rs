@@ -113,6 +113,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     push(
         &mut out,
+        "steward_model_form",
+        "gauge",
+        "The arithmetic that answers requests (f32 or int8; value is always 1).",
+        &format!("form=\"{}\"", live.form.form.as_str()),
+        1,
+    );
+    push(
+        &mut out,
         "steward_model_version",
         "gauge",
         "The live model version as a number.",

@@ -9,7 +9,7 @@
 //! scikit-learn's `zero_division` default reports it.
 
 use linfa::prelude::*;
-use ndarray::{Array1, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2};
 use serde::Serialize;
 
 use crate::model::network::{Network, Output};
@@ -70,10 +70,14 @@ impl Scores {
 
 /// The class a network picks for each row.
 pub fn predict_classes(net: &Network, x: ArrayView2<f32>) -> Vec<usize> {
-    let out = net.forward_batch(x);
+    classes_from_outputs(&net.forward_batch(x), net.output())
+}
+
+/// The class picked by each row of outputs (probabilities).
+pub fn classes_from_outputs(out: &Array2<f32>, output: Output) -> Vec<usize> {
     out.rows()
         .into_iter()
-        .map(|row| match net.output() {
+        .map(|row| match output {
             Output::Sigmoid => usize::from(row[0] >= 0.5),
             _ => row
                 .iter()

@@ -6,6 +6,7 @@
 //! so does `steward train`. Plain synchronous code; callers on the async side run
 //! it in `spawn_blocking`.
 
+pub mod compress;
 pub mod cv;
 pub mod linear;
 pub mod metrics;
@@ -239,6 +240,8 @@ pub struct EvalReport {
     pub metric: &'static str,
     pub value: f64,
     pub scores: metrics::Scores,
+    /// The metric of the int8 form, when the model has one.
+    pub value_int8: Option<f64>,
     /// Rows whose label is none of the model's classes (they count as errors).
     pub unknown_labels: usize,
 }
@@ -248,6 +251,8 @@ pub fn evaluate(model: &Model, table: &Table, label: &str) -> Result<EvalReport,
     let li = table.label_index(label)?;
     let x = encode_table(&model.schema, table, Some(li))?;
     let mut unknown = 0;
+    let int8_out = model.quant.as_ref().map(|q| q.forward_batch(x.view()));
+    let mut value_int8 = None;
     let scores = match model.meta.task {
         Task::Classification => {
             let k = model.meta.classes.len();
@@ -263,6 +268,11 @@ pub fn evaluate(model: &Model, table: &Table, label: &str) -> Result<EvalReport,
                 truth.push(t.unwrap_or(k));
             }
             let predicted = metrics::predict_classes(&model.network, x.view());
+            if let Some(out) = &int8_out {
+                let p = metrics::classes_from_outputs(out, model.network.output());
+                value_int8 =
+                    Some(metrics::classification(&model.meta.classes, &p, &truth).accuracy);
+            }
             metrics::Scores::Classification(metrics::classification(
                 &model.meta.classes,
                 &predicted,
@@ -272,6 +282,10 @@ pub fn evaluate(model: &Model, table: &Table, label: &str) -> Result<EvalReport,
         Task::Regression => {
             let truth = numeric_labels(table, li, "")?;
             let predicted = metrics::predict_values(&model.network, x.view());
+            if let Some(out) = &int8_out {
+                let p: Vec<f64> = out.column(0).iter().map(|v| f64::from(*v)).collect();
+                value_int8 = Some(metrics::regression(&p, &truth).r2);
+            }
             metrics::Scores::Regression(metrics::regression(&predicted, &truth))
         }
     };
@@ -283,6 +297,7 @@ pub fn evaluate(model: &Model, table: &Table, label: &str) -> Result<EvalReport,
         metric: scores.metric_name(),
         value: scores.metric(),
         scores,
+        value_int8,
         unknown_labels: unknown,
     })
 }

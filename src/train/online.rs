@@ -3,9 +3,9 @@
 //! ([`Learner::learn_batch`]) at a time, with a step size, L2 weight decay and
 //! clipping of the gradient's global norm.
 //!
-//! - **Pruned weights stay pruned.** A layer's mask is its weights that are exactly
-//!   zero when the learner is made (what magnitude pruning leaves), unless masks are
-//!   given; masked weights are zero after every step.
+//! - **Pruned weights stay pruned.** The masks are the model's pruning masks (or,
+//!   for a model without them, its weights that are exactly zero when the learner is
+//!   made, unless masks are given); masked weights are zero after every step.
 //! - **Regression errors are measured in label standard deviations** (the training
 //!   labels' scale stored with the model), so one step size suits any label scale.
 //! - **Progressive validation**: every row is predicted before the model learns
@@ -136,8 +136,16 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// A learner over `model`'s network; masks are its exactly-zero weights.
+    /// A learner over `model`'s network; masks are the model's pruning masks, or
+    /// else its exactly-zero weights.
     pub fn new(model: &Model, params: OnlineParams) -> Learner {
+        if let Some(masks) = &model.masks {
+            let masks = masks
+                .iter()
+                .map(|m| Some(m.iter().copied().collect()))
+                .collect();
+            return Self::with_masks(model, params, masks);
+        }
         let masks = model
             .network
             .layers()
@@ -375,6 +383,8 @@ impl Learner {
             schema: base.schema.clone(),
             network: self.network()?,
             meta,
+            masks: base.masks.clone(),
+            quant: None,
         })
     }
 
@@ -595,6 +605,33 @@ mod tests {
             model.network.layers()[0].weight[(0, 2)]
         );
         assert_eq!(learner.updates(), 201);
+    }
+
+    #[test]
+    fn the_models_pruning_masks_hold_through_online_steps() {
+        let mut model = tiny_model();
+        let t = crate::model::prune::thresholds(&model.network, 0.5, true);
+        let masks = crate::model::prune::prune_magnitude(&mut model.network, &t);
+        model.masks = Some(masks.clone());
+        let mut learner = Learner::new(&model, OnlineParams::default());
+        for i in 0..300 {
+            learner
+                .learn_one(&[i as f32 / 100.0, 1.0, -0.5, 0.3], Label::Class(i % 2))
+                .unwrap();
+        }
+        let net = learner.network().unwrap();
+        let mut moved = 0;
+        for ((layer, mask), before) in net.layers().iter().zip(&masks).zip(model.network.layers()) {
+            for ((w, m), b) in layer.weight.iter().zip(mask).zip(&before.weight) {
+                if *m == 0.0 {
+                    assert_eq!(*w, 0.0);
+                } else if w != b {
+                    moved += 1;
+                }
+            }
+        }
+        assert!(moved > 0, "the kept weights learn");
+        assert_eq!(learner.to_model(&model, "1").unwrap().masks, Some(masks));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::compress::{self, CompressOptions, Compression};
 use super::cv::{self, CvReport};
 use super::metrics::{self, Scores};
 use super::sgd::{self, SgdParams, Targets};
@@ -175,6 +176,9 @@ pub struct TrainOptions {
     pub grid: Option<Vec<Candidate>>,
     /// Worker threads for the fits (at least 1).
     pub threads: usize,
+    /// The compression budget (`compression.max_metric_drop`), or `None` not to
+    /// compress.
+    pub max_metric_drop: Option<f64>,
 }
 
 impl TrainOptions {
@@ -187,6 +191,7 @@ impl TrainOptions {
             seed,
             grid: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_metric_drop: Some(0.01),
         }
     }
 }
@@ -202,19 +207,6 @@ pub struct CandidateReport {
     pub per_fold: Vec<f64>,
     /// Why the candidate could not be scored, if it could not.
     pub error: Option<String>,
-}
-
-/// What compression did to the model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Compression {
-    /// `none` until the compression pipeline runs.
-    pub method: &'static str,
-    pub sparsity: f64,
-    pub bits: u32,
-    pub metric_before: f64,
-    pub metric_after: f64,
-    pub size_bytes_f32: usize,
-    pub size_bytes: usize,
 }
 
 /// The report of a training run (`steward train --json`).
@@ -348,7 +340,22 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
     };
 
     let network = grid[best].fit(data.x.view(), &data.targets, options.seed)?;
-    let parameters = network.parameters();
+    let compressed = match options.max_metric_drop {
+        Some(max_drop) => compress::compress(
+            &network,
+            &data,
+            &CompressOptions {
+                max_drop,
+                seed: options.seed,
+            },
+        ),
+        None => compress::Compressed {
+            report: compress::uncompressed(&network, cv_report.mean),
+            network,
+            masks: None,
+            quant: None,
+        },
+    };
     let mut metrics = BTreeMap::new();
     metrics.insert(cv_report.metric.to_string(), cv_report.mean);
     metrics.insert(format!("{}_std", cv_report.metric), cv_report.std);
@@ -363,15 +370,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
         cv: cv_report.clone(),
         selected: grid[best].clone(),
         candidates: reports,
-        compressed: Compression {
-            method: "none",
-            sparsity: 0.0,
-            bits: 32,
-            metric_before: cv_report.mean,
-            metric_after: cv_report.mean,
-            size_bytes_f32: parameters * 4,
-            size_bytes: parameters * 4,
-        },
+        compressed: compressed.report.clone(),
         model: None,
     };
     let target = match &data.targets {
@@ -383,7 +382,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
     };
     let model = Model {
         schema: data.schema.clone(),
-        network,
+        network: compressed.network,
         meta: ModelMeta {
             task: data.task,
             label: data.label.clone(),
@@ -396,6 +395,8 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
             online_updates: 0,
             reference: Some(reference_sample(table, &data, options.seed)),
         },
+        masks: compressed.masks,
+        quant: compressed.quant,
     };
     model.check().map_err(invalid)?;
     Ok(Trained { model, report })

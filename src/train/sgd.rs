@@ -202,18 +202,57 @@ pub fn fit_with_info(
 ) -> Result<(Network, FitInfo), NetworkError> {
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let (output, outputs) = y.output();
-    let mut net = initial_network(x.ncols(), &params.hidden, outputs, output, &mut rng)?;
+    let net = initial_network(x.ncols(), &params.hidden, outputs, output, &mut rng)?;
     let scale = y.scale();
+    let (net, info) = run(net, x, y, scale, params, None, &mut rng);
+    Ok((fold_scale(net, y, scale), info))
+}
+
+/// Continues training `net` (in label units, as [`fit`] returns it) for at most
+/// `params.epochs`, with early stopping; weights where `masks` hold 0 stay zero.
+/// Only `learning_rate`, `l2`, `batch_size`, `epochs`, `patience`, `validation`,
+/// `class_weight` and `seed` of `params` are used.
+pub fn fine_tune(
+    net: &Network,
+    x: ArrayView2<f32>,
+    y: &Targets,
+    params: &SgdParams,
+    masks: Option<&[Array2<f32>]>,
+) -> Network {
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let scale = y.scale();
+    let mut start = net.clone();
+    if let Targets::Values(_) = y {
+        let (mean, std) = scale;
+        let last = start.layers_mut().len() - 1;
+        let l = &mut start.layers_mut()[last];
+        l.weight.mapv_inplace(|w| w / std as f32);
+        l.bias
+            .mapv_inplace(|b| ((f64::from(b) - mean) / std) as f32);
+    }
+    let (tuned, _) = run(start, x, y, scale, params, masks, &mut rng);
+    fold_scale(tuned, y, scale)
+}
+
+/// The training loop on standardised targets; returns the best network seen.
+fn run(
+    mut net: Network,
+    x: ArrayView2<f32>,
+    y: &Targets,
+    scale: (f64, f64),
+    params: &SgdParams,
+    masks: Option<&[Array2<f32>]>,
+    rng: &mut ChaCha8Rng,
+) -> (Network, FitInfo) {
     let targets = y.matrix(scale);
     let weights = if params.class_weight {
         y.balanced_weights()
     } else {
         None
     };
-
     let mut order: Vec<usize> = (0..x.nrows()).collect();
     let held = if params.patience > 0 && x.nrows() >= MIN_ROWS_FOR_VALIDATION {
-        order.shuffle(&mut rng);
+        order.shuffle(rng);
         ((x.nrows() as f64 * params.validation).round() as usize).clamp(1, x.nrows() / 2)
     } else {
         0
@@ -228,7 +267,7 @@ pub fn fit_with_info(
     let mut epochs = 0;
     for epoch in 1..=params.epochs {
         epochs = epoch;
-        train.shuffle(&mut rng);
+        train.shuffle(rng);
         for chunk in train.chunks(batch) {
             let xb = x.select(Axis(0), chunk);
             let yb = targets.select(Axis(0), chunk);
@@ -241,6 +280,11 @@ pub fn fit_with_info(
                 params.l2,
             );
             adam.step(&mut net, &grads, params.learning_rate);
+            if let Some(masks) = masks {
+                for (layer, mask) in net.layers_mut().iter_mut().zip(masks) {
+                    layer.weight *= mask;
+                }
+            }
         }
         if held > 0 {
             let l = loss(&net, xv.view(), yv.view());
@@ -252,20 +296,35 @@ pub fn fit_with_info(
             }
         }
     }
-    let best_epoch = if held > 0 {
-        net = best.1;
-        best.2
+    if held > 0 {
+        (
+            best.1,
+            FitInfo {
+                epochs,
+                best_epoch: best.2,
+            },
+        )
     } else {
-        epochs
-    };
+        (
+            net,
+            FitInfo {
+                epochs,
+                best_epoch: epochs,
+            },
+        )
+    }
+}
+
+/// Folds the label scale into the last layer (regression), so the network
+/// outputs label units.
+fn fold_scale(mut net: Network, y: &Targets, (mean, std): (f64, f64)) -> Network {
     if let Targets::Values(_) = y {
-        let (mean, std) = scale;
         let last = net.layers_mut().len() - 1;
         let l = &mut net.layers_mut()[last];
         l.weight.mapv_inplace(|w| w * std as f32);
         l.bias.mapv_inplace(|b| (f64::from(b) * std + mean) as f32);
     }
-    Ok((net, FitInfo { epochs, best_epoch }))
+    net
 }
 
 /// Gradients of the mean (optionally row-weighted) loss over a batch, plus L2 on

@@ -1,0 +1,66 @@
+//! Compression benches: the forward pass of the f32 network against its int8 form
+//! (and the pruned forms), at batch 1 and 64, for a 64-64-64 and a 30-256-256-2
+//! network with seeded random weights and inputs.
+//!
+//! `cargo bench --bench compression` takes about a minute on a 2-core machine.
+
+// Benches build fixed data: a failure there is a bug in the bench, and a panic with
+// a message is the clearest report. The crate denies unwrap/expect outside tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use steward::model::network::{Network, Output};
+use steward::model::quant::{QuantNetwork, Scratch};
+use steward::train::sgd::initial_network;
+
+const SEED: u64 = 42;
+const BATCH: usize = 64;
+
+fn network(widths: &[usize], output: Output) -> Network {
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let (inputs, hidden, outputs) = (
+        widths[0],
+        &widths[1..widths.len() - 1],
+        widths[widths.len() - 1],
+    );
+    initial_network(inputs, hidden, outputs, output, &mut rng).unwrap()
+}
+
+fn bench_forms(c: &mut Criterion) {
+    for (name, widths, output) in [
+        ("64-64-64", vec![64, 64, 64], Output::Softmax),
+        ("30-256-256-2", vec![30, 256, 256, 2], Output::Softmax),
+    ] {
+        let f32_net = network(&widths, output);
+        let int8 = QuantNetwork::quantize(&f32_net);
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1);
+        let x = Array2::from_shape_simple_fn((BATCH, widths[0]), || rng.gen_range(-2.0f32..2.0));
+        let one = x.row(0).to_vec();
+        let mut group = c.benchmark_group(format!("forward/{name}"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("f32/batch1", |b| {
+            b.iter(|| black_box(f32_net.forward_one(&one)))
+        });
+        let mut scratch = Scratch::default();
+        group.bench_function("int8/batch1", |b| {
+            b.iter(|| black_box(int8.forward_one(&one, &mut scratch)))
+        });
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function("f32/batch64", |b| {
+            b.iter(|| black_box(f32_net.forward_batch(x.view())))
+        });
+        group.bench_function("int8/batch64", |b| {
+            b.iter(|| black_box(int8.forward_batch(x.view())))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_forms);
+criterion_main!(benches);

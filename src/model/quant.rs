@@ -1,0 +1,505 @@
+//! int8 inference: a network's weights quantized per output channel, and the
+//! integer kernels that run it.
+//!
+//! **Weights** (the project's method): each output row `w` is shifted by its mean
+//! `m`, scaled to [-1, 1] by its largest deviation `d`, and rounded to
+//! `q = round((w − m) / d × 127)`, so `w ≈ s·q + m` with `s = d / 127`. The scale `s`
+//! and the zero point `m` (a float) are stored per row.
+//!
+//! **Activations** are quantized per row of input ("dynamic"): the range
+//! `[min(x, 0), max(x, 0)]` is mapped onto 0..=127 with a zero point `z`, so
+//! `x ≈ sx·(u − z)`. Seven bits, not eight, because AVX2's `maddubs` adds two u8×i8
+//! products into an i16, and 2·127·127 = 32,258 cannot saturate where 2·255·127 can:
+//! the sums are exact, so the AVX2 kernel and the portable one agree to the bit.
+//!
+//! **A layer** is then `y_j = sx·(s_j·(Σ q_ji·u_i − z·Σ q_ji) + m_j·(Σ u_i − n·z)) + b_j`:
+//! i32 accumulation, requantised to f32 at the layer boundary, ReLU in f32, and the
+//! next layer quantizes its input again.
+
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use super::network::{finish_one, Network, Output};
+
+/// The largest quantized activation (7 bits; see the module documentation).
+pub const ACT_MAX: f32 = 127.0;
+/// The largest quantized weight magnitude.
+pub const WEIGHT_MAX: f32 = 127.0;
+/// Rows are padded to a multiple of this many inputs (one AVX2 register of u8).
+pub const LANES: usize = 32;
+
+/// One layer's int8 weights and what it takes to turn their sums into f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantLayer {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// `outputs × padded` row-major, zero in the padding.
+    pub weight: Vec<i8>,
+    /// Per-row scale `s`.
+    pub scale: Vec<f32>,
+    /// Per-row zero point `m` (the row's mean weight).
+    pub zero: Vec<f32>,
+    pub bias: Vec<f32>,
+    /// Per-row `Σ q` (cached; derived from `weight`).
+    row_sum: Vec<i32>,
+}
+
+impl QuantLayer {
+    /// `inputs` rounded up to [`LANES`].
+    pub fn padded(&self) -> usize {
+        padded(self.inputs)
+    }
+
+    /// Builds a layer from stored parts, checking their lengths.
+    pub fn from_parts(
+        inputs: usize,
+        outputs: usize,
+        weight: Vec<i8>,
+        scale: Vec<f32>,
+        zero: Vec<f32>,
+        bias: Vec<f32>,
+    ) -> Result<QuantLayer, String> {
+        let p = padded(inputs);
+        if weight.len() != outputs * inputs {
+            return Err(format!(
+                "{} int8 weights for a {outputs}×{inputs} layer",
+                weight.len()
+            ));
+        }
+        for (what, len) in [
+            ("scales", scale.len()),
+            ("zero points", zero.len()),
+            ("biases", bias.len()),
+        ] {
+            if len != outputs {
+                return Err(format!("{len} {what} for {outputs} outputs"));
+            }
+        }
+        let mut padded_weight = vec![0i8; outputs * p];
+        for (dst, src) in padded_weight
+            .chunks_exact_mut(p)
+            .zip(weight.chunks_exact(inputs.max(1)))
+        {
+            dst[..inputs].copy_from_slice(&src[..inputs]);
+        }
+        let row_sum = padded_weight
+            .chunks_exact(p.max(1))
+            .map(|r| r.iter().map(|&q| i32::from(q)).sum())
+            .collect();
+        Ok(QuantLayer {
+            inputs,
+            outputs,
+            weight: padded_weight,
+            scale,
+            zero,
+            bias,
+            row_sum,
+        })
+    }
+
+    /// The unpadded `outputs × inputs` weights, as stored in an artifact.
+    pub fn unpadded_weight(&self) -> Vec<i8> {
+        let p = self.padded();
+        self.weight
+            .chunks_exact(p.max(1))
+            .flat_map(|r| r[..self.inputs].iter().copied())
+            .collect()
+    }
+
+    /// The f32 weights these int8 ones stand for (`s·q + m`).
+    pub fn dequantized(&self) -> Array2<f32> {
+        let p = self.padded();
+        Array2::from_shape_fn((self.outputs, self.inputs), |(j, i)| {
+            self.scale[j] * f32::from(self.weight[j * p + i]) + self.zero[j]
+        })
+    }
+
+    /// Bytes this layer takes when serving: int8 weights plus f32 scale, zero
+    /// point and bias per output.
+    pub fn serving_bytes(&self) -> usize {
+        self.inputs * self.outputs + 12 * self.outputs
+    }
+}
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// A network with int8 layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantNetwork {
+    layers: Vec<QuantLayer>,
+    output: Output,
+}
+
+/// Scratch space for one forward pass, so that serving allocates nothing per row.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    act: Vec<f32>,
+    next: Vec<f32>,
+    u: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl QuantNetwork {
+    /// Quantizes every layer of `net`.
+    pub fn quantize(net: &Network) -> QuantNetwork {
+        let layers = net
+            .layers()
+            .iter()
+            .map(|l| {
+                let (outputs, inputs) = l.weight.dim();
+                let mut weight = Vec::with_capacity(outputs * inputs);
+                let mut scale = Vec::with_capacity(outputs);
+                let mut zero = Vec::with_capacity(outputs);
+                for row in l.weight.rows() {
+                    let m = row.sum() / inputs.max(1) as f32;
+                    let d = row.iter().fold(0.0f32, |a, w| a.max((w - m).abs()));
+                    let s = if d > 0.0 { d / WEIGHT_MAX } else { 1.0 };
+                    weight.extend(
+                        row.iter()
+                            .map(|w| ((w - m) / s).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8),
+                    );
+                    scale.push(s);
+                    zero.push(m);
+                }
+                let bias = l.bias.to_vec();
+                // Lengths agree by construction.
+                QuantLayer::from_parts(inputs, outputs, weight, scale, zero, bias)
+                    .unwrap_or_else(|_| unreachable_lengths())
+            })
+            .collect();
+        QuantNetwork {
+            layers,
+            output: net.output(),
+        }
+    }
+
+    /// A network from stored layers; checks that consecutive widths chain.
+    pub fn from_layers(layers: Vec<QuantLayer>, output: Output) -> Result<QuantNetwork, String> {
+        if layers.is_empty() {
+            return Err("no layers".into());
+        }
+        for (i, w) in layers.windows(2).enumerate() {
+            if w[0].outputs != w[1].inputs {
+                return Err(format!(
+                    "layer {i} has {} outputs but layer {} takes {} inputs",
+                    w[0].outputs,
+                    i + 1,
+                    w[1].inputs
+                ));
+            }
+        }
+        Ok(QuantNetwork { layers, output })
+    }
+
+    pub fn layers(&self) -> &[QuantLayer] {
+        &self.layers
+    }
+
+    pub fn output(&self) -> Output {
+        self.output
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs)
+    }
+
+    /// Bytes of the serving weights (see [`QuantLayer::serving_bytes`]).
+    pub fn serving_bytes(&self) -> usize {
+        self.layers.iter().map(QuantLayer::serving_bytes).sum()
+    }
+
+    /// The f32 network the int8 weights stand for.
+    pub fn dequantized(&self) -> Result<Network, super::network::NetworkError> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| super::network::Dense {
+                weight: l.dequantized(),
+                bias: ndarray::Array1::from(l.bias.clone()),
+            })
+            .collect();
+        Network::new(layers, self.output)
+    }
+
+    /// The outputs (probabilities or values) for one encoded row.
+    pub fn forward_one(&self, x: &[f32], scratch: &mut Scratch) -> Vec<f32> {
+        let kernel = Kernel::detect();
+        self.forward_with(kernel, x, scratch)
+    }
+
+    /// [`Self::forward_one`] for every row.
+    pub fn forward_batch(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let kernel = Kernel::detect();
+        let mut scratch = Scratch::default();
+        let mut out = Array2::zeros((x.nrows(), self.outputs()));
+        let mut row = Vec::with_capacity(x.ncols());
+        for (r, mut o) in x.rows().into_iter().zip(out.rows_mut()) {
+            row.clear();
+            row.extend(r.iter().copied());
+            let y = self.forward_with(kernel, &row, &mut scratch);
+            o.iter_mut().zip(y).for_each(|(d, v)| *d = v);
+        }
+        out
+    }
+
+    /// The forward pass with a chosen kernel (tests compare the kernels).
+    pub fn forward_with(&self, kernel: Kernel, x: &[f32], s: &mut Scratch) -> Vec<f32> {
+        s.act.clear();
+        s.act.extend_from_slice(x);
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = layer.padded();
+            // Quantize the input row: [lo, hi] ∋ 0 onto 0..=ACT_MAX.
+            let (lo, hi) = s
+                .act
+                .iter()
+                .fold((0.0f32, 0.0f32), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            let sx = if hi > lo { (hi - lo) / ACT_MAX } else { 1.0 };
+            let z = (-lo / sx).round().clamp(0.0, ACT_MAX);
+            s.u.clear();
+            s.u.extend(
+                s.act
+                    .iter()
+                    .map(|v| (v / sx + z).round().clamp(0.0, ACT_MAX) as u8),
+            );
+            s.u.resize(p, z as u8);
+            let sum_u: i32 = s.u[..layer.inputs].iter().map(|&u| i32::from(u)).sum();
+            s.acc.clear();
+            s.acc.resize(layer.outputs, 0);
+            kernel.gemv(&layer.weight, p, &s.u, &mut s.acc);
+            let zi = z as i32;
+            let shift = (sum_u - layer.inputs as i32 * zi) as f32;
+            s.next.clear();
+            s.next.extend((0..layer.outputs).map(|j| {
+                let dot = (s.acc[j] - zi * layer.row_sum[j]) as f32;
+                let y = sx * (layer.scale[j] * dot + layer.zero[j] * shift) + layer.bias[j];
+                if l < last {
+                    y.max(0.0)
+                } else {
+                    y
+                }
+            }));
+            std::mem::swap(&mut s.act, &mut s.next);
+        }
+        let mut out = s.act.clone();
+        finish_one(self.output, &mut out);
+        out
+    }
+}
+
+#[cold]
+fn unreachable_lengths() -> ! {
+    panic!("quantize builds every part with the layer's own lengths")
+}
+
+/// Which integer kernel runs the sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernel {
+    /// Plain Rust; any CPU.
+    Portable,
+    /// `vpmaddubsw` / `vpmaddwd` on 32 inputs at a time (x86-64 with AVX2).
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU can run.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Kernel::Avx2;
+        }
+        Kernel::Portable
+    }
+
+    /// `out[j] = Σ_i w[j·p + i] · u[i]` for every row `j`, `p` = the padded width.
+    pub fn gemv(self, w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if std::is_x86_feature_detected!("avx2") => {
+                // SAFETY: AVX2 is present (checked on this line); `gemv_avx2` reads
+                // `w[j·p .. j·p + p]` and `u[..p]`, which `check_gemv` guarantees.
+                if check_gemv(w, p, u, out) {
+                    unsafe { gemv_avx2(w, p, u, out) }
+                }
+            }
+            _ => gemv_portable(w, p, u, out),
+        }
+    }
+}
+
+fn check_gemv(w: &[i8], p: usize, u: &[u8], out: &[i32]) -> bool {
+    p % LANES == 0 && u.len() >= p && w.len() >= out.len() * p
+}
+
+fn gemv_portable(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(p.max(1))) {
+        *o = row
+            .iter()
+            .zip(&u[..p])
+            .map(|(&q, &v)| i32::from(q) * i32::from(v))
+            .sum();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gemv_avx2(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let hsum = |v: __m256i| -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    };
+    let up = u.as_ptr();
+    let rows = out.len();
+    let mut j = 0;
+    // Four rows at a time share each load of the input.
+    while j + 4 <= rows {
+        let r = [0, 1, 2, 3].map(|k| w.as_ptr().add((j + k) * p));
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut i = 0;
+        while i < p {
+            let x = _mm256_loadu_si256(up.add(i).cast());
+            for k in 0..4 {
+                let q = _mm256_loadu_si256(r[k].add(i).cast());
+                let pairs = _mm256_maddubs_epi16(x, q);
+                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(pairs, ones));
+            }
+            i += LANES;
+        }
+        for k in 0..4 {
+            out[j + k] = hsum(acc[k]);
+        }
+        j += 4;
+    }
+    while j < rows {
+        let r = w.as_ptr().add(j * p);
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i < p {
+            let x = _mm256_loadu_si256(up.add(i).cast());
+            let q = _mm256_loadu_si256(r.add(i).cast());
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, q), ones));
+            i += LANES;
+        }
+        out[j] = hsum(acc);
+        j += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random_network(widths: &[usize], output: Output, seed: u64) -> Network {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (inputs, hidden, outputs) = (
+            widths[0],
+            &widths[1..widths.len() - 1],
+            widths[widths.len() - 1],
+        );
+        crate::train::sgd::initial_network(inputs, hidden, outputs, output, &mut rng).unwrap()
+    }
+
+    fn rows(n: usize, width: usize, seed: u64) -> Array2<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Array2::from_shape_simple_fn((n, width), || rng.gen_range(-2.0..2.0))
+    }
+
+    #[test]
+    fn the_kernels_agree_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for (rows, inputs) in [(1, 32), (3, 64), (4, 96), (7, 256), (13, 32)] {
+            let w: Vec<i8> = (0..rows * inputs)
+                .map(|_| rng.gen_range(-127..=127))
+                .collect();
+            let u: Vec<u8> = (0..inputs).map(|_| rng.gen_range(0..=127)).collect();
+            let mut a = vec![0; rows];
+            let mut b = vec![0; rows];
+            gemv_portable(&w, inputs, &u, &mut a);
+            Kernel::detect().gemv(&w, inputs, &u, &mut b);
+            assert_eq!(a, b, "{rows}×{inputs}");
+            // The extremes cannot saturate.
+            let w = vec![-127i8; rows * inputs];
+            let u = vec![127u8; inputs];
+            Kernel::detect().gemv(&w, inputs, &u, &mut b);
+            assert!(b.iter().all(|&v| v == -127 * 127 * inputs as i32));
+        }
+        // And whole networks give the same bits through either kernel.
+        let net = QuantNetwork::quantize(&random_network(&[30, 256, 256, 2], Output::Softmax, 3));
+        let x = rows(20, 30, 4);
+        let mut s = Scratch::default();
+        for r in x.rows() {
+            let r = r.to_vec();
+            assert_eq!(
+                net.forward_with(Kernel::Portable, &r, &mut s),
+                net.forward_with(Kernel::detect(), &r, &mut s)
+            );
+        }
+    }
+
+    /// The documented tolerance: on random He-initialised networks and inputs in
+    /// [-2, 2], int8 outputs stay within 2% of the f32 output range (pre-activation
+    /// values for identity outputs, probabilities for softmax/sigmoid).
+    #[test]
+    fn int8_outputs_are_close_to_f32() {
+        for (widths, output) in [
+            (vec![11, 16, 3], Output::Softmax),
+            (vec![64, 64, 64], Output::Softmax),
+            (vec![64, 64, 1], Output::Identity),
+            (vec![30, 256, 256, 2], Output::Softmax),
+            (vec![20, 8, 1], Output::Sigmoid),
+            (vec![5, 1], Output::Identity),
+        ] {
+            let f = random_network(&widths, output, 7);
+            let q = QuantNetwork::quantize(&f);
+            let x = rows(200, widths[0], 8);
+            let a = f.forward_batch(x.view());
+            let b = q.forward_batch(x.view());
+            let range = a.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let worst = a
+                .iter()
+                .zip(b.iter())
+                .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                worst <= 0.02 * range.max(1.0),
+                "{widths:?}: {worst} of {range}"
+            );
+        }
+    }
+
+    #[test]
+    fn dequantized_weights_are_within_half_a_step() {
+        let f = random_network(&[10, 6, 2], Output::Softmax, 9);
+        let q = QuantNetwork::quantize(&f);
+        for (fl, ql) in f.layers().iter().zip(q.layers()) {
+            let d = ql.dequantized();
+            for ((j, i), a) in fl.weight.indexed_iter() {
+                assert!((a - d[(j, i)]).abs() <= ql.scale[j] * 0.5 + 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn stored_parts_with_wrong_lengths_are_refused() {
+        let err =
+            QuantLayer::from_parts(3, 2, vec![0; 5], vec![1.0; 2], vec![0.0; 2], vec![0.0; 2])
+                .unwrap_err();
+        assert_eq!(err, "5 int8 weights for a 2×3 layer");
+        let err =
+            QuantLayer::from_parts(3, 2, vec![0; 6], vec![1.0; 1], vec![0.0; 2], vec![0.0; 2])
+                .unwrap_err();
+        assert_eq!(err, "1 scales for 2 outputs");
+    }
+}

@@ -1,0 +1,283 @@
+//! The compression pipeline: neuron pruning, then magnitude pruning, each followed
+//! by a short fine-tune, then int8 quantization; every step is measured on held-out
+//! rows and kept only while the metric stays within `max_drop` of the uncompressed
+//! model's. The result is the most compressed model within the budget.
+//!
+//! 1. **Neuron pruning** (networks with hidden layers): drop the least important
+//!    75%, else 50%, else 25% of each hidden layer's units (importance: see
+//!    `model::prune`), fine-tune, keep the first that is within budget.
+//! 2. **Magnitude pruning**: a global threshold for 90%, else 80%, 70%, 50% of the
+//!    weights, masked fine-tune, keep the first within budget.
+//! 3. **int8**: quantize the result (see `model::quant`) and keep the int8 form if
+//!    it is within budget.
+//!
+//! Rows: a seeded 20% of the rows is held out to measure, the rest fine-tunes. With
+//! fewer than [`MIN_ROWS_FOR_SPLIT`] rows both use every row (the measurement is
+//! then optimistic; the report says how many rows it used).
+
+use ndarray::{Array2, Axis};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::metrics;
+use super::sgd::{self, SgdParams, Targets};
+use super::Prepared;
+use crate::model::network::Network;
+use crate::model::prune::{self, Masks};
+use crate::model::quant::QuantNetwork;
+
+/// Below this many rows, fine-tuning and measuring share every row.
+pub const MIN_ROWS_FOR_SPLIT: usize = 50;
+/// Share of rows held out to measure.
+pub const HELD_OUT: f64 = 0.2;
+const NEURON_SHARES: [f64; 3] = [0.75, 0.5, 0.25];
+const SPARSITIES: [f64; 4] = [0.9, 0.8, 0.7, 0.5];
+
+/// How much metric compression may cost, and the seed of its splits and fine-tunes.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressOptions {
+    pub max_drop: f64,
+    pub seed: u64,
+}
+
+/// One tried step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// e.g. `neurons -50%`, `magnitude 80%`, `int8`.
+    pub step: String,
+    pub metric: f64,
+    pub size_bytes: usize,
+    pub kept: bool,
+}
+
+/// What compression did (the `compressed` block of the training report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Compression {
+    /// The steps kept, joined by `+` (`none` when nothing was kept).
+    pub method: String,
+    /// Share of the f32 weights that are zero.
+    pub sparsity: f64,
+    /// 8 when the int8 form is kept, else 32.
+    pub bits: u32,
+    /// The uncompressed model's metric on the held-out rows.
+    pub metric_before: f64,
+    /// The compressed model's metric on the same rows.
+    pub metric_after: f64,
+    /// Serving weights of the uncompressed model: 4 bytes per weight and bias.
+    pub size_bytes_f32: usize,
+    /// Serving weights of the compressed model: int8 weights plus an f32 scale, zero
+    /// point and bias per output unit, or 4 bytes per parameter when not quantized.
+    pub size_bytes: usize,
+    pub hidden_before: Vec<usize>,
+    pub hidden_after: Vec<usize>,
+    pub held_out_rows: usize,
+    pub steps: Vec<Step>,
+}
+
+/// A compressed model.
+#[derive(Debug, Clone)]
+pub struct Compressed {
+    /// The f32 master weights after pruning and fine-tuning.
+    pub network: Network,
+    pub masks: Option<Masks>,
+    pub quant: Option<QuantNetwork>,
+    pub report: Compression,
+}
+
+/// The report for a model that was not compressed.
+pub fn uncompressed(net: &Network, metric: f64) -> Compression {
+    let size = 4 * net.parameters();
+    let hidden = hidden(net);
+    Compression {
+        method: "none".into(),
+        sparsity: prune::sparsity(net),
+        bits: 32,
+        metric_before: metric,
+        metric_after: metric,
+        size_bytes_f32: size,
+        size_bytes: size,
+        hidden_before: hidden.clone(),
+        hidden_after: hidden,
+        held_out_rows: 0,
+        steps: Vec::new(),
+    }
+}
+
+fn hidden(net: &Network) -> Vec<usize> {
+    let layers = net.layers();
+    layers[..layers.len() - 1]
+        .iter()
+        .map(|l| l.outputs())
+        .collect()
+}
+
+/// Compresses `net` (fitted to `data`) within `options.max_drop`.
+pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Compressed {
+    let n = data.x.nrows();
+    let mut order: Vec<usize> = (0..n).collect();
+    let (tune, held) = if n >= MIN_ROWS_FOR_SPLIT {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(options.seed ^ 0xc0_4e55));
+        let cut = n - ((n as f64 * HELD_OUT).round() as usize).max(1);
+        let (t, h) = order.split_at(cut);
+        let (mut t, mut h) = (t.to_vec(), h.to_vec());
+        t.sort_unstable();
+        h.sort_unstable();
+        (t, h)
+    } else {
+        (order.clone(), order)
+    };
+    let x_tune = data.x.select(Axis(0), &tune);
+    let y_tune = data.targets.subset(&tune);
+    let x_held = data.x.select(Axis(0), &held);
+    let y_held = data.targets.subset(&held);
+    let score = |out: Array2<f32>, net: &Network| -> f64 {
+        match &y_held {
+            Targets::Classes { index, .. } => {
+                let p = metrics::classes_from_outputs(&out, net.output());
+                metrics::classification(&data.classes, &p, index).accuracy
+            }
+            Targets::Values(v) => {
+                let p: Vec<f64> = out.column(0).iter().map(|v| f64::from(*v)).collect();
+                metrics::regression(&p, v).r2
+            }
+        }
+    };
+    let metric_f32 = |net: &Network| score(net.forward_batch(x_held.view()), net);
+    let tune_params = SgdParams {
+        learning_rate: 1e-3,
+        epochs: 30,
+        patience: 5,
+        seed: options.seed,
+        ..SgdParams::default()
+    };
+
+    let base = metric_f32(net);
+    let floor = base - options.max_drop;
+    let mut report = uncompressed(net, base);
+    report.held_out_rows = held.len();
+    let mut kept: Vec<String> = Vec::new();
+    let mut current = net.clone();
+
+    if net.layers().len() > 1 {
+        for share in NEURON_SHARES {
+            let importance = prune::neuron_importance(&current, x_tune.view());
+            let keep = prune::least_important_removed(&importance, share);
+            let Ok(smaller) = prune::keep_neurons(&current, &keep) else {
+                continue;
+            };
+            let tuned = sgd::fine_tune(&smaller, x_tune.view(), &y_tune, &tune_params, None);
+            let m = metric_f32(&tuned);
+            let ok = m >= floor;
+            let name = format!("neurons -{}%", (share * 100.0).round());
+            report.steps.push(Step {
+                step: name.clone(),
+                metric: m,
+                size_bytes: 4 * tuned.parameters(),
+                kept: ok,
+            });
+            if ok {
+                current = tuned;
+                kept.push(name);
+                break;
+            }
+        }
+    }
+
+    let mut masks = None;
+    for sparsity in SPARSITIES {
+        let mut pruned = current.clone();
+        let thresholds = prune::thresholds(&pruned, sparsity, true);
+        let m = prune::prune_magnitude(&mut pruned, &thresholds);
+        let tuned = sgd::fine_tune(&pruned, x_tune.view(), &y_tune, &tune_params, Some(&m));
+        let metric = metric_f32(&tuned);
+        let ok = metric >= floor;
+        let name = format!("magnitude {}%", (sparsity * 100.0).round());
+        report.steps.push(Step {
+            step: name.clone(),
+            metric,
+            size_bytes: 4 * tuned.parameters(),
+            kept: ok,
+        });
+        if ok {
+            current = tuned;
+            masks = Some(m);
+            kept.push(name);
+            break;
+        }
+    }
+
+    let quant = QuantNetwork::quantize(&current);
+    let metric_q = score(quant.forward_batch(x_held.view()), &current);
+    let ok = metric_q >= floor;
+    report.steps.push(Step {
+        step: "int8".into(),
+        metric: metric_q,
+        size_bytes: quant.serving_bytes(),
+        kept: ok,
+    });
+    let quant = if ok {
+        kept.push("int8".into());
+        report.bits = 8;
+        report.metric_after = metric_q;
+        report.size_bytes = quant.serving_bytes();
+        Some(quant)
+    } else {
+        report.metric_after = metric_f32(&current);
+        report.size_bytes = 4 * current.parameters();
+        None
+    };
+    report.method = if kept.is_empty() {
+        "none".into()
+    } else {
+        kept.join("+")
+    };
+    report.sparsity = prune::sparsity(&current);
+    report.hidden_after = hidden(&current);
+    Compressed {
+        network: current,
+        masks,
+        quant,
+        report,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Table;
+
+    #[test]
+    fn the_bundled_model_compresses_within_budget_and_masks_hold() {
+        let t = Table::parse("penguins.csv", crate::BUNDLED_PENGUINS.as_bytes()).unwrap();
+        let data = super::super::prepare(&t, "label", None).unwrap();
+        let params = SgdParams {
+            hidden: vec![32],
+            ..SgdParams::default()
+        };
+        let net = sgd::fit(data.x.view(), &data.targets, &params).unwrap();
+        let c = compress(
+            &net,
+            &data,
+            &CompressOptions {
+                max_drop: 0.01,
+                seed: 42,
+            },
+        );
+        let r = &c.report;
+        assert!(r.metric_after >= r.metric_before - 0.01, "{r:?}");
+        assert!(r.size_bytes * 10 <= r.size_bytes_f32 * 3, "≤ 30%: {r:?}");
+        if let Some(masks) = &c.masks {
+            for (layer, mask) in c.network.layers().iter().zip(masks) {
+                for (w, m) in layer.weight.iter().zip(mask) {
+                    assert!(
+                        *m == 1.0 || *w == 0.0,
+                        "a pruned weight moved in fine-tuning"
+                    );
+                }
+            }
+        }
+        assert_eq!(r.held_out_rows, 69);
+    }
+}
