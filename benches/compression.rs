@@ -16,6 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use steward::model::network::{Network, Output};
+use steward::model::prune;
 use steward::model::quant::{QuantNetwork, Scratch};
 use steward::train::sgd::initial_network;
 
@@ -39,6 +40,17 @@ fn bench_forms(c: &mut Criterion) {
     ] {
         let f32_net = network(&widths, output);
         let int8 = QuantNetwork::quantize(&f32_net);
+        // Neuron pruning that keeps half of every hidden layer (the layers shrink),
+        // and magnitude pruning of 90% of the weights (served dense: same work).
+        let half: Vec<Vec<usize>> = widths[1..widths.len() - 1]
+            .iter()
+            .map(|&w| (0..w / 2).collect())
+            .collect();
+        let neurons = prune::keep_neurons(&f32_net, &half).unwrap();
+        let neurons_int8 = QuantNetwork::quantize(&neurons);
+        let mut magnitude = f32_net.clone();
+        let t = prune::thresholds(&magnitude, 0.9, true);
+        prune::prune_magnitude(&mut magnitude, &t);
         let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1);
         let x = Array2::from_shape_simple_fn((BATCH, widths[0]), || rng.gen_range(-2.0f32..2.0));
         let one = x.row(0).to_vec();
@@ -51,12 +63,31 @@ fn bench_forms(c: &mut Criterion) {
         group.bench_function("int8/batch1", |b| {
             b.iter(|| black_box(int8.forward_one(&one, &mut scratch)))
         });
+        let int8_static = QuantNetwork::quantize_static(&f32_net, x.view());
+        group.bench_function("int8_static/batch1", |b| {
+            b.iter(|| black_box(int8_static.forward_one(&one, &mut scratch)))
+        });
+        group.bench_function("f32_neurons50/batch1", |b| {
+            b.iter(|| black_box(neurons.forward_one(&one)))
+        });
+        group.bench_function("int8_neurons50/batch1", |b| {
+            b.iter(|| black_box(neurons_int8.forward_one(&one, &mut scratch)))
+        });
+        group.bench_function("f32_magnitude90/batch1", |b| {
+            b.iter(|| black_box(magnitude.forward_one(&one)))
+        });
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function("f32/batch64", |b| {
             b.iter(|| black_box(f32_net.forward_batch(x.view())))
         });
         group.bench_function("int8/batch64", |b| {
             b.iter(|| black_box(int8.forward_batch(x.view())))
+        });
+        group.bench_function("f32_neurons50/batch64", |b| {
+            b.iter(|| black_box(neurons.forward_batch(x.view())))
+        });
+        group.bench_function("int8_neurons50/batch64", |b| {
+            b.iter(|| black_box(neurons_int8.forward_batch(x.view())))
         });
         group.finish();
     }

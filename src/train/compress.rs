@@ -11,9 +11,12 @@
 //! 3. **int8**: quantize the result (see `model::quant`) and keep the int8 form if
 //!    it is within budget.
 //!
-//! Rows: a seeded 20% of the rows is held out to measure, the rest fine-tunes. With
-//! fewer than [`MIN_ROWS_FOR_SPLIT`] rows both use every row (the measurement is
-//! then optimistic; the report says how many rows it used).
+//! Rows: a seeded 20% of the rows is held out. The steps are chosen on the winning
+//! candidate fitted to the other 80% and measured on the held-out rows it never
+//! saw; the same steps are then applied to the model fitted on every row (its
+//! fine-tunes use every row). With fewer than [`MIN_ROWS_FOR_SPLIT`] rows, the
+//! model fitted on every row is both tuned and measured on every row (optimistic;
+//! the report says how many rows measured).
 
 use ndarray::{Array2, Axis};
 use rand::seq::SliceRandom;
@@ -113,25 +116,102 @@ fn hidden(net: &Network) -> Vec<usize> {
         .collect()
 }
 
-/// Compresses `net` (fitted to `data`) within `options.max_drop`.
-pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Compressed {
-    let n = data.x.nrows();
+/// The rows that fine-tune and the rows that measure: a seeded 20% held out, or
+/// every row for both below [`MIN_ROWS_FOR_SPLIT`] rows. Both in ascending order.
+pub fn split(n: usize, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut order: Vec<usize> = (0..n).collect();
-    let (tune, held) = if n >= MIN_ROWS_FOR_SPLIT {
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(options.seed ^ 0xc0_4e55));
-        let cut = n - ((n as f64 * HELD_OUT).round() as usize).max(1);
-        let (t, h) = order.split_at(cut);
-        let (mut t, mut h) = (t.to_vec(), h.to_vec());
-        t.sort_unstable();
-        h.sort_unstable();
-        (t, h)
-    } else {
-        (order.clone(), order)
-    };
-    let x_tune = data.x.select(Axis(0), &tune);
-    let y_tune = data.targets.subset(&tune);
-    let x_held = data.x.select(Axis(0), &held);
-    let y_held = data.targets.subset(&held);
+    if n < MIN_ROWS_FOR_SPLIT {
+        return (order.clone(), order);
+    }
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x00c0_4e55));
+    let cut = n - ((n as f64 * HELD_OUT).round() as usize).max(1);
+    let (t, h) = order.split_at(cut);
+    let (mut t, mut h) = (t.to_vec(), h.to_vec());
+    t.sort_unstable();
+    h.sort_unstable();
+    (t, h)
+}
+
+/// The steps that stayed within budget.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Plan {
+    /// Share of each hidden layer's units removed.
+    pub neuron_share: Option<f64>,
+    /// Share of weights zeroed by magnitude.
+    pub sparsity: Option<f64>,
+    pub int8: bool,
+}
+
+fn fine_tune_params(seed: u64) -> SgdParams {
+    SgdParams {
+        learning_rate: 1e-3,
+        epochs: 30,
+        patience: 5,
+        seed,
+        ..SgdParams::default()
+    }
+}
+
+/// Compresses `full` (fitted to every row of `data`) within `options.max_drop`.
+/// The steps are chosen and measured on `probe`, the same candidate fitted to the
+/// `tune` rows only, against the `held` rows it never saw (with fewer rows than
+/// [`MIN_ROWS_FOR_SPLIT`], `probe` is `full` and both sets are every row); then
+/// the chosen steps are applied to `full`, fine-tuning on every row.
+pub fn compress(
+    full: &Network,
+    probe: &Network,
+    tune: &[usize],
+    held: &[usize],
+    data: &Prepared,
+    options: &CompressOptions,
+) -> Compressed {
+    let (plan, mut report) = choose(probe, tune, held, data, options);
+    report.size_bytes_f32 = 4 * full.parameters();
+    report.hidden_before = hidden(full);
+    let params = fine_tune_params(options.seed);
+    let mut current = full.clone();
+    if let Some(share) = plan.neuron_share {
+        let importance = prune::neuron_importance(&current, data.x.view());
+        let keep = prune::least_important_removed(&importance, share);
+        if let Ok(smaller) = prune::keep_neurons(&current, &keep) {
+            current = sgd::fine_tune(&smaller, data.x.view(), &data.targets, &params, None);
+        }
+    }
+    let mut masks = None;
+    if let Some(sparsity) = plan.sparsity {
+        let mut pruned = current.clone();
+        let thresholds = prune::thresholds(&pruned, sparsity, true);
+        let m = prune::prune_magnitude(&mut pruned, &thresholds);
+        current = sgd::fine_tune(&pruned, data.x.view(), &data.targets, &params, Some(&m));
+        masks = Some(m);
+    }
+    let quant = plan.int8.then(|| QuantNetwork::quantize(&current));
+    report.size_bytes = quant
+        .as_ref()
+        .map_or(4 * current.parameters(), QuantNetwork::serving_bytes);
+    report.sparsity = prune::sparsity(&current);
+    report.hidden_after = hidden(&current);
+    Compressed {
+        network: current,
+        masks,
+        quant,
+        report,
+    }
+}
+
+/// Tries the steps on `net` (fine-tuning on `tune`, measuring on `held`) and keeps
+/// those within budget.
+fn choose(
+    net: &Network,
+    tune: &[usize],
+    held: &[usize],
+    data: &Prepared,
+    options: &CompressOptions,
+) -> (Plan, Compression) {
+    let x_tune = data.x.select(Axis(0), tune);
+    let y_tune = data.targets.subset(tune);
+    let x_held = data.x.select(Axis(0), held);
+    let y_held = data.targets.subset(held);
     let score = |out: Array2<f32>, net: &Network| -> f64 {
         match &y_held {
             Targets::Classes { index, .. } => {
@@ -145,18 +225,13 @@ pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Co
         }
     };
     let metric_f32 = |net: &Network| score(net.forward_batch(x_held.view()), net);
-    let tune_params = SgdParams {
-        learning_rate: 1e-3,
-        epochs: 30,
-        patience: 5,
-        seed: options.seed,
-        ..SgdParams::default()
-    };
+    let params = fine_tune_params(options.seed);
 
     let base = metric_f32(net);
     let floor = base - options.max_drop;
     let mut report = uncompressed(net, base);
     report.held_out_rows = held.len();
+    let mut plan = Plan::default();
     let mut kept: Vec<String> = Vec::new();
     let mut current = net.clone();
 
@@ -167,7 +242,7 @@ pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Co
             let Ok(smaller) = prune::keep_neurons(&current, &keep) else {
                 continue;
             };
-            let tuned = sgd::fine_tune(&smaller, x_tune.view(), &y_tune, &tune_params, None);
+            let tuned = sgd::fine_tune(&smaller, x_tune.view(), &y_tune, &params, None);
             let m = metric_f32(&tuned);
             let ok = m >= floor;
             let name = format!("neurons -{}%", (share * 100.0).round());
@@ -179,18 +254,18 @@ pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Co
             });
             if ok {
                 current = tuned;
+                plan.neuron_share = Some(share);
                 kept.push(name);
                 break;
             }
         }
     }
 
-    let mut masks = None;
     for sparsity in SPARSITIES {
         let mut pruned = current.clone();
         let thresholds = prune::thresholds(&pruned, sparsity, true);
         let m = prune::prune_magnitude(&mut pruned, &thresholds);
-        let tuned = sgd::fine_tune(&pruned, x_tune.view(), &y_tune, &tune_params, Some(&m));
+        let tuned = sgd::fine_tune(&pruned, x_tune.view(), &y_tune, &params, Some(&m));
         let metric = metric_f32(&tuned);
         let ok = metric >= floor;
         let name = format!("magnitude {}%", (sparsity * 100.0).round());
@@ -202,7 +277,7 @@ pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Co
         });
         if ok {
             current = tuned;
-            masks = Some(m);
+            plan.sparsity = Some(sparsity);
             kept.push(name);
             break;
         }
@@ -217,30 +292,20 @@ pub fn compress(net: &Network, data: &Prepared, options: &CompressOptions) -> Co
         size_bytes: quant.serving_bytes(),
         kept: ok,
     });
-    let quant = if ok {
+    if ok {
         kept.push("int8".into());
+        plan.int8 = true;
         report.bits = 8;
         report.metric_after = metric_q;
-        report.size_bytes = quant.serving_bytes();
-        Some(quant)
     } else {
         report.metric_after = metric_f32(&current);
-        report.size_bytes = 4 * current.parameters();
-        None
-    };
+    }
     report.method = if kept.is_empty() {
         "none".into()
     } else {
         kept.join("+")
     };
-    report.sparsity = prune::sparsity(&current);
-    report.hidden_after = hidden(&current);
-    Compressed {
-        network: current,
-        masks,
-        quant,
-        report,
-    }
+    (plan, report)
 }
 
 #[cfg(test)]
@@ -257,8 +322,18 @@ mod tests {
             ..SgdParams::default()
         };
         let net = sgd::fit(data.x.view(), &data.targets, &params).unwrap();
+        let (tune, held) = split(data.x.nrows(), 42);
+        let probe = sgd::fit(
+            data.x.select(Axis(0), &tune).view(),
+            &data.targets.subset(&tune),
+            &params,
+        )
+        .unwrap();
         let c = compress(
             &net,
+            &probe,
+            &tune,
+            &held,
             &data,
             &CompressOptions {
                 max_drop: 0.01,

@@ -341,14 +341,26 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
 
     let network = grid[best].fit(data.x.view(), &data.targets, options.seed)?;
     let compressed = match options.max_metric_drop {
-        Some(max_drop) => compress::compress(
-            &network,
-            &data,
-            &CompressOptions {
-                max_drop,
-                seed: options.seed,
-            },
-        ),
+        Some(max_drop) => {
+            let (tune, held) = compress::split(rows, options.seed);
+            let probe = if tune.len() == rows {
+                network.clone()
+            } else {
+                let x_tune = data.x.select(Axis(0), &tune);
+                grid[best].fit(x_tune.view(), &data.targets.subset(&tune), options.seed)?
+            };
+            compress::compress(
+                &network,
+                &probe,
+                &tune,
+                &held,
+                &data,
+                &CompressOptions {
+                    max_drop,
+                    seed: options.seed,
+                },
+            )
+        }
         None => compress::Compressed {
             report: compress::uncompressed(&network, cv_report.mean),
             network,
