@@ -332,7 +332,7 @@ fn human_card(card: &serde_json::Value) -> String {
         })
         .unwrap_or_default();
     format!(
-        "model: {}\ntask: {}  label: {}  classes: {}\noutput: {}  layers: {}\nparameters: {}  sparsity: {}  bits: {}  size: {} bytes\nmetrics: {}\ncreated: {}\nfeatures:\n{}",
+        "model: {}\ntask: {}  label: {}  classes: {}\noutput: {}  layers: {}\nparameters: {}  sparsity: {}  bits: {}  file: {} bytes  serving weights: {} bytes f32, {} bytes int8\nmetrics: {}\ncreated: {}\nfeatures:\n{}",
         get("path"),
         get("task"),
         get("label"),
@@ -343,6 +343,8 @@ fn human_card(card: &serde_json::Value) -> String {
         get("sparsity"),
         get("bits"),
         get("size_bytes"),
+        get("serving_bytes")["f32"],
+        get("serving_bytes")["int8"],
         get("metrics"),
         get("created"),
         features.join("\n")

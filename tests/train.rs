@@ -60,6 +60,28 @@ fn train_json_report_has_the_documented_keys_and_eval_agrees() {
         assert!(r["compressed"][key].is_number(), "compressed.{key}");
     }
     assert_eq!(r["model"], "m.safetensors");
+    // The default budget compresses the bundled model: pruned, int8, smaller,
+    // within 0.01 of the uncompressed metric on rows the measuring fit never saw.
+    let c = &r["compressed"];
+    assert_eq!(c["bits"], 8, "{c}");
+    assert!(
+        c["size_bytes"].as_u64() < c["size_bytes_f32"].as_u64(),
+        "{c}"
+    );
+    assert!(
+        c["metric_after"].as_f64().unwrap() >= c["metric_before"].as_f64().unwrap() - 0.01,
+        "{c}"
+    );
+    assert!(c["held_out_rows"].as_u64().unwrap() > 0);
+    let (code, stdout, _) = run(
+        &["inspect", "--model", "m.safetensors", "--json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let card = json(&stdout);
+    assert_eq!(card["bits"], 8);
+    assert_eq!(card["serving_bytes"]["int8"], c["size_bytes"]);
+    assert_eq!(card["sparsity"], c["sparsity"]);
     let per_class = r["cv"]["pooled"]["per_class"].as_array().unwrap();
     assert_eq!(per_class.len(), 3);
     assert!(stderr.contains("selected "), "{stderr}");
@@ -111,6 +133,39 @@ fn the_same_data_and_seed_give_bit_identical_artifacts_and_reports() {
     assert!(a == b, "artifacts differ");
     let (rc, c) = train("c.safetensors", "8");
     assert!(c != a && rc != ra, "the seed must matter");
+}
+
+#[test]
+fn no_compress_keeps_the_f32_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(
+        &[
+            "train",
+            "--data",
+            PENGUINS,
+            "--folds",
+            "2",
+            "--no-compress",
+            "--out",
+            "m.safetensors",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let c = &json(&stdout)["compressed"];
+    assert_eq!(c["method"], "none");
+    assert_eq!(c["bits"], 32);
+    assert_eq!(c["size_bytes"], c["size_bytes_f32"]);
+    let (code, _, stderr) = run(
+        &["train", "--data", PENGUINS, "--max-metric-drop", "2"],
+        dir.path(),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--max-metric-drop 2: must be between 0 and 1"),
+        "{stderr}"
+    );
 }
 
 #[test]
