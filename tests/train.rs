@@ -11,24 +11,28 @@ fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).expect("exactly one JSON document on stdout")
 }
 
+/// `train --data penguins.csv --out m.safetensors --json` plus `extra`, which must
+/// succeed; the report.
+fn train_penguins(dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "train",
+        "--data",
+        PENGUINS,
+        "--out",
+        "m.safetensors",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = run(&args, dir);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("selected "), "{stderr}");
+    json(&stdout)
+}
+
 #[test]
 fn train_json_report_has_the_documented_keys_and_eval_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run(
-        &[
-            "train",
-            "--data",
-            PENGUINS,
-            "--folds",
-            "3",
-            "--out",
-            "m.safetensors",
-            "--json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let r = json(&stdout);
+    let r = train_penguins(dir.path(), &["--folds", "3"]);
     assert_eq!(r["task"], "classification");
     assert_eq!(r["label"], "label");
     assert_eq!(r["rows"], 344);
@@ -84,7 +88,6 @@ fn train_json_report_has_the_documented_keys_and_eval_agrees() {
     assert_eq!(card["sparsity"], c["sparsity"]);
     let per_class = r["cv"]["pooled"]["per_class"].as_array().unwrap();
     assert_eq!(per_class.len(), 3);
-    assert!(stderr.contains("selected "), "{stderr}");
 
     // eval on the training data scores the refitted model.
     let (code, stdout, stderr) = run(
@@ -138,22 +141,8 @@ fn the_same_data_and_seed_give_bit_identical_artifacts_and_reports() {
 #[test]
 fn no_compress_keeps_the_f32_model() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run(
-        &[
-            "train",
-            "--data",
-            PENGUINS,
-            "--folds",
-            "2",
-            "--no-compress",
-            "--out",
-            "m.safetensors",
-            "--json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let c = &json(&stdout)["compressed"];
+    let r = train_penguins(dir.path(), &["--folds", "2", "--no-compress"]);
+    let c = &r["compressed"];
     assert_eq!(c["method"], "none");
     assert_eq!(c["bits"], 32);
     assert_eq!(c["size_bytes"], c["size_bytes_f32"]);
