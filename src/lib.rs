@@ -11,6 +11,7 @@ pub mod data;
 pub mod live;
 pub mod logging;
 pub mod model;
+pub mod monitor;
 pub mod server;
 pub mod store;
 pub mod time;
