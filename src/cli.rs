@@ -1,4 +1,5 @@
-//! The command line (clap): `serve`, `check-config`, `inspect`, `train`, `eval`. Each command
+//! The command line (clap): `serve`, `check-config`, `inspect`, `train`, `eval`,
+//! `drift`. Each command
 //! returns a [`Failure`] that says which exit code it deserves: 2 for usage or bad
 //! input (a file missing or malformed, an invalid config), 1 for anything else.
 //! With `--json`, exactly one JSON document goes to stdout; human text to stderr.
@@ -79,6 +80,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The daemon's drift tests, offline: every column of the reference CSV against
+    /// the same column of the current CSV.
+    Drift {
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long)]
+        current: PathBuf,
+        /// Significance level for the corrected p-values.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Multiple-testing correction across features.
+        #[arg(long, value_enum, default_value = "bonferroni")]
+        correction: CorrectionArg,
+        /// Columns not to test (e.g. the label); repeat for several.
+        #[arg(long)]
+        exclude: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
     Inspect {
         #[arg(long)]
@@ -103,6 +123,14 @@ impl From<TaskArg> for Task {
             TaskArg::Regression => Task::Regression,
         }
     }
+}
+
+/// `--correction` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CorrectionArg {
+    Bonferroni,
+    Bh,
+    None,
 }
 
 /// A failed command and the exit code it maps to.
@@ -202,6 +230,67 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 report.rows,
                 data.display(),
                 report.label
+            );
+            Ok(())
+        }
+        Command::Drift {
+            reference,
+            current,
+            alpha,
+            correction,
+            exclude,
+            json,
+        } => {
+            use crate::monitor::{drift, stats::Correction};
+            if !(alpha > 0.0 && alpha < 1.0) {
+                return Err(Failure::Input(anyhow::anyhow!(
+                    "--alpha {alpha}: must be between 0 and 1"
+                )));
+            }
+            let r = Table::read(&reference).map_err(|e| Failure::Input(e.into()))?;
+            let c = Table::read(&current).map_err(|e| Failure::Input(e.into()))?;
+            let columns =
+                drift::table_values(&r, &c, &exclude).map_err(|e| Failure::Input(e.into()))?;
+            let options = drift::DriftOptions {
+                alpha,
+                correction: match correction {
+                    CorrectionArg::Bonferroni => Correction::Bonferroni,
+                    CorrectionArg::Bh => Correction::BenjaminiHochberg,
+                    CorrectionArg::None => Correction::None,
+                },
+                ..drift::DriftOptions::default()
+            };
+            let report = drift::compare(
+                &columns.names,
+                &columns.reference,
+                &columns.current,
+                &options,
+            )
+            .map_err(|e| Failure::Input(anyhow::anyhow!("{}: {e}", reference.display())))?;
+            if json {
+                let text = serde_json::to_string(&report).map_err(|e| Failure::Other(e.into()))?;
+                println!("{text}");
+            }
+            for f in &report.features {
+                eprintln!(
+                    "{:<24} {:<11} {:<4} statistic {:>8} p {:>10} p_adj {:>10} psi {:>7} {}",
+                    f.name,
+                    f.kind,
+                    f.test,
+                    f.statistic.map_or("-".into(), |v| format!("{v:.4}")),
+                    f.p_value.map_or("-".into(), |v| format!("{v:.3e}")),
+                    f.p_adjusted.map_or("-".into(), |v| format!("{v:.3e}")),
+                    f.psi.map_or("-".into(), |v| format!("{v:.3}")),
+                    if f.drift { "DRIFT" } else { "" }
+                );
+            }
+            eprintln!(
+                "{} of {} features drift (alpha {}, {:?}); dataset drift: {}",
+                report.drifted,
+                report.features.len(),
+                report.alpha,
+                report.correction,
+                report.dataset_drift
             );
             Ok(())
         }

@@ -12,6 +12,7 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod drift;
 mod reliability;
 mod startup;
 mod systemd;

@@ -5,4 +5,5 @@
 //! corrections), checked against scipy. The drift job, anomaly scores and the
 //! concept-drift detectors come next (see README, Status).
 
+pub mod drift;
 pub mod stats;
