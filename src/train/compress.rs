@@ -18,7 +18,7 @@
 //! model fitted on every row is both tuned and measured on every row (optimistic;
 //! the report says how many rows measured).
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -152,6 +152,37 @@ fn fine_tune_params(seed: u64) -> SgdParams {
     }
 }
 
+/// Removes the least important `share` of every hidden layer's units (importance
+/// measured on `x`) and fine-tunes; `None` if the layers cannot shrink.
+fn prune_neurons(
+    net: &Network,
+    share: f64,
+    x: ArrayView2<f32>,
+    y: &Targets,
+    params: &SgdParams,
+) -> Option<Network> {
+    let importance = prune::neuron_importance(net, x);
+    let keep = prune::least_important_removed(&importance, share);
+    let smaller = prune::keep_neurons(net, &keep).ok()?;
+    Some(sgd::fine_tune(&smaller, x, y, params, None))
+}
+
+/// Zeroes the smallest `sparsity` of the weights (one global threshold) and
+/// fine-tunes with them masked.
+fn prune_weights(
+    net: &Network,
+    sparsity: f64,
+    x: ArrayView2<f32>,
+    y: &Targets,
+    params: &SgdParams,
+) -> (Network, Masks) {
+    let mut pruned = net.clone();
+    let thresholds = prune::thresholds(&pruned, sparsity, true);
+    let masks = prune::prune_magnitude(&mut pruned, &thresholds);
+    let tuned = sgd::fine_tune(&pruned, x, y, params, Some(&masks));
+    (tuned, masks)
+}
+
 /// Compresses `full` (fitted to every row of `data`) within `options.max_drop`.
 /// The steps are chosen and measured on `probe`, the same candidate fitted to the
 /// `tune` rows only, against the `held` rows it never saw (with fewer rows than
@@ -170,19 +201,16 @@ pub fn compress(
     report.hidden_before = hidden(full);
     let params = fine_tune_params(options.seed);
     let mut current = full.clone();
+    let (x, y) = (data.x.view(), &data.targets);
     if let Some(share) = plan.neuron_share {
-        let importance = prune::neuron_importance(&current, data.x.view());
-        let keep = prune::least_important_removed(&importance, share);
-        if let Ok(smaller) = prune::keep_neurons(&current, &keep) {
-            current = sgd::fine_tune(&smaller, data.x.view(), &data.targets, &params, None);
+        if let Some(smaller) = prune_neurons(&current, share, x, y, &params) {
+            current = smaller;
         }
     }
     let mut masks = None;
     if let Some(sparsity) = plan.sparsity {
-        let mut pruned = current.clone();
-        let thresholds = prune::thresholds(&pruned, sparsity, true);
-        let m = prune::prune_magnitude(&mut pruned, &thresholds);
-        current = sgd::fine_tune(&pruned, data.x.view(), &data.targets, &params, Some(&m));
+        let (pruned, m) = prune_weights(&current, sparsity, x, y, &params);
+        current = pruned;
         masks = Some(m);
     }
     let quant = plan.int8.then(|| QuantNetwork::quantize(&current));
@@ -237,12 +265,10 @@ fn choose(
 
     if net.layers().len() > 1 {
         for share in NEURON_SHARES {
-            let importance = prune::neuron_importance(&current, x_tune.view());
-            let keep = prune::least_important_removed(&importance, share);
-            let Ok(smaller) = prune::keep_neurons(&current, &keep) else {
+            let Some(tuned) = prune_neurons(&current, share, x_tune.view(), &y_tune, &params)
+            else {
                 continue;
             };
-            let tuned = sgd::fine_tune(&smaller, x_tune.view(), &y_tune, &params, None);
             let m = metric_f32(&tuned);
             let ok = m >= floor;
             let name = format!("neurons -{}%", (share * 100.0).round());
@@ -262,10 +288,7 @@ fn choose(
     }
 
     for sparsity in SPARSITIES {
-        let mut pruned = current.clone();
-        let thresholds = prune::thresholds(&pruned, sparsity, true);
-        let m = prune::prune_magnitude(&mut pruned, &thresholds);
-        let tuned = sgd::fine_tune(&pruned, x_tune.view(), &y_tune, &params, Some(&m));
+        let (tuned, _) = prune_weights(&current, sparsity, x_tune.view(), &y_tune, &params);
         let metric = metric_f32(&tuned);
         let ok = metric >= floor;
         let name = format!("magnitude {}%", (sparsity * 100.0).round());
