@@ -300,10 +300,7 @@ impl Model {
                 }
             }
             Output::Softmax => {
-                let best = out
-                    .iter()
-                    .enumerate()
-                    .fold(0, |b, (i, p)| if *p > out[b] { i } else { b });
+                let best = network::argmax(out);
                 Prediction::Class {
                     label: self.meta.classes[best].clone(),
                     probabilities: out.to_vec(),
@@ -314,17 +311,7 @@ impl Model {
 
     /// The share of weights (not biases) that are exactly zero.
     pub fn sparsity(&self) -> f64 {
-        let layers = self.network.layers();
-        let weights: usize = layers.iter().map(|l| l.weight.len()).sum();
-        let zeros: usize = layers
-            .iter()
-            .map(|l| l.weight.iter().filter(|w| **w == 0.0).count())
-            .sum();
-        if weights == 0 {
-            0.0
-        } else {
-            zeros as f64 / weights as f64
-        }
+        prune::sparsity(&self.network)
     }
 
     /// The model card: what `inspect --json` and `GET /v1/model` show.

@@ -85,6 +85,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// The index of the largest value (the first of equal ones); 0 for an empty slice.
+pub fn argmax<'a>(values: impl IntoIterator<Item = &'a f32>) -> usize {
+    values
+        .into_iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(b, bv), (i, v)| {
+            if *v > bv || i == 0 {
+                (i, *v)
+            } else {
+                (b, bv)
+            }
+        })
+        .0
+}
+
 /// Why a set of layers is not a network.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NetworkError {
@@ -299,13 +314,9 @@ mod tests {
 
     #[test]
     fn the_avx2_and_portable_passes_are_bit_identical() {
-        let mut rng_state = 11u32;
-        let mut next = || {
-            rng_state = rng_state
-                .wrapping_mul(1_664_525)
-                .wrapping_add(1_013_904_223);
-            (rng_state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut next = || rng.gen_range(-0.5f32..0.5);
         let layers = [(30, 67), (67, 64), (64, 3)]
             .iter()
             .map(|&(i, o)| Dense {

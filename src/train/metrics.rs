@@ -79,10 +79,7 @@ pub fn classes_from_outputs(out: &Array2<f32>, output: Output) -> Vec<usize> {
         .into_iter()
         .map(|row| match output {
             Output::Sigmoid => usize::from(row[0] >= 0.5),
-            _ => row
-                .iter()
-                .enumerate()
-                .fold(0, |b, (k, p)| if *p > row[b] { k } else { b }),
+            _ => crate::model::network::argmax(row),
         })
         .collect()
 }

@@ -449,10 +449,7 @@ impl Learner {
                 for (k, (dk, pk)) in d.iter_mut().zip(p).enumerate() {
                     *dk = pk - f32::from(u8::from(k == c));
                 }
-                let best = p
-                    .iter()
-                    .enumerate()
-                    .fold(0, |b, (k, v)| if *v > p[b] { k } else { b });
+                let best = crate::model::network::argmax(p);
                 self.progress.record_class(best == c);
                 -f64::from(p[c]).max(1e-12).ln()
             }
@@ -544,13 +541,9 @@ mod tests {
 
     #[test]
     fn the_avx2_and_portable_steps_give_identical_weights() {
-        let mut rng_state = 7u32;
-        let mut next = || {
-            rng_state = rng_state
-                .wrapping_mul(1_664_525)
-                .wrapping_add(1_013_904_223);
-            (rng_state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut next = || rng.gen_range(-0.5f32..0.5);
         let model = tiny_model();
         let mut dispatched = Learner::new(&model, OnlineParams::default());
         let mut portable = dispatched.clone();
