@@ -99,6 +99,15 @@ impl Ddm {
     }
 }
 
+/// Which direction of change Page-Hinkley reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Increases only: on an error stream, only a model getting worse is drift.
+    Up,
+    Down,
+    Both,
+}
+
 /// The Page-Hinkley test over a real-valued stream.
 #[derive(Debug, Clone)]
 pub struct PageHinkley {
@@ -106,6 +115,8 @@ pub struct PageHinkley {
     pub delta: f64,
     pub threshold: f64,
     pub alpha: f64,
+    /// Which changes count: River's `mode` ("up", "down", "both").
+    pub mode: Mode,
     n: u64,
     mean: f64,
     sum_increase: f64,
@@ -128,6 +139,7 @@ impl PageHinkley {
             delta,
             threshold,
             alpha,
+            mode: Mode::Both,
             n: 0,
             mean: 0.0,
             sum_increase: 0.0,
@@ -142,7 +154,8 @@ impl PageHinkley {
     /// Adds one value.
     pub fn update(&mut self, x: f64) {
         if self.drift {
-            *self = PageHinkley::new(self.min_instances, self.delta, self.threshold, self.alpha);
+            *self = PageHinkley::new(self.min_instances, self.delta, self.threshold, self.alpha)
+                .with_mode(self.mode);
         }
         self.n += 1;
         self.mean += (x - self.mean) / self.n as f64;
@@ -152,13 +165,24 @@ impl PageHinkley {
         self.min_increase = self.min_increase.min(self.sum_increase);
         self.max_decrease = self.max_decrease.max(self.sum_decrease);
         if self.n >= self.min_instances {
-            self.drift = self.sum_increase - self.min_increase > self.threshold
-                || self.max_decrease - self.sum_decrease > self.threshold;
+            let up = self.sum_increase - self.min_increase > self.threshold;
+            let down = self.max_decrease - self.sum_decrease > self.threshold;
+            self.drift = match self.mode {
+                Mode::Up => up,
+                Mode::Down => down,
+                Mode::Both => up || down,
+            };
         }
     }
 
     pub fn drift_detected(&self) -> bool {
         self.drift
+    }
+
+    /// The same detector reporting only changes in `mode`'s direction.
+    pub fn with_mode(mut self, mode: Mode) -> PageHinkley {
+        self.mode = mode;
+        self
     }
 }
 
@@ -170,12 +194,51 @@ mod tests {
     /// both this test and the Python script that produced River's numbers compute
     /// identically: `u = ((i·2654435761 + 12345) mod 2³²) / 2³²`, error when `u < p`.
     fn stream() -> Vec<bool> {
+        rates(0.1, 0.35)
+    }
+
+    /// Error rate `before` for 1500 rows, then `after` (4000 rows in all).
+    fn rates(before: f64, after: f64) -> Vec<bool> {
         (0..4000u64)
             .map(|i| {
                 let u = ((i * 2_654_435_761 + 12_345) % 4_294_967_296) as f64 / 4_294_967_296.0;
-                u < if i < 1500 { 0.1 } else { 0.35 }
+                u < if i < 1500 { before } else { after }
             })
             .collect()
+    }
+
+    /// The rows at which `ph` reports drift on `errors`.
+    fn detections(ph: &mut PageHinkley, errors: Vec<bool>) -> Vec<usize> {
+        errors
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                ph.update(f64::from(u8::from(e)));
+                ph.drift_detected().then_some(i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn page_hinkley_modes_match_river() {
+        // river 0.26.1, drift.PageHinkley(mode=...) on the rising stream (0.1 → 0.35)
+        // and the falling one (0.35 → 0.1).
+        let cases = [
+            (Mode::Up, false, vec![1717]),
+            (Mode::Up, true, vec![]),
+            (Mode::Both, true, vec![1724]),
+            (Mode::Down, false, vec![]),
+            (Mode::Down, true, vec![1724]),
+        ];
+        for (mode, falling, want) in cases {
+            let mut ph = PageHinkley::default().with_mode(mode);
+            let s = if falling {
+                rates(0.35, 0.1)
+            } else {
+                rates(0.1, 0.35)
+            };
+            assert_eq!(detections(&mut ph, s), want, "{mode:?}, falling {falling}");
+        }
     }
 
     #[test]
@@ -208,15 +271,7 @@ mod tests {
                 threshold,
                 ..PageHinkley::default()
             };
-            let found: Vec<usize> = stream()
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, e)| {
-                    ph.update(f64::from(u8::from(e)));
-                    ph.drift_detected().then_some(i)
-                })
-                .collect();
-            assert_eq!(found, want, "threshold {threshold}");
+            assert_eq!(detections(&mut ph, stream()), want, "threshold {threshold}");
         }
     }
 

@@ -80,6 +80,29 @@ pub struct FeatureDrift {
     pub current_values: usize,
 }
 
+impl FeatureDrift {
+    /// A feature no test could run on: null statistic and p-values, no drift.
+    pub fn untested(
+        name: &str,
+        kind: &'static str,
+        reference_values: usize,
+        current_values: usize,
+    ) -> FeatureDrift {
+        FeatureDrift {
+            name: name.to_string(),
+            kind,
+            test: "none",
+            statistic: None,
+            p_value: None,
+            p_adjusted: None,
+            psi: None,
+            drift: false,
+            reference_values,
+            current_values,
+        }
+    }
+}
+
 /// The whole comparison (`steward drift --json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DriftReport {
@@ -146,18 +169,7 @@ pub fn compare(
 }
 
 fn test_feature(name: &str, reference: &Values, current: &Values) -> FeatureDrift {
-    let untested = |kind, r: usize, c: usize| FeatureDrift {
-        name: name.to_string(),
-        kind,
-        test: "none",
-        statistic: None,
-        p_value: None,
-        p_adjusted: None,
-        psi: None,
-        drift: false,
-        reference_values: r,
-        current_values: c,
-    };
+    let untested = |kind, r: usize, c: usize| FeatureDrift::untested(name, kind, r, c);
     match (reference, current) {
         (Values::Numeric(r), Values::Numeric(c)) => {
             let r: Vec<f64> = r.iter().copied().filter(|v| v.is_finite()).collect();

@@ -7,10 +7,16 @@
 //!   the correction and effect-size floors; `steward drift` runs it on two CSVs.
 //! - `detect`: DDM and Page-Hinkley over the error stream, checked row for row
 //!   against River.
-//!
-//! Not built yet: the daemon's drift job and report table, anomaly scores, ADWIN
-//! and the events that alerting and retraining consume (README, Status).
+//! - `anomaly` (next): the squared Mahalanobis distance of an encoded input under the
+//!   training distribution, its chi-square threshold and the anomaly-rate test.
+//! - `window`: the reference sample and the logged window as feature values.
+//! - `watch`: the state machines that turn checks and the error stream into
+//!   `events` (drift detected / resolved, anomaly rate high / normal, concept
+//!   drift), each raised once per change of state.
 
 pub mod detect;
 pub mod drift;
+pub mod events;
 pub mod stats;
+pub mod watch;
+pub mod window;

@@ -1,0 +1,132 @@
+//! The events monitoring raises, as typed values. The daemon publishes them on a
+//! broadcast channel; alerting and retraining subscribe. Each carries the numbers
+//! a person needs to judge it without opening a dashboard: the feature and its
+//! test, statistic, p-values and PSI, the window it was computed on, and the model
+//! version that was live.
+//!
+//! An event marks a *change of state* (drift starts, drift ends), never a repeated
+//! observation: a feature that drifts for a day is one `drift_detected` and one
+//! `drift_resolved`, however many checks ran in between.
+
+use serde::Serialize;
+
+use super::drift::FeatureDrift;
+
+/// The sample a check ran on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    /// The live model's version.
+    pub model_version: String,
+    /// Rows in the current window.
+    pub rows: usize,
+    /// Rows in the reference sample.
+    pub reference_rows: usize,
+    /// When the check ran (Unix milliseconds).
+    pub time: i64,
+}
+
+/// What a drift event is about: an input feature or the model's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subject {
+    Input,
+    Output,
+}
+
+/// One feature started or stopped drifting.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureEvent {
+    pub subject: Subject,
+    /// The feature's numbers at this check.
+    pub feature: FeatureDrift,
+    pub window: Window,
+}
+
+/// Enough features drift (or stopped drifting) for the data set as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetEvent {
+    /// The input features drifting at this check.
+    pub drifted: Vec<String>,
+    /// Input features tested.
+    pub tested: usize,
+    pub window: Window,
+}
+
+/// The share of anomalous inputs left (or came back to) its expected level.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnomalyRate {
+    /// Inputs in the window scored above the threshold.
+    pub anomalies: u64,
+    /// Inputs in the window with a score.
+    pub scored: u64,
+    pub rate: f64,
+    /// The rate expected under the training distribution.
+    pub expected_rate: f64,
+    /// One-sided binomial test of `anomalies` out of `scored` against
+    /// `expected_rate`.
+    pub p_value: f64,
+    /// The score above which an input is an anomaly.
+    pub threshold: f64,
+}
+
+/// A detector on the feedback error stream found the model getting worse.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConceptEvent {
+    /// `ddm` or `page_hinkley`.
+    pub detector: &'static str,
+    /// Labelled predictions the detector read since its last reset.
+    pub labels: u64,
+    /// The error measure over those labels: the error rate for classification,
+    /// the mean absolute error in target standard deviations for regression.
+    pub error: f64,
+    pub model_version: String,
+    /// Unix milliseconds.
+    pub time: i64,
+}
+
+/// Everything monitoring raises.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    DriftDetected(FeatureEvent),
+    DriftResolved(FeatureEvent),
+    DatasetDriftDetected(DatasetEvent),
+    DatasetDriftResolved(DatasetEvent),
+    AnomalyRateHigh {
+        #[serde(flatten)]
+        rate: AnomalyRate,
+        window: Window,
+    },
+    AnomalyRateNormal {
+        #[serde(flatten)]
+        rate: AnomalyRate,
+        window: Window,
+    },
+    ConceptDrift(ConceptEvent),
+}
+
+impl Event {
+    /// The event's name as serialised (`drift_detected`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::DriftDetected(_) => "drift_detected",
+            Event::DriftResolved(_) => "drift_resolved",
+            Event::DatasetDriftDetected(_) => "dataset_drift_detected",
+            Event::DatasetDriftResolved(_) => "dataset_drift_resolved",
+            Event::AnomalyRateHigh { .. } => "anomaly_rate_high",
+            Event::AnomalyRateNormal { .. } => "anomaly_rate_normal",
+            Event::ConceptDrift(_) => "concept_drift",
+        }
+    }
+
+    /// Whether the event starts a problem (as opposed to ending one).
+    pub fn is_firing(&self) -> bool {
+        matches!(
+            self,
+            Event::DriftDetected(_)
+                | Event::DatasetDriftDetected(_)
+                | Event::AnomalyRateHigh { .. }
+                | Event::ConceptDrift(_)
+        )
+    }
+}
