@@ -391,6 +391,7 @@ fn bench_router(c: &mut Criterion) {
             token: None,
             max_batch: 1024,
         })),
+        monitoring: steward::monitoring::Monitoring::new().0,
     };
     let app = steward::server::router(
         state,

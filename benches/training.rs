@@ -57,6 +57,7 @@ fn model(network: Network, classes: usize) -> Model {
             target: None,
             online_updates: 0,
             reference: None,
+            anomaly: None,
         },
         masks: None,
         quant: None,

@@ -122,6 +122,13 @@ section!(
         interval_secs: u64 = 60,
         window: usize = 5_000,
         alpha: f64 = 0.05,
+        correction: String = "bonferroni".into(),
+        psi_floor: f64 = 0.1,
+        ks_floor: f64 = 0.05,
+        dataset_share: f64 = 0.5,
+        confirm_checks: u32 = 2,
+        min_rows: usize = 100,
+        anomaly_level: f64 = 0.999,
     }
 );
 
@@ -166,6 +173,32 @@ section!(
         log: LogConfig = LogConfig::default(),
     }
 );
+
+impl DriftConfig {
+    /// `drift.correction` as the enum, `None` when it names no correction.
+    pub fn correction_kind(&self) -> Option<crate::monitor::stats::Correction> {
+        use crate::monitor::stats::Correction;
+        match self.correction.as_str() {
+            "bonferroni" => Some(Correction::Bonferroni),
+            "bh" => Some(Correction::BenjaminiHochberg),
+            "none" => Some(Correction::None),
+            _ => None,
+        }
+    }
+
+    /// The decision settings of the drift tests.
+    pub fn options(&self) -> crate::monitor::drift::DriftOptions {
+        crate::monitor::drift::DriftOptions {
+            alpha: self.alpha,
+            correction: self
+                .correction_kind()
+                .unwrap_or(crate::monitor::stats::Correction::Bonferroni),
+            psi_floor: self.psi_floor,
+            ks_floor: self.ks_floor,
+            dataset_share: self.dataset_share,
+        }
+    }
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -406,6 +439,41 @@ impl RawConfig {
         positive(&bad, "drift.interval_secs", self.drift.interval_secs)?;
         positive(&bad, "drift.window", self.drift.window as u64)?;
         unit_open(&bad, "drift.alpha", self.drift.alpha)?;
+        if self.drift.correction_kind().is_none() {
+            return Err(bad(
+                "drift.correction",
+                format!(
+                    "`{}` is not \"bonferroni\", \"bh\" or \"none\"",
+                    self.drift.correction
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("drift.psi_floor", self.drift.psi_floor),
+            ("drift.ks_floor", self.drift.ks_floor),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(key, format!("{v} is not a number ≥ 0")));
+            }
+        }
+        if !(self.drift.dataset_share > 0.0 && self.drift.dataset_share <= 1.0) {
+            return Err(bad(
+                "drift.dataset_share",
+                format!("{} is outside (0, 1]", self.drift.dataset_share),
+            ));
+        }
+        positive(
+            &bad,
+            "drift.confirm_checks",
+            self.drift.confirm_checks.into(),
+        )?;
+        if self.drift.min_rows < 2 {
+            return Err(bad(
+                "drift.min_rows",
+                format!("{} is below 2", self.drift.min_rows),
+            ));
+        }
+        unit_open(&bad, "drift.anomaly_level", self.drift.anomaly_level)?;
         if !(0.0..1.0).contains(&self.compression.max_metric_drop) {
             return Err(bad(
                 "compression.max_metric_drop",

@@ -1,7 +1,8 @@
 //! The composition root: start-up order, signals, systemd notification, shutdown.
 //!
 //! Start-up: open the database (migrations), make a model live, start the log
-//! writer, bind the listener, then tell systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
+//! writer, the drift job and the concept-drift task, bind the listener, then tell
+//! systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
 //! stop accepting, let in-flight requests finish, flush the log queue, exit, all
 //! within `server.shutdown_timeout_secs`. SIGHUP re-reads the config file and applies
 //! the keys that can change at run time (`server.max_batch`, `log.level`,
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ConfigError};
 use crate::live::{self, LiveError};
 use crate::logging::LevelHandle;
+use crate::monitoring::{self, Monitoring};
 use crate::server::{self, metrics::Metrics, AppState, Limits, Settings};
 use crate::store::{self, writer, StoreError};
 
@@ -73,12 +75,14 @@ pub async fn run(
         max_batch: config.raw.server.max_batch,
     }));
     let retention = Arc::new(AtomicU32::new(db.retention_days));
+    let (monitoring, outcomes) = Monitoring::new();
     let state = AppState {
         live: slot.clone(),
         log: log.clone(),
         pool: pool.clone(),
         metrics: Arc::new(Metrics::default()),
         settings: settings.clone(),
+        monitoring: monitoring.clone(),
     };
     let limits = Limits {
         max_body_bytes: config.raw.server.max_body_bytes,
@@ -103,6 +107,18 @@ pub async fn run(
     )?);
     tracker.spawn(retention_job(pool.clone(), retention, stop.clone()));
     tracker.spawn(watchdog(stop.clone()));
+    tracker.spawn(monitoring::drift_job(
+        pool.clone(),
+        slot.clone(),
+        monitoring.clone(),
+        monitoring::JobSettings::from_config(&config.raw.drift),
+        stop.clone(),
+    ));
+    tracker.spawn(monitoring::concept_task(
+        outcomes,
+        monitoring.clone(),
+        stop.clone(),
+    ));
     tracker.close();
 
     tracing::info!(%addr, model_version = %version, database = %config.database_path.display(), "listening");

@@ -12,6 +12,7 @@ pub mod live;
 pub mod logging;
 pub mod model;
 pub mod monitor;
+pub mod monitoring;
 pub mod server;
 pub mod store;
 pub mod time;

@@ -157,6 +157,7 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         let label = config.raw.model.label.clone();
         let options = TrainOptions {
             max_metric_drop: Some(config.raw.compression.max_metric_drop),
+            anomaly_level: config.raw.drift.anomaly_level,
             ..TrainOptions::new(&label, config.raw.training.folds, config.raw.training.seed)
         };
         tracing::info!(data = %data, "no model yet: training the first one from model.bootstrap_data");

@@ -97,6 +97,9 @@ pub struct ModelMeta {
     /// A seeded sample of the training rows (raw cells) for the drift tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
+    /// The anomaly scorer fitted on the training rows' numeric inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::monitor::scorer::Scorer>,
 }
 
 /// The location and scale of a regression label.
@@ -154,6 +157,9 @@ impl Model {
                 self.schema.width(),
                 self.network.inputs()
             ));
+        }
+        if let Some(scorer) = &self.meta.anomaly {
+            scorer.check(&self.schema)?;
         }
         if let Some(masks) = &self.masks {
             if masks.len() != self.network.layers().len() {
@@ -352,6 +358,13 @@ impl Model {
             "parent": self.meta.parent,
             "online_updates": self.meta.online_updates,
             "reference_rows": self.meta.reference.as_ref().map_or(0, |r| r.rows.len()),
+            "anomaly": self.meta.anomaly.as_ref().map(|s| serde_json::json!({
+                "features": s.columns.len(),
+                "level": s.gaussian.level(),
+                "threshold": s.gaussian.threshold(),
+                "shrinkage": s.gaussian.shrinkage(),
+                "expected_rate": s.gaussian.expected_rate(),
+            })),
         })
     }
 }
@@ -389,6 +402,7 @@ pub(crate) mod tests {
             target: None,
             online_updates: 0,
             reference: None,
+            anomaly: None,
         };
         Model {
             schema,

@@ -7,16 +7,20 @@
 //!   the correction and effect-size floors; `steward drift` runs it on two CSVs.
 //! - `detect`: DDM and Page-Hinkley over the error stream, checked row for row
 //!   against River.
-//! - `anomaly` (next): the squared Mahalanobis distance of an encoded input under the
+//! - `anomaly`: the squared Mahalanobis distance of an encoded input under the
 //!   training distribution, its chi-square threshold and the anomaly-rate test.
+//! - `scorer`: a model's anomaly scorer (the numeric slots of the encoded input
+//!   and the Gaussian over them), stored in the artifact.
 //! - `window`: the reference sample and the logged window as feature values.
 //! - `watch`: the state machines that turn checks and the error stream into
 //!   `events` (drift detected / resolved, anomaly rate high / normal, concept
 //!   drift), each raised once per change of state.
 
+pub mod anomaly;
 pub mod detect;
 pub mod drift;
 pub mod events;
+pub mod scorer;
 pub mod stats;
 pub mod watch;
 pub mod window;

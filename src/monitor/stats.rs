@@ -36,10 +36,7 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<TestResult> {
     if a.is_empty() || b.is_empty() || a.iter().chain(b).any(|v| v.is_nan()) {
         return None;
     }
-    let mut a = a.to_vec();
-    let mut b = b.to_vec();
-    a.sort_by(f64::total_cmp);
-    b.sort_by(f64::total_cmp);
+    let (a, b) = (sorted_keys(a), sorted_keys(b));
     let (n1, n2) = (a.len(), b.len());
     // Walk the pooled values in order; at each distinct value both ECDFs count
     // every value ≤ it (searchsorted side='right').
@@ -47,7 +44,7 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<TestResult> {
     let mut d: f64 = 0.0;
     while i < n1 || j < n2 {
         let v = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => x.min(*y),
+            (Some(x), Some(y)) => *x.min(y),
             (Some(x), None) => *x,
             (None, Some(y)) => *y,
             (None, None) => break,
@@ -75,6 +72,27 @@ pub fn ks_2samp(a: &[f64], b: &[f64]) -> Option<TestResult> {
         statistic: d,
         p_value: p.clamp(0.0, 1.0),
     })
+}
+
+/// The values as sort keys, in ascending order: the keys compare as the values do
+/// (−0.0 equal to 0.0), and sorting integers is about twice as fast as sorting
+/// floats with `total_cmp`. No value may be NaN.
+fn sorted_keys(values: &[f64]) -> Vec<u64> {
+    let mut keys: Vec<u64> = values.iter().map(|&v| order_key(v)).collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Flip the sign bit of a non-negative value and every bit of a negative one: the
+/// unsigned order of the results is the numeric order of the values.
+fn order_key(v: f64) -> u64 {
+    // Adding 0.0 turns −0.0 into 0.0 and leaves every other value as it is.
+    let bits = (v + 0.0).to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {

@@ -26,7 +26,9 @@ use super::events::{
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     pub window: Window,
-    /// Input features against the reference sample.
+    /// Input features against the reference sample (flattened: the JSON has the
+    /// shape of `steward drift --json`).
+    #[serde(flatten)]
     pub report: DriftReport,
     /// The model's outputs on the window against its outputs on the reference.
     pub prediction: Option<FeatureDrift>,

@@ -3,9 +3,10 @@
 //! answer is 404 naming it and nothing is stored. A prediction answered a moment ago
 //! may still be in the log queue, so an id not found is looked up again after a
 //! flush of the queue before it is called unknown. A second label for the same id
-//! replaces the first (see `store::feedback`).
+//! replaces the first (see `store::feedback`). Each stored label's outcome (wrong
+//! class, or absolute error) goes to the concept-drift detectors.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -17,8 +18,10 @@ use serde_json::Value;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::model::Task;
-use crate::store::feedback::{self, FeedbackRow};
+use crate::model::{ModelMeta, Task};
+use crate::monitor::watch::Outcome;
+use crate::monitoring::Labelled;
+use crate::store::feedback::{self, FeedbackRow, Logged};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,14 +90,13 @@ pub async fn feedback(
         });
     }
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-    let mut unknown = missing(&state, &ids).await?;
+    let mut known = logged(&state, &ids).await?;
+    let mut unknown: Vec<String> = missing(&known, &ids);
     if !unknown.is_empty() {
         state.log.flush().await;
-        unknown = missing(
-            &state,
-            &unknown.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .await?;
+        let again: Vec<&str> = unknown.iter().map(String::as_str).collect();
+        known.extend(logged(&state, &again).await?);
+        unknown = missing(&known, &ids);
     }
     if let Some(first) = unknown.first() {
         let more = if unknown.len() > 1 {
@@ -115,24 +117,64 @@ pub async fn feedback(
         .metrics
         .feedback
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let live = state.live.load();
+    for item in &items {
+        if let Some(p) = known.get(&item.id) {
+            if let Some(outcome) = outcome(&live.model.meta, &p.output, &item.label) {
+                state.monitoring.labelled(Labelled {
+                    model_version: p.model_version.clone(),
+                    outcome,
+                });
+            }
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({"accepted": rows.len(), "replaced": replaced})),
     ))
 }
 
-/// The ids of `ids` that are not logged predictions, in request order.
-async fn missing(state: &AppState, ids: &[&str]) -> Result<Vec<String>, ApiError> {
-    let known: HashSet<String> = feedback::known_ids(&state.pool, ids)
+/// The logged predictions among `ids`, by id.
+async fn logged(state: &AppState, ids: &[&str]) -> Result<HashMap<String, Logged>, ApiError> {
+    Ok(feedback::logged(&state.pool, ids)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .into_iter()
-        .collect();
-    Ok(ids
-        .iter()
-        .filter(|id| !known.contains(**id))
-        .map(|id| id.to_string())
+        .map(|l| (l.id.clone(), l))
         .collect())
+}
+
+/// The ids of `ids` that are not logged predictions, in request order.
+fn missing(known: &HashMap<String, Logged>, ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| !known.contains_key(**id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// How the logged prediction fared against its label: a wrong class, or the
+/// absolute error in target standard deviations. `None` when the output cannot
+/// be read (never for a row this daemon logged).
+fn outcome(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
+    let output: Value = serde_json::from_str(output).ok()?;
+    let predicted = output.get("prediction")?;
+    match meta.task {
+        Task::Classification => {
+            let label = match label {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(Outcome::Class {
+                wrong: predicted.as_str()? != label,
+            })
+        }
+        Task::Regression => {
+            let scale = meta.target.map_or(1.0, |t| t.std).max(f64::MIN_POSITIVE);
+            Some(Outcome::Value {
+                error: (label.as_f64()? - predicted.as_f64()?).abs() / scale,
+            })
+        }
+    }
 }
 
 /// A class label is a string or a number; a regression label a finite number.

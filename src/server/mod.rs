@@ -6,6 +6,7 @@
 //! typed values through `body::JsonBody` and answer failures with `error::ApiError`.
 
 pub mod body;
+mod drift;
 pub mod error;
 mod feedback;
 pub mod metrics;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub pool: SqlitePool,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<ArcSwap<Settings>>,
+    pub monitoring: Arc<crate::monitoring::Monitoring>,
 }
 
 /// Limits fixed at start-up.
@@ -65,6 +67,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/predict", post(predict::predict))
         .route("/v1/model", get(status::model))
         .route("/v1/models", get(status::models))
+        .route("/v1/drift", get(drift::drift))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))

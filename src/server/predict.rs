@@ -37,6 +37,12 @@ pub struct Answer<'a> {
     prediction: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<Probabilities<'a>>,
+    /// Whether the input is an anomaly under the training distribution (false
+    /// when the model has no anomaly scorer).
+    anomaly: bool,
+    /// The squared Mahalanobis distance of the numeric inputs; null without a
+    /// scorer.
+    anomaly_score: Option<f64>,
 }
 
 /// `{class: p}` in class order.
@@ -157,6 +163,18 @@ fn answer_one<'a>(
             None,
         ),
     };
+    // Scores are finite for finite inputs; an infinite one (never from JSON) is
+    // stored and answered as null rather than as a non-number.
+    let anomaly_score = model
+        .meta
+        .anomaly
+        .as_ref()
+        .map(|s| s.score(&x))
+        .filter(|v| v.is_finite());
+    let anomaly = match (&model.meta.anomaly, anomaly_score) {
+        (Some(s), Some(v)) => s.gaussian.is_anomaly(v),
+        _ => false,
+    };
     let latency_us = i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX);
     let id = uuid::Uuid::now_v7().to_string();
     let answer = Answer {
@@ -164,6 +182,8 @@ fn answer_one<'a>(
         model_version: None,
         prediction,
         probabilities,
+        anomaly,
+        anomaly_score,
     };
     // The same numbers, printed the same way, as the answer.
     let output = serde_json::to_string(&Output {
@@ -178,7 +198,7 @@ fn answer_one<'a>(
         features: Value::Object(features).to_string(),
         output,
         latency_us,
-        anomaly_score: None,
+        anomaly_score,
     };
     Ok((answer, row))
 }

@@ -13,19 +13,27 @@ pub struct FeedbackRow {
     pub label: String,
 }
 
-/// The ids of `ids` that are logged predictions.
-pub async fn known_ids(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+/// A logged prediction that a label refers to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Logged {
+    pub id: String,
+    pub model_version: String,
+    /// The answer as JSON text (`prediction`, `probabilities`).
+    pub output: String,
+}
+
+/// The logged predictions among `ids` (in no particular order).
+pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
     let mut known = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT id FROM predictions WHERE id IN (");
+            QueryBuilder::new("SELECT id, model_version, output FROM predictions WHERE id IN (");
         let mut sep = q.separated(", ");
         for id in chunk {
             sep.push_bind(*id);
         }
         q.push(")");
-        let rows: Vec<(String,)> = q.build_query_as().fetch_all(pool).await?;
-        known.extend(rows.into_iter().map(|(id,)| id));
+        known.extend(q.build_query_as::<Logged>().fetch_all(pool).await?);
     }
     Ok(known)
 }

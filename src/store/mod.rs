@@ -4,6 +4,7 @@
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`.
 
+pub mod drift;
 pub mod feedback;
 pub mod registry;
 pub mod writer;
@@ -93,6 +94,10 @@ pub async fn heartbeat(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 pub async fn apply_retention(pool: &SqlitePool, days: u32) -> Result<u64, StoreError> {
     let cutoff = crate::time::now_millis() - i64::from(days) * 86_400_000;
     let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM drift_reports WHERE time < ?")
         .bind(cutoff)
         .execute(pool)
         .await?;

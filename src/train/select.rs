@@ -30,6 +30,7 @@ use super::sgd::{self, SgdParams, Targets};
 use super::{linear, prepare, Prepared, TrainError};
 use crate::data::Table;
 use crate::model::{Model, ModelMeta, Reference, TargetScale, Task};
+use crate::monitor::scorer::Scorer;
 
 /// Largest over smallest class size at which balanced class weights join the grid.
 pub const IMBALANCE_RATIO: f64 = 3.0;
@@ -179,6 +180,8 @@ pub struct TrainOptions {
     /// The compression budget (`compression.max_metric_drop`), or `None` not to
     /// compress.
     pub max_metric_drop: Option<f64>,
+    /// The level of the anomaly threshold (`drift.anomaly_level`).
+    pub anomaly_level: f64,
 }
 
 impl TrainOptions {
@@ -192,6 +195,7 @@ impl TrainOptions {
             grid: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_metric_drop: Some(0.01),
+            anomaly_level: crate::monitor::anomaly::DEFAULT_LEVEL,
         }
     }
 }
@@ -406,6 +410,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
             target,
             online_updates: 0,
             reference: Some(reference_sample(table, &data, options.seed)),
+            anomaly: anomaly_scorer(&data, options.anomaly_level),
         },
         masks: compressed.masks,
         quant: compressed.quant,
@@ -542,6 +547,18 @@ fn run_parallel<T: Send>(
 
 /// A seeded reservoir sample (algorithm R) of at most [`Reference::MAX_ROWS`]
 /// training rows, raw cells of the feature columns, in file order.
+/// The anomaly scorer over every training row's numeric inputs; `None` (and a log
+/// line saying why) when the data cannot give one.
+fn anomaly_scorer(data: &Prepared, level: f64) -> Option<Scorer> {
+    match Scorer::fit(&data.schema, data.x.view(), level) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no anomaly scorer for this model");
+            None
+        }
+    }
+}
+
 fn reference_sample(table: &Table, data: &Prepared, seed: u64) -> Reference {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_d71f);
     let cap = Reference::MAX_ROWS;

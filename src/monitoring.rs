@@ -1,0 +1,339 @@
+//! The daemon side of monitoring: the periodic drift job, the concept-drift task
+//! fed by feedback, and the event channel both publish on.
+//!
+//! - The drift job wakes every `drift.interval_secs`, reads the last `drift.window`
+//!   logged predictions, and compares them with the live model's reference sample
+//!   on a blocking thread (parsing JSON and the exact KS sums never run on the
+//!   async workers). Inputs, the model's outputs and the anomaly rate are tested;
+//!   the result is stored in `drift_reports`, kept for `GET /v1/drift` and
+//!   `/metrics`, and read by a [`DriftWatch`] that raises events.
+//! - Feedback handlers send each labelled prediction's outcome to the concept
+//!   task, which runs a [`ConceptWatch`]. The channel is bounded; when it is full
+//!   the outcome is dropped and counted (feedback is never slowed down by it).
+//! - Events go out on a broadcast channel (alerting and retraining subscribe) and
+//!   into the log: a warning when a problem starts, info when it ends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde_json::{Map, Value};
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DriftConfig;
+use crate::live::{LiveModel, Slot};
+use crate::monitor::drift::{self, DriftOptions, Values};
+use crate::monitor::events::{AnomalyRate, Event, Window};
+use crate::monitor::stats::Correction;
+use crate::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
+use crate::monitor::{anomaly, window};
+use crate::store::{self, drift::LoggedRow};
+
+/// Capacity of the event channel; a subscriber that lags further loses the oldest.
+const EVENT_CAPACITY: usize = 1024;
+/// Capacity of the feedback-outcome channel.
+const OUTCOME_CAPACITY: usize = 65_536;
+
+/// One labelled prediction for the concept task.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub model_version: String,
+    pub outcome: Outcome,
+}
+
+/// What handlers and `/metrics` reach.
+#[derive(Debug)]
+pub struct Monitoring {
+    pub events: broadcast::Sender<Event>,
+    outcomes: mpsc::Sender<Labelled>,
+    /// The newest check (for `/metrics`).
+    pub latest: ArcSwapOption<Check>,
+    /// Events raised, by name.
+    pub raised: Mutex<BTreeMap<&'static str, u64>>,
+    pub checks: AtomicU64,
+    pub skipped: AtomicU64,
+    pub failed: AtomicU64,
+    pub labels: AtomicU64,
+    pub labels_dropped: AtomicU64,
+}
+
+impl Monitoring {
+    /// The shared state and the receiving end of the outcome channel (for
+    /// [`concept_task`]).
+    pub fn new() -> (Arc<Monitoring>, mpsc::Receiver<Labelled>) {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (outcomes, rx) = mpsc::channel(OUTCOME_CAPACITY);
+        let m = Monitoring {
+            events,
+            outcomes,
+            latest: ArcSwapOption::empty(),
+            raised: Mutex::new(BTreeMap::new()),
+            checks: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            labels: AtomicU64::new(0),
+            labels_dropped: AtomicU64::new(0),
+        };
+        (Arc::new(m), rx)
+    }
+
+    /// Hands a labelled prediction to the concept task without waiting.
+    pub fn labelled(&self, item: Labelled) {
+        if self.outcomes.try_send(item).is_err() {
+            self.labels_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Logs, counts and broadcasts an event.
+    pub fn publish(&self, event: Event) {
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        if event.is_firing() {
+            tracing::warn!(event = event.name(), details = %json, "monitoring event");
+        } else {
+            tracing::info!(event = event.name(), details = %json, "monitoring event");
+        }
+        if let Ok(mut raised) = self.raised.lock() {
+            *raised.entry(event.name()).or_default() += 1;
+        }
+        // No subscriber is not an error: the log line above is the record.
+        let _ = self.events.send(event);
+    }
+}
+
+/// The job's settings.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub interval: Duration,
+    pub window: usize,
+    pub min_rows: usize,
+    pub confirm: u32,
+    pub options: DriftOptions,
+}
+
+impl JobSettings {
+    pub fn from_config(c: &DriftConfig) -> JobSettings {
+        JobSettings {
+            interval: Duration::from_secs(c.interval_secs),
+            window: c.window,
+            min_rows: c.min_rows,
+            confirm: c.confirm_checks,
+            options: c.options(),
+        }
+    }
+}
+
+/// Runs a check every `interval` until `stop`.
+pub async fn drift_job(
+    pool: SqlitePool,
+    live: Slot,
+    monitoring: Arc<Monitoring>,
+    settings: JobSettings,
+    stop: CancellationToken,
+) {
+    let mut watch = DriftWatch::new(settings.confirm, settings.options.alpha);
+    let mut tick = tokio::time::interval(settings.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: wait one interval instead
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match run_check(&pool, &live, &settings).await {
+            Ok(Some(check)) => {
+                monitoring.checks.fetch_add(1, Ordering::Relaxed);
+                let events = watch.observe(&check);
+                if let Err(e) = store_check(&pool, &check).await {
+                    tracing::error!(error = %e, "drift check: cannot store the report");
+                }
+                monitoring.latest.store(Some(Arc::new(check)));
+                for event in events {
+                    monitoring.publish(event);
+                }
+            }
+            Ok(None) => {
+                monitoring.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                monitoring.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "drift check failed");
+            }
+        }
+    }
+}
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("the check's thread panicked")]
+    Panicked,
+}
+
+/// One check; `None` when there is nothing to check yet (logged at debug, or once
+/// at info when the model cannot be checked at all).
+pub async fn run_check(
+    pool: &SqlitePool,
+    live: &Slot,
+    settings: &JobSettings,
+) -> Result<Option<Check>, CheckError> {
+    let rows = store::drift::recent(pool, settings.window).await?;
+    if rows.len() < settings.min_rows {
+        tracing::debug!(
+            rows = rows.len(),
+            min_rows = settings.min_rows,
+            "drift check skipped: too few predictions in the window"
+        );
+        return Ok(None);
+    }
+    let live = live.load_full();
+    let options = settings.options;
+    tokio::task::spawn_blocking(move || build_check(&live, &rows, &options))
+        .await
+        .map_err(|_| CheckError::Panicked)
+}
+
+/// The statistics of one check (blocking: parse, sort, sum).
+pub fn build_check(live: &LiveModel, rows: &[LoggedRow], options: &DriftOptions) -> Option<Check> {
+    let model = &live.model;
+    let Some(reference) = model.meta.reference.as_ref() else {
+        tracing::info!(version = %live.version, "drift check skipped: the live model has no reference sample");
+        return None;
+    };
+    let features: Vec<Map<String, Value>> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.features).unwrap_or_default())
+        .collect();
+    let outputs: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(&r.output).unwrap_or(Value::Null))
+        .collect();
+    let names: Vec<String> = model
+        .schema
+        .features
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    let ref_values = window::reference_values(&model.schema, reference);
+    let cur_values = window::logged_values(&model.schema, &features);
+    let report = match drift::compare(&names, &ref_values, &cur_values, options) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(version = %live.version, error = %e, "drift check skipped");
+            return None;
+        }
+    };
+    let prediction = output_drift(live, reference, &outputs, options);
+    let time = crate::time::now_millis();
+    let anomaly = model
+        .meta
+        .anomaly
+        .as_ref()
+        .and_then(|s| anomaly_rate(&s.gaussian, rows));
+    Some(Check {
+        window: Window {
+            model_version: live.version.to_string(),
+            rows: rows.len(),
+            reference_rows: reference.rows.len(),
+            time,
+        },
+        report,
+        prediction,
+        anomaly,
+    })
+}
+
+/// The model's outputs on the window against its outputs on the reference, with
+/// the same tests and floors (one test: no correction).
+fn output_drift(
+    live: &LiveModel,
+    reference: &crate::model::Reference,
+    outputs: &[Value],
+    options: &DriftOptions,
+) -> Option<drift::FeatureDrift> {
+    let task = live.model.meta.task;
+    let r: Values = window::reference_outputs(&live.model, reference);
+    let c: Values = window::logged_outputs(task, outputs);
+    let single = DriftOptions {
+        correction: Correction::None,
+        ..*options
+    };
+    drift::compare(&["prediction".to_string()], &[r], &[c], &single)
+        .ok()
+        .and_then(|mut rep| rep.features.pop())
+}
+
+/// The share of scored rows above the scorer's threshold, tested against the
+/// rate expected under the training distribution.
+fn anomaly_rate(g: &anomaly::Gaussian, rows: &[LoggedRow]) -> Option<AnomalyRate> {
+    let scores: Vec<f64> = rows.iter().filter_map(|r| r.anomaly_score).collect();
+    if scores.is_empty() {
+        return None;
+    }
+    let anomalies = scores.iter().filter(|s| g.is_anomaly(**s)).count() as u64;
+    let scored = scores.len() as u64;
+    let expected_rate = g.expected_rate();
+    Some(AnomalyRate {
+        anomalies,
+        scored,
+        rate: anomalies as f64 / scored as f64,
+        expected_rate,
+        p_value: anomaly::rate_test(anomalies, scored, expected_rate),
+        threshold: g.threshold(),
+    })
+}
+
+async fn store_check(pool: &SqlitePool, check: &Check) -> Result<(), store::StoreError> {
+    store::drift::insert(
+        pool,
+        &store::drift::ReportRow {
+            time: check.window.time,
+            model_version: check.window.model_version.clone(),
+            window_rows: i64::try_from(check.window.rows).unwrap_or(i64::MAX),
+            drift: check.report.drift || check.prediction.as_ref().is_some_and(|p| p.drift),
+            dataset_drift: check.report.dataset_drift,
+            report: report_json(check).to_string(),
+        },
+    )
+    .await
+}
+
+/// The report as `GET /v1/drift` answers it: the shape of `steward drift --json`
+/// plus `window`, `time` (RFC 3339), `prediction` and `anomaly`.
+pub fn report_json(check: &Check) -> Value {
+    let mut v = serde_json::to_value(check).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "time".into(),
+            Value::String(crate::time::rfc3339(check.window.time)),
+        );
+    }
+    v
+}
+
+/// Reads labelled outcomes until `stop` and raises concept-drift events.
+pub async fn concept_task(
+    mut rx: mpsc::Receiver<Labelled>,
+    monitoring: Arc<Monitoring>,
+    stop: CancellationToken,
+) {
+    let mut watch = ConceptWatch::default();
+    loop {
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            () = stop.cancelled() => return,
+        };
+        let Some(item) = item else { return };
+        monitoring.labels.fetch_add(1, Ordering::Relaxed);
+        if let Some(event) =
+            watch.observe(&item.model_version, item.outcome, crate::time::now_millis())
+        {
+            monitoring.publish(event);
+        }
+    }
+}
