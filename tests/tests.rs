@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod daemon;
 mod drift;
+mod monitoring;
 mod reliability;
 mod startup;
 mod systemd;

@@ -5,7 +5,11 @@
 //! - [`Ddm`] (Gama et al., 2004): tracks the error rate `p` and its standard error
 //!   `s = √(p(1−p)/n)`; after a warm start it remembers the minimum of `p + s` and
 //!   warns at `p + s > p_min + 2·s_min`, detects at `p + s > p_min + 3·s_min`.
-//!   Defaults: warm start 30, thresholds 2 and 3.
+//!   Defaults: warm start 30, thresholds 2 and 3. `min_errors` (0 in River, and
+//!   by default here) also holds the minimum back until that many errors have
+//!   been seen: with none yet, `s = 0` and the first error is "drift". The
+//!   normal approximation behind the 3σ rule wants `n·p ≥ 5`, and the daemon's
+//!   concept watch asks for 5.
 //! - [`PageHinkley`] (Page, 1954): cumulative deviations from the running mean,
 //!   with a tolerance `delta` and a forgetting factor `alpha`; detects when the
 //!   deviation from the cumulative minimum (or maximum) passes `threshold`.
@@ -23,7 +27,10 @@ pub struct Ddm {
     pub warm_start: u64,
     pub warning_threshold: f64,
     pub drift_threshold: f64,
+    /// Errors to see before `p_min` is recorded (and so before any detection).
+    pub min_errors: u64,
     n: u64,
+    errors: u64,
     mean: f64,
     p_min: f64,
     s_min: f64,
@@ -44,7 +51,9 @@ impl Ddm {
             warm_start,
             warning_threshold,
             drift_threshold,
+            min_errors: 0,
             n: 0,
+            errors: 0,
             mean: 0.0,
             p_min: f64::INFINITY,
             s_min: f64::INFINITY,
@@ -55,11 +64,14 @@ impl Ddm {
     }
 
     fn reset(&mut self) {
-        *self = Ddm::new(
-            self.warm_start,
-            self.warning_threshold,
-            self.drift_threshold,
-        );
+        *self = Ddm {
+            min_errors: self.min_errors,
+            ..Ddm::new(
+                self.warm_start,
+                self.warning_threshold,
+                self.drift_threshold,
+            )
+        };
     }
 
     /// Adds one outcome (`true` = the model was wrong).
@@ -68,10 +80,11 @@ impl Ddm {
             self.reset();
         }
         self.n += 1;
+        self.errors += u64::from(error);
         self.mean += (f64::from(u8::from(error)) - self.mean) / self.n as f64;
         let p = self.mean;
         let s = (p * (1.0 - p) / self.n as f64).sqrt();
-        if self.n > self.warm_start {
+        if self.n > self.warm_start && self.errors >= self.min_errors {
             if p + s <= self.ps_min {
                 self.p_min = p;
                 self.s_min = s;
@@ -87,6 +100,12 @@ impl Ddm {
 
     pub fn drift_detected(&self) -> bool {
         self.drift
+    }
+
+    /// The same detector waiting for `n` errors before it records a minimum.
+    pub fn with_min_errors(mut self, n: u64) -> Ddm {
+        self.min_errors = n;
+        self
     }
 
     pub fn warning_detected(&self) -> bool {
@@ -273,6 +292,21 @@ mod tests {
             };
             assert_eq!(detections(&mut ph, stream()), want, "threshold {threshold}");
         }
+    }
+
+    #[test]
+    fn min_errors_keeps_a_near_perfect_start_from_alarming_on_its_first_error() {
+        // 200 right answers, then one error in 50: River's DDM (min_errors 0)
+        // calls the first error drift; with 5 it waits for a real estimate.
+        let errors: Vec<bool> = (0..2000).map(|i| i >= 200 && i % 50 == 0).collect();
+        let first = |mut d: Ddm| {
+            errors.iter().position(|e| {
+                d.update(*e);
+                d.drift_detected()
+            })
+        };
+        assert_eq!(first(Ddm::default()), Some(200));
+        assert_eq!(first(Ddm::default().with_min_errors(5)), None);
     }
 
     #[test]

@@ -193,10 +193,15 @@ pub struct ConceptWatch {
 }
 
 impl Default for ConceptWatch {
-    /// DDM as River's defaults (warm-up 30, warning 2σ, drift 3σ) and Page-Hinkley
-    /// as River's (30, δ 0.005, λ 50, α 0.9999) but upward only.
+    /// DDM as River's defaults (warm-up 30, warning 2σ, drift 3σ) but waiting
+    /// for 5 errors before it records a minimum, and Page-Hinkley as River's (30,
+    /// δ 0.005, λ 50, α 0.9999) but upward only: a model getting better is not
+    /// an alarm.
     fn default() -> Self {
-        ConceptWatch::new(Ddm::default(), PageHinkley::default().with_mode(Mode::Up))
+        ConceptWatch::new(
+            Ddm::default().with_min_errors(5),
+            PageHinkley::default().with_mode(Mode::Up),
+        )
     }
 }
 
