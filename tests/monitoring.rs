@@ -66,17 +66,22 @@ async fn predict_all(d: &Daemon, c: &reqwest::Client, rows: &[Value]) -> Vec<Val
     answers
 }
 
-/// A metric's value on /metrics (0 when absent).
-async fn metric(d: &Daemon, c: &reqwest::Client, series: &str) -> f64 {
-    let text = c
-        .get(format!("{}/metrics", d.url))
+/// The /metrics page.
+async fn metrics_text(d: &Daemon, c: &reqwest::Client) -> String {
+    c.get(format!("{}/metrics", d.url))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A metric's value on /metrics (0 when absent).
+async fn metric(d: &Daemon, c: &reqwest::Client, series: &str) -> f64 {
+    metrics_text(d, c)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
@@ -355,14 +360,7 @@ async fn a_feature_missing_from_every_row_is_reported_untested_never_nan() {
     let flipper = feature("flipper_length_mm");
     assert_eq!(flipper["test"], "ks");
     assert_eq!(flipper["drift"], true, "{flipper}");
-    let text = c
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&d, &c).await;
     assert!(!text.contains("NaN"), "{text}");
     // No p-value to export: the series is left out, the drifted flag is 0.
     assert!(!text.contains("steward_drift_p_value{feature=\"bill_length_mm\""));
