@@ -12,6 +12,7 @@ mod api;
 mod cli;
 mod config;
 mod daemon;
+mod detection;
 mod drift;
 mod monitoring;
 mod reliability;

@@ -122,7 +122,7 @@ pub struct Reference {
 
 impl Reference {
     /// The cap on the sample's size.
-    pub const MAX_ROWS: usize = 1000;
+    pub const MAX_ROWS: usize = 5000;
 }
 
 /// A model ready to serve.

@@ -11,6 +11,9 @@
 //!   training distribution, its chi-square threshold and the anomaly-rate test.
 //! - `scorer`: a model's anomaly scorer (the numeric slots of the encoded input
 //!   and the Gaussian over them), stored in the artifact.
+//! - `eval`: streams with known changes (feature shifts, a new category, SEA
+//!   concept drift) and the replay of the detectors over them, for the detection
+//!   tests and `examples/detection_eval.rs`.
 //! - `window`: the reference sample and the logged window as feature values.
 //! - `watch`: the state machines that turn checks and the error stream into
 //!   `events` (drift detected / resolved, anomaly rate high / normal, concept
@@ -19,6 +22,7 @@
 pub mod anomaly;
 pub mod detect;
 pub mod drift;
+pub mod eval;
 pub mod events;
 pub mod scorer;
 pub mod stats;

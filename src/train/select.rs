@@ -641,20 +641,23 @@ mod tests {
     #[test]
     fn the_reference_sample_is_capped_seeded_and_in_file_order() {
         let mut csv = String::from("x,label\n");
-        for i in 0..2500 {
+        for i in 0..12_000 {
             csv.push_str(&format!("{i},{}\n", i % 2));
         }
         let t = Table::parse("r.csv", csv.as_bytes()).unwrap();
         let data = prepare(&t, "label", None).unwrap();
         let a = reference_sample(&t, &data, 1);
         assert_eq!(a.rows.len(), Reference::MAX_ROWS);
-        assert_eq!(a.population, 2500);
+        assert_eq!(a.population, 12_000);
         let values: Vec<u32> = a.rows.iter().map(|r| r[0].parse().unwrap()).collect();
         assert!(
             values.windows(2).all(|w| w[0] < w[1]),
             "file order, no repeats"
         );
-        assert!(*values.last().unwrap() > 2000, "late rows get their chance");
+        assert!(
+            *values.last().unwrap() > 10_000,
+            "late rows get their chance"
+        );
         assert_eq!(a, reference_sample(&t, &data, 1));
         assert_ne!(a, reference_sample(&t, &data, 2));
     }
