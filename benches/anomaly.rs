@@ -1,6 +1,7 @@
 //! Anomaly-score bench: the squared Mahalanobis distance of one encoded input with
 //! 30 features (f32, as the serving encoder produces it) from a Gaussian fitted on
-//! 5,000 correlated rows.
+//! 5,000 correlated rows; and a model's scorer on a 36-slot encoded row (30
+//! numeric features and a one-hot categorical one), as the serving path calls it.
 //!
 //! `cargo bench --bench anomaly` takes a few seconds.
 
@@ -15,7 +16,9 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use steward::model::schema::{Feature, FeatureKind, Schema};
 use steward::monitor::anomaly::{Gaussian, DEFAULT_LEVEL};
+use steward::monitor::scorer::Scorer;
 
 const SEED: u64 = 42;
 const FEATURES: usize = 30;
@@ -39,6 +42,41 @@ fn bench_score(c: &mut Criterion) {
     let mut group = c.benchmark_group("anomaly");
     group.bench_function("score_30", |b| {
         b.iter(|| black_box(model.score(black_box(&x))))
+    });
+    // What the serving path runs: a model's scorer on an encoded row of 30
+    // numeric features and one categorical feature (5 categories: 6 one-hot
+    // slots), picking the numeric slots out first.
+    let mut features: Vec<Feature> = (0..FEATURES)
+        .map(|i| Feature {
+            name: format!("x{i}"),
+            kind: FeatureKind::Numeric {
+                mean: 0.0,
+                std: 1.0,
+            },
+        })
+        .collect();
+    features.push(Feature {
+        name: "c".into(),
+        kind: FeatureKind::Categorical {
+            categories: (0..5).map(|i| i.to_string()).collect(),
+            mode: "0".into(),
+        },
+    });
+    let schema = Schema { features };
+    let mut encoded = Array2::<f32>::zeros((5000, FEATURES + 6));
+    encoded
+        .slice_mut(ndarray::s![.., ..FEATURES])
+        .assign(&train);
+    for (r, mut row) in encoded.rows_mut().into_iter().enumerate() {
+        row[FEATURES + r % 6] = 1.0;
+    }
+    let scorer = Scorer::fit(&schema, encoded.view(), DEFAULT_LEVEL)
+        .unwrap()
+        .unwrap();
+    let mut row = x.clone();
+    row.extend([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    group.bench_function("scorer_30_numeric_of_36_slots", |b| {
+        b.iter(|| black_box(scorer.score(black_box(&row))))
     });
     group.finish();
 }
