@@ -337,3 +337,62 @@ pub async fn concept_task(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::events::ConceptEvent;
+
+    fn concept(version: &str) -> Event {
+        Event::ConceptDrift(ConceptEvent {
+            detector: "ddm",
+            labels: 120,
+            error: 0.3,
+            model_version: version.into(),
+            time: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn published_events_reach_every_subscriber_and_are_counted() {
+        let (m, _outcomes) = Monitoring::new();
+        let mut alerting = m.events.subscribe();
+        let mut retraining = m.events.subscribe();
+        m.publish(concept("7"));
+        assert_eq!(alerting.recv().await.unwrap(), concept("7"));
+        assert_eq!(retraining.recv().await.unwrap(), concept("7"));
+        assert_eq!(m.raised.lock().unwrap().get("concept_drift"), Some(&1));
+        // With no subscriber at all publishing still logs and counts.
+        drop((alerting, retraining));
+        m.publish(concept("8"));
+        assert_eq!(m.raised.lock().unwrap().get("concept_drift"), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn the_concept_task_turns_outcomes_into_one_event_per_change() {
+        let (m, outcomes) = Monitoring::new();
+        let mut events = m.events.subscribe();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(concept_task(outcomes, m.clone(), stop.clone()));
+        for i in 0..400u32 {
+            // Right for 200 labels (one error in 50), then wrong every time.
+            let wrong = i >= 200 || i % 50 == 49;
+            m.labelled(Labelled {
+                model_version: "3".into(),
+                outcome: Outcome::Class { wrong },
+            });
+        }
+        let Event::ConceptDrift(e) = events.recv().await.unwrap() else {
+            panic!("not a concept event")
+        };
+        assert_eq!(e.model_version, "3");
+        // Let the task read the rest of the queue (one thread: it runs when we
+        // yield).
+        while m.labels.load(Ordering::Relaxed) < 400 {
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(m.raised.lock().unwrap().get("concept_drift"), Some(&1));
+    }
+}
