@@ -99,6 +99,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one test mail through the configured alert transport and report
+    /// success or the error in one line.
+    NotifyTest {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
     Inspect {
         #[arg(long)]
@@ -167,6 +173,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("config ok: {}", c.source);
             Ok(())
         }
+        Command::NotifyTest { config } => notify_test(config),
         Command::Train {
             data,
             label,
@@ -379,6 +386,66 @@ fn human_train_report(r: &select::TrainReport, took: std::time::Duration) -> Str
     lines.join("\n")
 }
 
+fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
+    use crate::alert::mail::{MailError, Mailer};
+    let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
+    let mailer = Mailer::from_config(&c).map_err(|e| match e {
+        MailError::Config(_) | MailError::CaFile { .. } => Failure::Input(e.into()),
+        _ => Failure::Other(e.into()),
+    })?;
+    let now = crate::time::now_millis();
+    let subject = format!("[steward] test mail from {}", c.base_url());
+    let text = format!(
+        "{subject}\n\nsteward sent this with `steward notify-test` at {}. Alert mail reaches you \
+         through {}.\n",
+        crate::time::rfc3339(now),
+        mailer.describe
+    );
+    let mail = crate::store::alerts::Mail {
+        id: 0,
+        created: now,
+        group_key: "test".into(),
+        kind: "test".into(),
+        subject,
+        body_html: format!(
+            "<html><body><p>{}</p></body></html>\n",
+            crate::alert::compose::esc(&text)
+        ),
+        body_text: text,
+        message_id: format!("{}@{}", uuid::Uuid::now_v7(), mailer.domain()),
+        thread: "[]".into(),
+        recipients: serde_json::to_string(&c.raw.alerts.to).unwrap_or_default(),
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt: now,
+        last_error: None,
+        sent_at: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(e.into()))?;
+    match runtime.block_on(mailer.send(&mail)) {
+        Ok(()) => {
+            println!(
+                "sent a test mail to {} via {}",
+                if c.raw.alerts.to.is_empty() {
+                    "(no recipients)".to_string()
+                } else {
+                    c.raw.alerts.to.join(", ")
+                },
+                mailer.describe
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::Other(anyhow::anyhow!(
+            "notify-test: not sent via {}: {}",
+            mailer.describe,
+            e.message
+        ))),
+    }
+}
+
 fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
     let levels = crate::logging::init(c.log_format, &c.raw.log.level);
@@ -389,9 +456,12 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     runtime
         .block_on(daemon::run(c, config, levels))
         .map_err(|e| match e {
-            DaemonError::Config(_) | DaemonError::Live(crate::live::LiveError::Artifact(_)) => {
-                Failure::Input(e.into())
-            }
+            DaemonError::Config(_)
+            | DaemonError::Live(crate::live::LiveError::Artifact(_))
+            | DaemonError::Mail(
+                crate::alert::mail::MailError::Config(_)
+                | crate::alert::mail::MailError::CaFile { .. },
+            ) => Failure::Input(e.into()),
             _ => Failure::Other(e.into()),
         })
 }

@@ -148,6 +148,14 @@ section!(
         group_wait_secs: u64 = 30,
         group_interval_secs: u64 = 300,
         repeat_interval_secs: u64 = 14_400,
+        send_resolved: bool = true,
+        max_per_hour: u32 = 20,
+        connect_timeout_secs: u64 = 10,
+        send_timeout_secs: u64 = 30,
+        retry_initial_ms: u64 = 5_000,
+        retry_max_secs: u64 = 600,
+        ca_file: String = String::new(),
+        base_url: String = String::new(),
     }
 );
 
@@ -293,6 +301,30 @@ impl Config {
         std::env::var(&self.raw.server.token_env)
             .ok()
             .filter(|t| !t.is_empty())
+    }
+
+    /// The SMTP password: the file `alerts.password_file` names (trailing newline
+    /// removed), else the variable `alerts.password_env` names; `None` when
+    /// neither is set. An unreadable file is an error naming it.
+    pub fn smtp_password(&self) -> Result<Option<String>, ConfigError> {
+        let a = &self.raw.alerts;
+        if !a.password_file.is_empty() {
+            let text = read(Path::new(&a.password_file))?;
+            return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        Ok(std::env::var(&a.password_env)
+            .ok()
+            .filter(|p| !p.is_empty()))
+    }
+
+    /// Where mails point people: `alerts.base_url`, or the listen address.
+    pub fn base_url(&self) -> String {
+        let url = &self.raw.alerts.base_url;
+        if url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            url.trim_end_matches('/').to_string()
+        }
     }
 }
 
@@ -498,8 +530,52 @@ impl RawConfig {
                 ))
             }
         }
+        if self.alerts.transport == "smtp" && self.alerts.to.is_empty() {
+            return Err(bad(
+                "alerts.to",
+                "is empty: the smtp transport needs at least one recipient".into(),
+            ));
+        }
+        if self
+            .alerts
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
+            return Err(bad(
+                "alerts.from",
+                format!("`{}` is not an email address", self.alerts.from),
+            ));
+        }
+        positive(
+            &bad,
+            "alerts.group_interval_secs",
+            self.alerts.group_interval_secs,
+        )?;
+        positive(
+            &bad,
+            "alerts.repeat_interval_secs",
+            self.alerts.repeat_interval_secs,
+        )?;
+        positive(&bad, "alerts.max_per_hour", self.alerts.max_per_hour.into())?;
+        positive(
+            &bad,
+            "alerts.connect_timeout_secs",
+            self.alerts.connect_timeout_secs,
+        )?;
+        positive(
+            &bad,
+            "alerts.send_timeout_secs",
+            self.alerts.send_timeout_secs,
+        )?;
+        positive(
+            &bad,
+            "alerts.retry_initial_ms",
+            self.alerts.retry_initial_ms,
+        )?;
+        positive(&bad, "alerts.retry_max_secs", self.alerts.retry_max_secs)?;
         for (i, addr) in self.alerts.to.iter().enumerate() {
-            if !looks_like_address(addr) {
+            if !looks_like_address(addr) || addr.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(bad(
                     &format!("alerts.to[{i}]"),
                     format!("`{addr}` is not an email address"),

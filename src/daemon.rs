@@ -1,8 +1,8 @@
 //! The composition root: start-up order, signals, systemd notification, shutdown.
 //!
 //! Start-up: open the database (migrations), make a model live, start the log
-//! writer, the drift job and the concept-drift task, bind the listener, then tell
-//! systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
+//! writer, the drift job, the concept-drift task and the two alerting tasks (rules
+//! into the outbox, the mailer), bind the listener, then tell systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
 //! stop accepting, let in-flight requests finish, flush the log queue, exit, all
 //! within `server.shutdown_timeout_secs`. SIGHUP re-reads the config file and applies
 //! the keys that can change at run time (`server.max_batch`, `log.level`,
@@ -18,6 +18,8 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alert::mail::Mailer;
+use crate::alert::service::{self, AlertSettings, Clock};
 use crate::config::{Config, ConfigError};
 use crate::live::{self, LiveError};
 use crate::logging::LevelHandle;
@@ -43,6 +45,8 @@ pub enum DaemonError {
     Serve(std::io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Mail(#[from] crate::alert::mail::MailError),
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -51,6 +55,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     levels: LevelHandle,
 ) -> Result<(), DaemonError> {
+    let mailer = Mailer::from_config(&config)?;
     let pool = store::open(&config.database_path).await?;
     let first = live::start(&pool, &config).await?;
     let version = first.version.clone();
@@ -112,6 +117,27 @@ pub async fn run(
         slot.clone(),
         monitoring.clone(),
         monitoring::JobSettings::from_config(&config.raw.drift),
+        stop.clone(),
+    ));
+    let alerting = AlertSettings::from_config(&config);
+    let wake_mailer = Arc::new(tokio::sync::Notify::new());
+    let clock = Clock::start();
+    tracker.spawn(service::rules_task(
+        pool.clone(),
+        monitoring.events.subscribe(),
+        alerting.clone(),
+        mailer.domain(),
+        wake_mailer.clone(),
+        clock,
+        stop.clone(),
+    ));
+    tracing::info!(via = %mailer.describe, recipients = ?config.raw.alerts.to, "alert mail");
+    tracker.spawn(service::mailer_task(
+        pool.clone(),
+        mailer,
+        alerting,
+        wake_mailer,
+        clock,
         stop.clone(),
     ));
     tracker.spawn(monitoring::concept_task(

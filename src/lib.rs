@@ -4,6 +4,7 @@
 //! model, config}`. `model`, `train` and `data` are synchronous code over ndarray
 //! with no async runtime, so they are easy to test and to benchmark.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod daemon;

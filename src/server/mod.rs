@@ -5,6 +5,7 @@
 //! without a socket; the daemon binds it to a listener. Handlers turn bodies into
 //! typed values through `body::JsonBody` and answer failures with `error::ApiError`.
 
+mod alerts;
 pub mod body;
 mod drift;
 pub mod error;
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use sqlx::SqlitePool;
 use tower::ServiceBuilder;
@@ -62,12 +63,18 @@ pub struct Limits {
 pub fn router(state: AppState, limits: Limits) -> Router {
     let write = Router::new()
         .route("/v1/feedback", post(feedback::feedback))
+        .route(
+            "/v1/silences",
+            post(alerts::create_silence).get(alerts::silences),
+        )
+        .route("/v1/silences/{id}", delete(alerts::delete_silence))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/predict", post(predict::predict))
         .route("/v1/model", get(status::model))
         .route("/v1/models", get(status::models))
         .route("/v1/drift", get(drift::drift))
+        .route("/v1/alerts", get(alerts::alerts))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))

@@ -4,6 +4,7 @@
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`.
 
+pub mod alerts;
 pub mod drift;
 pub mod feedback;
 pub mod registry;

@@ -1,0 +1,432 @@
+//! Alert state and notification decisions with Prometheus Alertmanager's
+//! semantics, as plain data and functions of the current time (milliseconds), so
+//! that every rule can be tested without a clock.
+//!
+//! - An **alert** is identified by its rule and labels (its fingerprint), e.g.
+//!   `feature_drift{feature="alcohol"}`. Monitoring events open and close alerts.
+//! - Alerts are **grouped by rule**: several drifting features make one mail.
+//! - A new group is first notified `group_wait` after its first alert (to collect
+//!   the others of the same check); after that the group is looked at every
+//!   `group_interval`, and notified only if what it would say differs from what it
+//!   last said (an alert started firing, or resolved), or if it is still firing
+//!   and `repeat_interval` has passed since its last mail. An alert that fires,
+//!   resolves and fires again between two looks therefore sends nothing new.
+//! - **Resolved** alerts are announced once (when `send_resolved`) and dropped; a
+//!   group with no alert left ends, and the next alert starts a new group (and a
+//!   new mail thread).
+//! - **Silenced** alerts (a silence whose matchers all match the alert's rule and
+//!   labels, and whose end is in the future) are left out of notifications.
+//! - **One-shot** rules (concept drift: a detection, not a condition) fire once and
+//!   are dropped after their notification, without a resolved mail.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::monitor::events::{Event, Subject};
+
+/// One alert: a rule, labels, and the numbers a person needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub rule: String,
+    pub labels: BTreeMap<String, String>,
+    /// The event's details as the monitoring events carry them.
+    pub details: serde_json::Value,
+    pub starts_at: i64,
+    /// Set when the alert resolved.
+    pub ends_at: Option<i64>,
+    /// The model version the alert is about.
+    pub model_version: String,
+}
+
+impl Alert {
+    /// `rule{k="v",...}`: the alert's identity.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.rule, &self.labels)
+    }
+
+    pub fn is_firing(&self) -> bool {
+        self.ends_at.is_none()
+    }
+}
+
+pub fn fingerprint(rule: &str, labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{rule}{{{}}}", inner.join(","))
+}
+
+/// Rules whose alerts are single detections.
+pub fn one_shot(rule: &str) -> bool {
+    rule == "concept_drift"
+}
+
+/// What an event does to the alerts: opens (`Some(alert)` firing) or closes
+/// (`ends_at` set) one.
+pub fn from_event(event: &Event, now: i64) -> Alert {
+    let details = serde_json::to_value(event).unwrap_or_default();
+    let mut labels = BTreeMap::new();
+    let (rule, firing, version) = match event {
+        Event::DriftDetected(f) | Event::DriftResolved(f) => {
+            labels.insert("feature".to_string(), f.feature.name.clone());
+            let rule = match f.subject {
+                Subject::Input => "feature_drift",
+                Subject::Output => "prediction_drift",
+            };
+            (
+                rule,
+                matches!(event, Event::DriftDetected(_)),
+                f.window.model_version.clone(),
+            )
+        }
+        Event::DatasetDriftDetected(d) | Event::DatasetDriftResolved(d) => (
+            "dataset_drift",
+            matches!(event, Event::DatasetDriftDetected(_)),
+            d.window.model_version.clone(),
+        ),
+        Event::AnomalyRateHigh { window, .. } | Event::AnomalyRateNormal { window, .. } => (
+            "anomaly_rate",
+            matches!(event, Event::AnomalyRateHigh { .. }),
+            window.model_version.clone(),
+        ),
+        Event::ConceptDrift(c) => {
+            labels.insert("detector".to_string(), c.detector.to_string());
+            ("concept_drift", true, c.model_version.clone())
+        }
+    };
+    Alert {
+        rule: rule.to_string(),
+        labels,
+        details,
+        starts_at: now,
+        ends_at: (!firing).then_some(now),
+        model_version: version,
+    }
+}
+
+/// A matcher of a silence: label `name` (or `rule`) equal to `value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Matcher {
+    pub name: String,
+    pub value: String,
+}
+
+/// A silence: alerts matching every matcher are not notified until `ends_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub created_by: String,
+    pub comment: String,
+}
+
+impl Silence {
+    pub fn active(&self, now: i64) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+
+    pub fn matches(&self, alert: &Alert) -> bool {
+        self.matchers.iter().all(|m| {
+            if m.name == "rule" {
+                alert.rule == m.value
+            } else {
+                alert.labels.get(&m.name) == Some(&m.value)
+            }
+        })
+    }
+}
+
+/// Timing settings, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub group_wait: i64,
+    pub group_interval: i64,
+    pub repeat_interval: i64,
+    pub send_resolved: bool,
+}
+
+/// What a group last said, and when it is looked at next.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Fingerprints notified as firing in the last notification.
+    pub notified: BTreeSet<String>,
+    /// When the last notification was made (0: never).
+    pub last_sent: i64,
+    /// When the group is looked at next.
+    pub next_look: i64,
+    /// Message-IDs of this group's mails so far (the thread).
+    pub thread: Vec<String>,
+}
+
+/// A notification the rules decided on: a group's alerts at this moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub group: String,
+    /// Alerts firing (not silenced).
+    pub firing: Vec<Alert>,
+    /// Alerts resolved since the last notification.
+    pub resolved: Vec<Alert>,
+    /// Earlier Message-IDs of the group's thread (oldest first).
+    pub thread: Vec<String>,
+}
+
+/// All alerts and groups.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rules {
+    /// Alerts by fingerprint.
+    pub alerts: BTreeMap<String, Alert>,
+    /// Groups by key (the rule).
+    pub groups: BTreeMap<String, GroupState>,
+}
+
+impl Rules {
+    /// Applies an event's alert.
+    pub fn ingest(&mut self, alert: Alert, timing: &Timing, now: i64) {
+        let group = alert.rule.clone();
+        let fp = alert.fingerprint();
+        match (self.alerts.get_mut(&fp), alert.ends_at) {
+            // Still firing, or firing again: keep the start, take the numbers.
+            (Some(existing), None) => {
+                if existing.ends_at.is_some() {
+                    existing.ends_at = None;
+                }
+                existing.details = alert.details;
+                existing.model_version = alert.model_version;
+            }
+            (Some(existing), Some(end)) => {
+                if existing.ends_at.is_none() {
+                    existing.ends_at = Some(end);
+                    existing.details = alert.details;
+                }
+            }
+            (None, None) => {
+                self.alerts.insert(fp, alert);
+            }
+            // A resolution of an alert we do not know (e.g. fired before a
+            // database was reset): nothing to say.
+            (None, Some(_)) => return,
+        }
+        let state = self.groups.entry(group).or_default();
+        if state.next_look == 0 {
+            state.next_look = now + timing.group_wait;
+        }
+    }
+
+    /// When the next group is due, if any.
+    pub fn next_due(&self) -> Option<i64> {
+        self.groups.values().map(|g| g.next_look).min()
+    }
+
+    /// The notifications due at `now`; updates the groups as if they were sent
+    /// (the caller stores them in the outbox in the same step).
+    pub fn flush(&mut self, timing: &Timing, silences: &[Silence], now: i64) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let due: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.next_look <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let members: Vec<&Alert> = self.alerts.values().filter(|a| a.rule == key).collect();
+            let silenced = |a: &Alert| silences.iter().any(|s| s.active(now) && s.matches(a));
+            let firing: Vec<Alert> = members
+                .iter()
+                .filter(|a| a.is_firing() && !silenced(a))
+                .map(|a| (*a).clone())
+                .collect();
+            let Some(state) = self.groups.get_mut(&key) else {
+                continue;
+            };
+            let resolved: Vec<Alert> = members
+                .iter()
+                .filter(|a| !a.is_firing() && state.notified.contains(&a.fingerprint()))
+                .map(|a| (*a).clone())
+                .collect();
+            let now_firing: BTreeSet<String> = firing.iter().map(Alert::fingerprint).collect();
+            let changed = now_firing != state.notified
+                && (!now_firing.is_subset(&state.notified) || timing.send_resolved);
+            let repeat = !now_firing.is_empty()
+                && state.last_sent > 0
+                && now - state.last_sent >= timing.repeat_interval;
+            let say = changed || repeat;
+            if say {
+                out.push(Notification {
+                    group: key.clone(),
+                    firing: firing.clone(),
+                    resolved: if timing.send_resolved {
+                        resolved.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    thread: state.thread.clone(),
+                });
+                state.last_sent = now;
+            }
+            // What the group has said is what is firing now (also when nothing
+            // was sent because only resolutions happened and they are not sent).
+            state.notified = now_firing;
+            state.next_look = now + timing.group_interval;
+            // Resolved alerts are done once looked at; one-shot alerts once said.
+            let notified_one_shot = say && one_shot(&key);
+            self.alerts.retain(|_, a| {
+                a.rule != key || (a.is_firing() && !(notified_one_shot && one_shot(&a.rule)))
+            });
+            if notified_one_shot {
+                state.notified.clear();
+            }
+            if !self.alerts.values().any(|a| a.rule == key) {
+                self.groups.remove(&key);
+            }
+        }
+        out
+    }
+
+    /// Records the Message-ID sent for a group (for threading).
+    pub fn sent(&mut self, group: &str, message_id: &str) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.thread.push(message_id.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    fn timing() -> Timing {
+        Timing {
+            group_wait: 30 * S,
+            group_interval: 300 * S,
+            repeat_interval: 4 * 3600 * S,
+            send_resolved: true,
+        }
+    }
+
+    fn alert(feature: &str, firing: bool, now: i64) -> Alert {
+        Alert {
+            rule: "feature_drift".into(),
+            labels: BTreeMap::from([("feature".to_string(), feature.to_string())]),
+            details: serde_json::json!({}),
+            starts_at: now,
+            ends_at: (!firing).then_some(now),
+            model_version: "7".into(),
+        }
+    }
+
+    fn names(n: &Notification) -> (Vec<String>, Vec<String>) {
+        let f = |v: &[Alert]| v.iter().map(|a| a.labels["feature"].clone()).collect();
+        (f(&n.firing), f(&n.resolved))
+    }
+
+    #[test]
+    fn alerts_of_one_check_make_one_notification_after_group_wait() {
+        let (t, mut r) = (timing(), Rules::default());
+        for f in ["a", "b", "c"] {
+            r.ingest(alert(f, true, 0), &t, 0);
+        }
+        assert!(r.flush(&t, &[], 29 * S).is_empty());
+        let n = r.flush(&t, &[], 30 * S);
+        assert_eq!(n.len(), 1);
+        assert_eq!(names(&n[0]).0, vec!["a", "b", "c"]);
+        // Nothing new: nothing at the next look.
+        assert!(r.flush(&t, &[], 330 * S).is_empty());
+    }
+
+    #[test]
+    fn a_flapping_alert_sends_nothing_new_within_the_group_interval() {
+        let (t, mut r) = (timing(), Rules::default());
+        r.ingest(alert("a", true, 0), &t, 0);
+        assert_eq!(r.flush(&t, &[], 30 * S).len(), 1);
+        // Resolve, fire, resolve, fire between two looks.
+        for (i, firing) in [false, true, false, true].into_iter().enumerate() {
+            let now = (40 + i as i64 * 10) * S;
+            r.ingest(alert("a", firing, now), &t, now);
+        }
+        assert!(r.flush(&t, &[], 330 * S).is_empty());
+        // It finally resolves: one resolved notification at the next look.
+        r.ingest(alert("a", false, 400 * S), &t, 400 * S);
+        let n = r.flush(&t, &[], 630 * S);
+        assert_eq!(n.len(), 1);
+        assert_eq!(names(&n[0]), (vec![], vec!["a".to_string()]));
+        // The group has ended; a new alert starts over with group_wait.
+        assert!(r.groups.is_empty());
+        r.ingest(alert("b", true, 700 * S), &t, 700 * S);
+        assert_eq!(r.next_due(), Some(730 * S));
+    }
+
+    #[test]
+    fn a_firing_group_repeats_after_repeat_interval() {
+        let (t, mut r) = (timing(), Rules::default());
+        r.ingest(alert("a", true, 0), &t, 0);
+        assert_eq!(r.flush(&t, &[], 30 * S).len(), 1);
+        let mut sent = Vec::new();
+        let mut now = 30 * S;
+        while now < 30 * S + 9 * 3600 * S {
+            now += t.group_interval;
+            if !r.flush(&t, &[], now).is_empty() {
+                sent.push(now);
+            }
+        }
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0] - 30 * S >= t.repeat_interval);
+    }
+
+    #[test]
+    fn a_new_alert_joins_the_group_at_the_next_interval() {
+        let (t, mut r) = (timing(), Rules::default());
+        r.ingest(alert("a", true, 0), &t, 0);
+        r.flush(&t, &[], 30 * S);
+        r.ingest(alert("b", true, 100 * S), &t, 100 * S);
+        assert!(r.flush(&t, &[], 200 * S).is_empty());
+        let n = r.flush(&t, &[], 330 * S);
+        assert_eq!(names(&n[0]).0, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn silenced_alerts_are_left_out_and_resolutions_need_send_resolved() {
+        let mut t = timing();
+        let mut r = Rules::default();
+        let silence = Silence {
+            id: "s".into(),
+            matchers: vec![Matcher {
+                name: "feature".into(),
+                value: "a".into(),
+            }],
+            starts_at: 0,
+            ends_at: 1000 * S,
+            created_by: "ops".into(),
+            comment: String::new(),
+        };
+        r.ingest(alert("a", true, 0), &t, 0);
+        assert!(r
+            .flush(&t, std::slice::from_ref(&silence), 30 * S)
+            .is_empty());
+        r.ingest(alert("b", true, 40 * S), &t, 40 * S);
+        let n = r.flush(&t, std::slice::from_ref(&silence), 330 * S);
+        assert_eq!(names(&n[0]).0, vec!["b"]);
+        // Without send_resolved a resolution alone says nothing.
+        t.send_resolved = false;
+        r.ingest(alert("b", false, 400 * S), &t, 400 * S);
+        assert!(r
+            .flush(&t, std::slice::from_ref(&silence), 630 * S)
+            .is_empty());
+        // The silence over, the still-firing `a` is notified.
+        let n = r.flush(&t, std::slice::from_ref(&silence), 1200 * S);
+        assert_eq!(names(&n[0]).0, vec!["a"]);
+    }
+
+    #[test]
+    fn one_shot_alerts_are_said_once() {
+        let (t, mut r) = (timing(), Rules::default());
+        let mut a = alert("x", true, 0);
+        a.rule = "concept_drift".into();
+        r.ingest(a, &t, 0);
+        assert_eq!(r.flush(&t, &[], 30 * S).len(), 1);
+        assert!(r.alerts.is_empty() && r.groups.is_empty());
+        assert!(r.flush(&t, &[], 5 * 3600 * S).is_empty());
+    }
+}

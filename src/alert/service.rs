@@ -1,0 +1,325 @@
+//! The two alerting tasks of the daemon.
+//!
+//! - [`rules_task`] reads monitoring events, keeps the [`Rules`] (saved to SQLite
+//!   after every change, so a restart neither repeats nor forgets a
+//!   notification), and at each group's due time writes the notifications into
+//!   the outbox, before anything tries to send them. Past `alerts.max_per_hour`
+//!   they are stored `held`.
+//! - [`mailer_task`] sends due outbox rows: sent, or failed for good on a 5xx
+//!   answer, or retried with exponential back-off and jitter. When held rows
+//!   exist and the hour allows, it writes one summary mail naming them. Delivery
+//!   is at least once: a crash between a server's "250 OK" and the row's update
+//!   sends that mail again after the restart.
+//!
+//! Both read time from a [`Clock`] driven by tokio's clock, so tests run them on
+//! paused time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::compose::{compose, Context};
+use super::mail::Mailer;
+use super::rules::{from_event, Rules, Silence, Timing};
+use crate::monitor::events::Event;
+use crate::store::alerts::{self as outbox, NewMail};
+use crate::store::StoreError;
+
+/// Wall-clock milliseconds that advance with tokio's clock (paused in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall0: i64,
+    t0: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall0: crate::time::now_millis(),
+            t0: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        self.wall0 + i64::try_from(self.t0.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// The tokio instant of wall time `at`.
+    fn instant(&self, at: i64) -> tokio::time::Instant {
+        let ahead = u64::try_from(at - self.now()).unwrap_or(0);
+        tokio::time::Instant::now() + Duration::from_millis(ahead)
+    }
+}
+
+/// What the alerting tasks need to know.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    pub timing: Timing,
+    pub context: Context,
+    pub recipients: Vec<String>,
+    pub max_per_hour: i64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl AlertSettings {
+    pub fn from_config(c: &crate::config::Config) -> AlertSettings {
+        let a = &c.raw.alerts;
+        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        AlertSettings {
+            timing: Timing {
+                group_wait: ms(a.group_wait_secs),
+                group_interval: ms(a.group_interval_secs),
+                repeat_interval: ms(a.repeat_interval_secs),
+                send_resolved: a.send_resolved,
+            },
+            context: Context {
+                base_url: c.base_url(),
+                interval_secs: c.raw.drift.interval_secs,
+                confirm_checks: c.raw.drift.confirm_checks,
+            },
+            recipients: a.to.clone(),
+            max_per_hour: i64::from(a.max_per_hour),
+            retry_initial_ms: a.retry_initial_ms,
+            retry_max_ms: a.retry_max_secs.saturating_mul(1000),
+        }
+    }
+}
+
+/// The delay before retry number `attempt` (1 = the first retry):
+/// `initial · 2^(attempt−1)`, at most `max`, times a jitter factor in [½, 1)
+/// drawn from `u` ∈ [0, 1) ("equal jitter": never less than half the step, so
+/// retries spread out without collapsing to zero).
+pub fn backoff(attempt: u32, initial_ms: u64, max_ms: u64, u: f64) -> u64 {
+    let step = initial_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(40))
+        .min(max_ms);
+    (step as f64 * (0.5 + 0.5 * u.clamp(0.0, 1.0))) as u64
+}
+
+/// Reads events into the rules and writes due notifications to the outbox.
+pub async fn rules_task(
+    pool: SqlitePool,
+    mut events: broadcast::Receiver<Event>,
+    settings: AlertSettings,
+    domain: String,
+    wake_mailer: Arc<Notify>,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    let mut rules = match outbox::load_rules(&pool).await {
+        Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the saved alert state is unreadable; starting afresh");
+            Rules::default()
+        }),
+        Ok(None) => Rules::default(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the saved alert state; starting afresh");
+            Rules::default()
+        }
+    };
+    loop {
+        let due = rules.next_due();
+        let sleep = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(clock.instant(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            received = events.recv() => match received {
+                Ok(event) => {
+                    rules.ingest(from_event(&event, clock.now()), &settings.timing, clock.now());
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(missed = n, "alerting fell behind the monitoring events; some were lost");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            () = sleep => {
+                if let Err(e) = flush(&pool, &mut rules, &settings, &domain, clock.now()).await {
+                    tracing::error!(error = %e, "cannot store alert notifications; will retry");
+                }
+                wake_mailer.notify_one();
+            }
+        }
+        if let Err(e) = save(&pool, &rules).await {
+            tracing::error!(error = %e, "cannot save the alert state");
+        }
+    }
+}
+
+async fn save(pool: &SqlitePool, rules: &Rules) -> Result<(), StoreError> {
+    outbox::save_rules(pool, &serde_json::to_string(rules).unwrap_or_default()).await
+}
+
+/// Writes the notifications due at `now` into the outbox.
+pub async fn flush(
+    pool: &SqlitePool,
+    rules: &mut Rules,
+    settings: &AlertSettings,
+    domain: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let silences: Vec<Silence> = outbox::silences(pool, now)
+        .await?
+        .into_iter()
+        .filter_map(|s| super::silence_from_row(&s))
+        .collect();
+    // Decide on a copy: if the outbox cannot take the rows, nothing is lost and
+    // the same notifications come due again.
+    let mut next = rules.clone();
+    let notifications = next.flush(&settings.timing, &silences, now);
+    for n in &notifications {
+        let m = compose(n, &settings.context);
+        let message_id = format!("{}@{domain}", uuid::Uuid::now_v7());
+        let counted = outbox::counted_since(pool, now - 3_600_000).await?;
+        let state = if counted >= settings.max_per_hour {
+            tracing::warn!(subject = %m.subject, max_per_hour = settings.max_per_hour, "alert mail held: the hourly cap is reached");
+            "held"
+        } else {
+            "pending"
+        };
+        let alerts: Vec<&super::rules::Alert> = n.firing.iter().chain(&n.resolved).collect();
+        let row = NewMail {
+            group_key: n.group.clone(),
+            kind: m.kind.to_string(),
+            subject: m.subject.clone(),
+            body_text: m.text,
+            body_html: m.html,
+            message_id: message_id.clone(),
+            thread: n.thread.clone(),
+            recipients: settings.recipients.clone(),
+            alerts: serde_json::to_value(&alerts).unwrap_or_default(),
+            state,
+        };
+        let id = outbox::insert(pool, &row, now).await?;
+        tracing::info!(id, subject = %m.subject, state, "alert notification stored");
+        next.sent(&n.group, &message_id);
+    }
+    *rules = next;
+    Ok(())
+}
+
+/// Sends due outbox rows until `stop`.
+pub async fn mailer_task(
+    pool: SqlitePool,
+    mailer: Mailer,
+    settings: AlertSettings,
+    wake: Arc<Notify>,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Err(e) = send_due(&pool, &mailer, &settings, clock.now()).await {
+            tracing::error!(error = %e, "alert outbox unreadable; will retry");
+        }
+        let next = outbox::next_attempt(&pool).await.ok().flatten();
+        // Look again at the next attempt, or within a minute (held rows, a row
+        // another process added).
+        let at = next.map_or(clock.now() + 60_000, |t| t.min(clock.now() + 60_000));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(clock.instant(at)) => {}
+        }
+    }
+}
+
+/// One pass: send what is due, then summarise held rows if the hour allows.
+pub async fn send_due(
+    pool: &SqlitePool,
+    mailer: &Mailer,
+    settings: &AlertSettings,
+    now: i64,
+) -> Result<(), StoreError> {
+    for mail in outbox::due(pool, now, 50).await? {
+        match mailer.send(&mail).await {
+            Ok(()) => {
+                outbox::mark_sent(pool, mail.id, now).await?;
+                tracing::info!(id = mail.id, subject = %mail.subject, via = %mailer.describe, "alert mail sent");
+            }
+            Err(e) if e.permanent => {
+                outbox::mark_failed_attempt(pool, mail.id, &e.message, None).await?;
+                tracing::error!(id = mail.id, subject = %mail.subject, error = %e.message, "alert mail refused for good; not retrying");
+            }
+            Err(e) => {
+                let attempt = u32::try_from(mail.attempts + 1).unwrap_or(u32::MAX);
+                let delay = backoff(
+                    attempt,
+                    settings.retry_initial_ms,
+                    settings.retry_max_ms,
+                    rand::thread_rng().gen(),
+                );
+                let next = now + i64::try_from(delay).unwrap_or(i64::MAX / 2);
+                outbox::mark_failed_attempt(pool, mail.id, &e.message, Some(next)).await?;
+                tracing::warn!(id = mail.id, attempt, retry_in_ms = delay, error = %e.message, "alert mail not sent; will retry");
+            }
+        }
+    }
+    let held = outbox::held(pool).await?;
+    if !held.is_empty()
+        && outbox::counted_since(pool, now - 3_600_000).await? < settings.max_per_hour
+    {
+        let lines: Vec<String> = held.iter().map(|(_, s)| format!("- {s}")).collect();
+        let subject = format!(
+            "[steward] {} alert mails held back by the hourly cap",
+            held.len()
+        );
+        let text = format!(
+            "{subject}\n\nalerts.max_per_hour is {}. These notifications were stored but not sent:\n\n{}\n\n\
+             Their alerts are still tracked: a group that is still firing is mailed again at its next \
+             change or repeat. All notifications: {}/v1/alerts\n",
+            settings.max_per_hour,
+            lines.join("\n"),
+            settings.context.base_url
+        );
+        let html = format!(
+            "<html><body><h2>{}</h2><ul>{}</ul><p><a href=\"{}/v1/alerts\">All notifications</a></p></body></html>\n",
+            super::compose::esc(&subject),
+            held.iter()
+                .map(|(_, s)| format!("<li>{}</li>", super::compose::esc(s)))
+                .collect::<String>(),
+            super::compose::esc(&settings.context.base_url)
+        );
+        let row = NewMail {
+            group_key: "summary".into(),
+            kind: "summary".into(),
+            subject,
+            body_text: text,
+            body_html: html,
+            message_id: format!("{}@{}", uuid::Uuid::now_v7(), mailer.domain()),
+            thread: Vec::new(),
+            recipients: settings.recipients.clone(),
+            alerts: serde_json::Value::Array(Vec::new()),
+            state: "pending",
+        };
+        outbox::insert(pool, &row, now).await?;
+        let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+        outbox::mark_summarized(pool, &ids).await?;
+        tracing::info!(held = ids.len(), "summary of held alert mails stored");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
+        let d: Vec<u64> = (1..=8).map(|a| backoff(a, 1000, 30_000, 0.0)).collect();
+        assert_eq!(d, vec![500, 1000, 2000, 4000, 8000, 15_000, 15_000, 15_000]);
+        let top: Vec<u64> = (1..=3)
+            .map(|a| backoff(a, 1000, 30_000, 0.999_999))
+            .collect();
+        assert_eq!(top, vec![999, 1999, 3999]);
+        assert_eq!(backoff(200, 1000, 30_000, 1.0), 30_000);
+    }
+}

@@ -1,0 +1,259 @@
+//! Alert mail in SQLite: the outbox (`alerts`), the rules' state and silences.
+//! A notification is a row before anything tries to send it; the mailer moves it
+//! from `pending` to `sent` or `failed`, or keeps it pending with a later
+//! `next_attempt`. Rows over the hourly cap are `held` until a summary mail names
+//! them (`summarized`).
+
+use sqlx::SqlitePool;
+
+use super::StoreError;
+
+/// A notification to store.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    pub group_key: String,
+    pub kind: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub message_id: String,
+    /// Earlier Message-IDs of the thread, oldest first.
+    pub thread: Vec<String>,
+    pub recipients: Vec<String>,
+    /// The alerts the mail is about (JSON array).
+    pub alerts: serde_json::Value,
+    /// `pending` or `held`.
+    pub state: &'static str,
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Mail {
+    pub id: i64,
+    pub created: i64,
+    pub group_key: String,
+    pub kind: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub message_id: String,
+    pub thread: String,
+    pub recipients: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+}
+
+impl Mail {
+    pub fn thread(&self) -> Vec<String> {
+        serde_json::from_str(&self.thread).unwrap_or_default()
+    }
+
+    pub fn recipients(&self) -> Vec<String> {
+        serde_json::from_str(&self.recipients).unwrap_or_default()
+    }
+}
+
+const COLUMNS: &str = "id, created, group_key, kind, subject, body_text, body_html, message_id, \
+                       thread, recipients, state, attempts, next_attempt, last_error, sent_at";
+
+/// Stores a notification; returns its id.
+pub async fn insert(pool: &SqlitePool, mail: &NewMail, now: i64) -> Result<i64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO alerts (created, group_key, kind, subject, body_text, body_html, message_id, \
+         thread, recipients, alerts, state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now)
+    .bind(&mail.group_key)
+    .bind(&mail.kind)
+    .bind(&mail.subject)
+    .bind(&mail.body_text)
+    .bind(&mail.body_html)
+    .bind(&mail.message_id)
+    .bind(serde_json::to_string(&mail.thread).unwrap_or_default())
+    .bind(serde_json::to_string(&mail.recipients).unwrap_or_default())
+    .bind(mail.alerts.to_string())
+    .bind(mail.state)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.last_insert_rowid())
+}
+
+/// Pending notifications whose next attempt is due, oldest first.
+pub async fn due(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
+    Ok(sqlx::query_as::<_, Mail>(&format!(
+        "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= ? \
+         ORDER BY next_attempt, id LIMIT ?"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The earliest next attempt of a pending notification.
+pub async fn next_attempt(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
+    let (t,): (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(next_attempt) FROM alerts WHERE state = 'pending'")
+            .fetch_one(pool)
+            .await?;
+    Ok(t)
+}
+
+pub async fn mark_sent(pool: &SqlitePool, id: i64, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE alerts SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL \
+         WHERE id = ?",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed attempt: `next` is the next attempt, or `None` for a
+/// permanent failure.
+pub async fn mark_failed_attempt(
+    pool: &SqlitePool,
+    id: i64,
+    error: &str,
+    next: Option<i64>,
+) -> Result<(), StoreError> {
+    let (state, next) = match next {
+        Some(t) => ("pending", t),
+        None => ("failed", 0),
+    };
+    sqlx::query(
+        "UPDATE alerts SET state = ?, attempts = attempts + 1, last_error = ?, \
+         next_attempt = CASE WHEN ? = 'failed' THEN next_attempt ELSE ? END WHERE id = ?",
+    )
+    .bind(state)
+    .bind(error)
+    .bind(state)
+    .bind(next)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Notifications counted against the hourly cap (not held, not tests) created
+/// since `since`.
+pub async fn counted_since(pool: &SqlitePool, since: i64) -> Result<i64, StoreError> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM alerts WHERE created >= ? AND state NOT IN ('held', 'summarized') \
+         AND kind != 'test'",
+    )
+    .bind(since)
+    .fetch_one(pool)
+    .await?;
+    Ok(n)
+}
+
+/// Held notifications: (id, subject), oldest first.
+pub async fn held(pool: &SqlitePool) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT id, subject FROM alerts WHERE state = 'held' ORDER BY id")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub async fn mark_summarized(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
+    for id in ids {
+        sqlx::query("UPDATE alerts SET state = 'summarized' WHERE id = ? AND state = 'held'")
+            .bind(id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The newest `limit` notifications, newest first.
+pub async fn recent(pool: &SqlitePool, limit: i64) -> Result<Vec<Mail>, StoreError> {
+    Ok(sqlx::query_as::<_, Mail>(&format!(
+        "SELECT {COLUMNS} FROM alerts ORDER BY id DESC LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Notifications by state.
+pub async fn counts(pool: &SqlitePool) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT state, COUNT(*) FROM alerts GROUP BY state ORDER BY state")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The rules' saved state (JSON), if any.
+pub async fn load_rules(pool: &SqlitePool) -> Result<Option<String>, StoreError> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM alert_rules WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|(s,)| s))
+}
+
+pub async fn save_rules(pool: &SqlitePool, state: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alert_rules (id, state) VALUES (1, ?) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+    )
+    .bind(state)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A stored silence.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SilenceRow {
+    pub id: String,
+    pub matchers: String,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub created_by: String,
+    pub comment: String,
+}
+
+pub async fn insert_silence(pool: &SqlitePool, s: &SilenceRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.id)
+    .bind(&s.matchers)
+    .bind(s.starts_at)
+    .bind(s.ends_at)
+    .bind(&s.created_by)
+    .bind(&s.comment)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Silences that have not ended by `now`, oldest first.
+pub async fn silences(pool: &SqlitePool, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+    Ok(sqlx::query_as::<_, SilenceRow>(
+        "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences \
+         WHERE ends_at > ? ORDER BY starts_at, id",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Deletes a silence; whether it existed.
+pub async fn delete_silence(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM silences WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
