@@ -145,7 +145,6 @@ pub async fn drift_job(
         }
         match run_check(&pool, &live, &settings).await {
             Ok(Some(check)) => {
-                monitoring.checks.fetch_add(1, Ordering::Relaxed);
                 let events = watch.observe(&check);
                 if let Err(e) = store_check(&pool, &check).await {
                     tracing::error!(error = %e, "drift check: cannot store the report");
@@ -154,6 +153,8 @@ pub async fn drift_job(
                 for event in events {
                     monitoring.publish(event);
                 }
+                // Counted last: a reader that sees the count sees the report.
+                monitoring.checks.fetch_add(1, Ordering::Relaxed);
             }
             Ok(None) => {
                 monitoring.skipped.fetch_add(1, Ordering::Relaxed);

@@ -9,6 +9,7 @@
 mod common;
 mod smtp;
 
+mod alerts;
 mod api;
 mod cli;
 mod config;

@@ -1,0 +1,403 @@
+//! Alert mail from the running daemon to a real SMTP server on loopback
+//! (`tests/smtp.rs`): grouping, delivery after an outage and after a restart,
+//! flapping, permanent refusals, STARTTLS with a private CA, silences, and
+//! `notify-test`.
+//!
+//! Drift events come from real predictions (one-second checks over 100 rows).
+//! The daemon is another process, so its timers run on real time: the tests use
+//! intervals of a second or two and wait on observable state (mails received,
+//! checks completed, `GET /v1/alerts`), never a fixed sleep. The rules' and the
+//! back-off's timing are tested on exact times in `alert::rules` and
+//! `alert::service`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{client, run, write_config, Daemon};
+use crate::monitoring::{checks_after, predict_all, rows};
+use crate::smtp::{free_port, Received, SmtpOptions, SmtpServer};
+
+/// Drift checks every second over the last 100 predictions, one check to
+/// change state; alert mail by SMTP to `port` with short timings.
+fn config(port: u16, extra_alerts: &str) -> String {
+    // `extra_alerts` may name its own recipients (a key given twice is an error).
+    let to = if extra_alerts.contains("to = ") {
+        ""
+    } else {
+        "to = [\"ops@example.org\"]\n"
+    };
+    format!(
+        "[drift]\ninterval_secs = 1\nwindow = 100\nmin_rows = 50\nconfirm_checks = 1\n\
+         [alerts]\ntransport = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\n\
+         tls = \"none\"\nfrom = \"steward@example.org\"\n{to}\
+         group_wait_secs = 1\nretry_initial_ms = 200\nretry_max_secs = 1\n{extra_alerts}"
+    )
+}
+
+/// Longer bills and heavier birds: two input features drift.
+fn shifted(r: &mut Value) {
+    if let Some(v) = r["bill_length_mm"].as_f64() {
+        r["bill_length_mm"] = json!(v + 8.0);
+    }
+    if let Some(v) = r["body_mass_g"].as_f64() {
+        r["body_mass_g"] = json!(v + 1500.0);
+    }
+}
+
+/// Mails about the input-feature group.
+fn feature_mails(mails: &[Received]) -> Vec<&Received> {
+    mails
+        .iter()
+        .filter(|m| m.data.contains("feature drift"))
+        .collect()
+}
+
+/// The `Subject:` header of a raw message.
+fn subject(m: &Received) -> String {
+    m.data
+        .lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A header's value, if present.
+fn header(m: &Received, name: &str) -> Option<String> {
+    m.data
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map(str::to_string)
+}
+
+/// Waits until a mail about feature drift has arrived; returns all mails.
+fn wait_feature_mail(server: &SmtpServer, n: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = server.messages();
+        if feature_mails(&all).len() >= n {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no feature-drift mail within 30 s; got {:?}",
+            all.iter().map(subject).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /v1/alerts` until `pred` holds for the newest feature-drift row.
+async fn wait_alert_row(d: &Daemon, c: &reqwest::Client, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = d.get_json(c, "/v1/alerts").await;
+        if let Some(row) = list["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["group"] == "feature_drift")
+        {
+            if pred(row) {
+                return row.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "alert row never matched: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_drift_event_gives_one_grouped_mail_with_the_numbers() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let d = Daemon::start(&config(server.port(), ""));
+    let c = client();
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    let mails = wait_feature_mail(&server, 1);
+    let m = feature_mails(&mails)[0].clone();
+    assert_eq!(
+        subject(&m),
+        "[steward] FIRING: feature drift on 2 features (model v1)"
+    );
+    assert_eq!(m.to, vec!["ops@example.org"]);
+    assert_eq!(m.from, "steward@example.org");
+    for needle in [
+        "bill_length_mm",
+        "body_mass_g",
+        "KS statistic",
+        "p-value",
+        "PSI",
+        "window: 100 predictions against 344 reference rows",
+        "What steward is doing",
+        "/v1/drift",
+        "Content-Type: text/html",
+    ] {
+        assert!(m.data.contains(needle), "missing {needle:?} in\n{}", m.data);
+    }
+    // More checks of the same window and a group interval later: still one.
+    checks_after(&d, &c, 4.0).await;
+    assert_eq!(feature_mails(&server.messages()).len(), 1);
+    let row = wait_alert_row(&d, &c, |r| r["state"] == "sent").await;
+    assert_eq!(row["attempts"], 1);
+    let text = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("steward_alerts_pending 0\n"), "{text}");
+    assert!(!text.contains("steward_alerts_sent_total 0\n"), "{text}");
+}
+
+#[tokio::test]
+async fn mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up() {
+    let port = free_port();
+    let d = Daemon::start(&config(port, ""));
+    let c = client();
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    // Stored, tried, and waiting for a retry.
+    let row = wait_alert_row(&d, &c, |r| {
+        r["state"] == "pending" && r["attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    assert!(
+        row["last_error"].as_str().unwrap().contains("SMTP"),
+        "{row}"
+    );
+    let server = SmtpServer::start(SmtpOptions {
+        port: Some(port),
+        ..SmtpOptions::default()
+    });
+    wait_feature_mail(&server, 1);
+    wait_alert_row(&d, &c, |r| r["state"] == "sent").await;
+    checks_after(&d, &c, 3.0).await;
+    assert_eq!(feature_mails(&server.messages()).len(), 1);
+    assert!(d.log_text().contains("alert mail not sent; will retry"));
+}
+
+#[tokio::test]
+async fn a_pending_mail_survives_a_restart_and_is_sent_once() {
+    let port = free_port();
+    let d = Daemon::start(&config(port, ""));
+    let c = client();
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    wait_alert_row(&d, &c, |r| {
+        r["state"] == "pending" && r["attempts"].as_u64() >= Some(1)
+    })
+    .await;
+    let (status, dir, _) = d.stop();
+    assert!(status.success());
+    let server = SmtpServer::start(SmtpOptions {
+        port: Some(port),
+        ..SmtpOptions::default()
+    });
+    let d = Daemon::start_in(dir, &[]);
+    let mails = wait_feature_mail(&server, 1);
+    assert_eq!(
+        subject(feature_mails(&mails)[0]),
+        "[steward] FIRING: feature drift on 2 features (model v1)"
+    );
+    // The window still drifts after the restart, but the alert was already
+    // notified before it: no second mail.
+    checks_after(&d, &c, 4.0).await;
+    assert_eq!(feature_mails(&server.messages()).len(), 1);
+    let list = d.get_json(&c, "/v1/alerts").await;
+    let feature_rows = list["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["group"] == "feature_drift")
+        .count();
+    assert_eq!(feature_rows, 1, "{list}");
+}
+
+#[tokio::test]
+async fn a_flapping_alert_does_not_mail_each_flip() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let d = Daemon::start(&config(server.port(), "group_interval_secs = 8\n"));
+    let c = client();
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    wait_feature_mail(&server, 1);
+    // Resolve, fire, resolve, fire: each window replaced whole before a check.
+    for drifting in [false, true, false, true] {
+        let f: fn(&mut Value) = if drifting { shifted } else { |_| {} };
+        predict_all(&d, &c, &rows(100, f)).await;
+        checks_after(&d, &c, 1.0).await;
+    }
+    let log = d.log_text();
+    let detected = crate::monitoring::events(&log, "drift_detected").len();
+    let resolved = crate::monitoring::events(&log, "drift_resolved").len();
+    assert!(
+        detected >= 4 && resolved >= 2,
+        "{detected} detected, {resolved} resolved"
+    );
+    // Past the group's next look (8 s after the first mail): nothing new to say.
+    checks_after(&d, &c, 8.0).await;
+    let mails = server.messages();
+    assert_eq!(
+        feature_mails(&mails).len(),
+        1,
+        "{:?}",
+        mails.iter().map(subject).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes_on() {
+    let server = SmtpServer::start(SmtpOptions {
+        auth: Some(("alerts".into(), "right".into())),
+        reject_rcpt: vec!["nobody@example.org".into()],
+        ..SmtpOptions::default()
+    });
+    let cases = [
+        ("username = \"alerts\"\n", "wrong", "535"),
+        (
+            "username = \"alerts\"\nto = [\"nobody@example.org\"]\n",
+            "right",
+            "550",
+        ),
+    ];
+    for (extra, password, code) in cases {
+        let d = Daemon::start_with_env(
+            &config(server.port(), extra),
+            &[("STEWARD_SMTP_PASSWORD", password)],
+        );
+        let c = client();
+        predict_all(&d, &c, &rows(100, shifted)).await;
+        let row = wait_alert_row(&d, &c, |r| r["state"] == "failed").await;
+        let error = row["last_error"].as_str().unwrap();
+        assert!(error.contains(code), "{code}: {row}");
+        assert_eq!(row["attempts"], 1, "a permanent refusal is not retried");
+        assert!(d.log_text().contains("alert mail refused for good"));
+        assert!(!d.log_text().contains(password) || password == "right");
+        let (status, body) = d
+            .predict(&c, &json!({"features": crate::common::penguin()}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(feature_mails(&server.messages()).is_empty());
+}
+
+#[tokio::test]
+async fn starttls_with_a_private_ca_and_a_password_file() {
+    let server = SmtpServer::start(SmtpOptions {
+        starttls: true,
+        auth: Some(("alerts".into(), "s3cret".into())),
+        ..SmtpOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, server.ca_pem().unwrap()).unwrap();
+    let secret = dir.path().join("smtp-password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let text = config(server.port(), "")
+        .replace("smtp_host = \"127.0.0.1\"", "smtp_host = \"localhost\"")
+        .replace("tls = \"none\"", "tls = \"starttls\"")
+        + &format!(
+            "ca_file = \"{}\"\nusername = \"alerts\"\npassword_file = \"{}\"\n",
+            ca.display(),
+            secret.display()
+        );
+    write_config(dir.path(), &text);
+    let d = Daemon::start_in(dir, &[]);
+    let c = client();
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    let mails = wait_feature_mail(&server, 1);
+    let m = feature_mails(&mails)[0];
+    assert!(m.tls, "not over TLS");
+    assert_eq!(m.authenticated_as.as_deref(), Some("alerts"));
+    assert!(!d.log_text().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_silence_holds_back_matching_alerts_and_resolved_mail_threads() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let d = Daemon::start(&config(server.port(), "group_interval_secs = 1\n"));
+    let c = client();
+    // Silence body mass; only the bill length is mailed.
+    let ends = steward::time::rfc3339(steward::time::now_millis() + 3_600_000);
+    let resp = c
+        .post(format!("{}/v1/silences", d.url))
+        .json(
+            &json!({"matchers": [{"name": "feature", "value": "body_mass_g"}],
+                      "ends_at": ends, "created_by": "test", "comment": "known"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let bad = c
+        .post(format!("{}/v1/silences", d.url))
+        .json(&json!({"matchers": [], "ends_at": ends}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let listed = d.get_json(&c, "/v1/silences").await;
+    assert_eq!(listed["silences"].as_array().unwrap().len(), 1);
+
+    predict_all(&d, &c, &rows(100, shifted)).await;
+    let mails = wait_feature_mail(&server, 1);
+    let first = feature_mails(&mails)[0].clone();
+    assert_eq!(
+        subject(&first),
+        "[steward] FIRING: feature drift on bill_length_mm (model v1)"
+    );
+    assert!(!first.data.contains("body_mass_g"));
+    // Back to normal: one resolved mail, in the same thread.
+    predict_all(&d, &c, &rows(100, |_| {})).await;
+    let mails = wait_feature_mail(&server, 2);
+    let second = feature_mails(&mails)[1].clone();
+    assert_eq!(
+        subject(&second),
+        "[steward] RESOLVED: feature drift on bill_length_mm (model v1)"
+    );
+    let first_id = header(&first, "Message-ID").unwrap();
+    assert_eq!(header(&second, "In-Reply-To"), Some(first_id.clone()));
+    assert_eq!(header(&second, "References"), Some(first_id));
+}
+
+#[test]
+fn notify_test_reports_success_or_the_smtp_error_in_one_line() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &config(server.port(), ""));
+    let (code, out, err) = run(&["notify-test", "--config", "steward.toml"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("sent a test mail to ops@example.org via smtp 127.0.0.1:"),
+        "{out}"
+    );
+    let mails = server.wait_for(1, Duration::from_secs(10));
+    assert!(subject(&mails[0]).starts_with("[steward] test mail"));
+    let port = server.port();
+    server.stop();
+    let (code, out, err) = run(&["notify-test", "--config", "steward.toml"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("notify-test"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!("127.0.0.1:{port}")) && line.contains("SMTP"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_refuses_smtp_without_recipients_or_with_a_bad_address() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alerts, key) in [
+        ("transport = \"smtp\"\n", "alerts.to"),
+        ("to = [\"not an address\"]\n", "alerts.to[0]"),
+        ("from = \"nobody\"\n", "alerts.from"),
+    ] {
+        std::fs::write(dir.path().join("bad.toml"), format!("[alerts]\n{alerts}")).unwrap();
+        let (code, _, err) = run(&["check-config", "--config", "bad.toml"], dir.path());
+        assert_eq!(code, 2, "{alerts}: {err}");
+        assert!(err.contains(key), "{alerts}: {err}");
+    }
+}
