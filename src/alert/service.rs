@@ -11,8 +11,12 @@
 //!   is at least once: a crash between a server's "250 OK" and the row's update
 //!   sends that mail again after the restart.
 //!
-//! Both read time from a [`Clock`] driven by tokio's clock, so tests run them on
-//! paused time.
+//! Both read wall time from a [`Clock`] that advances with tokio's clock, so that
+//! their sleeps and their timestamps agree. The decisions themselves ([`flush`],
+//! [`send_due`], [`backoff`] and `rules::Rules`) take the time as an argument and
+//! are tested on exact times: a paused tokio clock would also fire sqlx's
+//! connection-pool timeouts (`PoolTimedOut`) while a query waits on SQLite's
+//! thread.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +33,7 @@ use crate::monitor::events::Event;
 use crate::store::alerts::{self as outbox, NewMail};
 use crate::store::StoreError;
 
-/// Wall-clock milliseconds that advance with tokio's clock (paused in tests).
+/// Wall-clock milliseconds that advance with tokio's clock.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     wall0: i64,
@@ -311,6 +315,147 @@ pub async fn send_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::rules::Alert;
+    use crate::config::Config;
+    use std::collections::BTreeMap;
+
+    fn settings(max_per_hour: i64) -> AlertSettings {
+        AlertSettings {
+            timing: Timing {
+                group_wait: 1000,
+                group_interval: 60_000,
+                repeat_interval: 3_600_000,
+                send_resolved: true,
+            },
+            context: Context {
+                base_url: "http://x".into(),
+                interval_secs: 60,
+                confirm_checks: 2,
+            },
+            recipients: vec!["ops@example.org".into()],
+            max_per_hour,
+            retry_initial_ms: 1000,
+            retry_max_ms: 8000,
+        }
+    }
+
+    fn alert(rule: &str, now: i64) -> Alert {
+        Alert {
+            rule: rule.into(),
+            labels: BTreeMap::new(),
+            details: serde_json::json!({}),
+            starts_at: now,
+            ends_at: None,
+            model_version: "1".into(),
+        }
+    }
+
+    fn mailer(config: &str) -> Mailer {
+        Mailer::from_config(&Config::from_parts("t.toml", config, &[]).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn past_the_hourly_cap_mails_are_held_then_named_in_one_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(&dir.path().join("s.db")).await.unwrap();
+        let out = dir.path().join("out");
+        let m = mailer(&format!("[alerts]\ndir = \"{}\"\n", out.display()));
+        let s = settings(2);
+        let mut rules = Rules::default();
+        let t0 = 1_000_000_000;
+        for (i, rule) in [
+            "feature_drift",
+            "anomaly_rate",
+            "dataset_drift",
+            "concept_drift",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let now = t0 + i as i64 * 10_000;
+            rules.ingest(alert(rule, now), &s.timing, now);
+            flush(&pool, &mut rules, &s, "example.org", now + 1000)
+                .await
+                .unwrap();
+        }
+        let states: Vec<String> = outbox::recent(&pool, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .rev()
+            .map(|m| m.state)
+            .collect();
+        assert_eq!(states, vec!["pending", "pending", "held", "held"]);
+        // Within the hour: the two are sent, the held ones wait.
+        send_due(&pool, &m, &s, t0 + 60_000).await.unwrap();
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+        assert_eq!(outbox::held(&pool).await.unwrap().len(), 2);
+        // An hour later: one summary naming both, sent at the next pass.
+        send_due(&pool, &m, &s, t0 + 3_700_000).await.unwrap();
+        send_due(&pool, &m, &s, t0 + 3_700_001).await.unwrap();
+        let rows = outbox::recent(&pool, 10).await.unwrap();
+        let summary = &rows[0];
+        assert_eq!(summary.kind, "summary");
+        assert_eq!(summary.state, "sent");
+        assert!(
+            summary.body_text.contains("dataset drift")
+                && summary.body_text.contains("concept drift")
+        );
+        assert!(outbox::held(&pool).await.unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+    }
+
+    /// The retry schedule, on exact times: each pass runs at the row's
+    /// `next_attempt` (what the mailer task sleeps until), against a port nothing
+    /// listens on. sqlx's pool keeps real-time timeouts, so the schedule is driven
+    /// by explicit times rather than a paused tokio clock.
+    #[tokio::test]
+    async fn the_mailer_retries_on_the_backoff_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(&dir.path().join("s.db")).await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let m = mailer(&format!(
+            "[alerts]\ntransport = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\n\
+             tls = \"none\"\nto = [\"ops@example.org\"]\n"
+        ));
+        let row = NewMail {
+            group_key: "feature_drift".into(),
+            kind: "firing".into(),
+            subject: "s".into(),
+            body_text: "t".into(),
+            body_html: "h".into(),
+            message_id: "m@example.org".into(),
+            thread: vec![],
+            recipients: vec!["ops@example.org".into()],
+            alerts: serde_json::json!([]),
+            state: "pending",
+        };
+        let s = settings(20);
+        let mut now = 1_000_000_000;
+        outbox::insert(&pool, &row, now).await.unwrap();
+        for attempt in 1..=6i64 {
+            // Not due a millisecond early.
+            send_due(&pool, &m, &s, now - 1).await.unwrap();
+            let mail = outbox::recent(&pool, 1).await.unwrap().remove(0);
+            assert_eq!(mail.attempts, attempt - 1);
+            send_due(&pool, &m, &s, now).await.unwrap();
+            let mail = outbox::recent(&pool, 1).await.unwrap().remove(0);
+            assert_eq!((mail.attempts, mail.state.as_str()), (attempt, "pending"));
+            assert!(mail.last_error.as_deref().unwrap().starts_with("SMTP:"));
+            // min(1 s · 2^(k−1), 8 s) times [½, 1).
+            let step = (1000i64 << (attempt - 1)).min(8000);
+            let wait = mail.next_attempt - now;
+            assert!(
+                wait >= step / 2 && wait < step,
+                "attempt {attempt}: next in {wait} ms, step {step}"
+            );
+            now = mail.next_attempt;
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
