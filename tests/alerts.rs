@@ -401,3 +401,90 @@ fn check_config_refuses_smtp_without_recipients_or_with_a_bad_address() {
         assert!(err.contains(key), "{alerts}: {err}");
     }
 }
+
+#[test]
+fn notify_test_on_the_embedded_defaults_writes_an_eml_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(&["notify-test"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("via file data/outbox"), "{out}");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("data/outbox"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].extension().unwrap(), "eml");
+    let eml = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(eml.contains("Subject: [steward] test mail"), "{eml}");
+    assert!(eml.contains("To: steward@localhost"), "{eml}");
+}
+
+#[tokio::test]
+async fn silences_need_the_token_and_can_be_listed_and_deleted() {
+    let d = Daemon::start_with_env("", &[("STEWARD_TOKEN", "t0ken")]);
+    let c = client();
+    let url = format!("{}/v1/silences", d.url);
+    let ends = steward::time::rfc3339(steward::time::now_millis() + 60_000);
+    let body = json!({"matchers": [{"name": "rule", "value": "anomaly_rate"}], "ends_at": ends});
+    let denied = c.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+    let created: Value = c
+        .post(&url)
+        .bearer_auth("t0ken")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let past =
+        json!({"matchers": [{"name": "rule", "value": "x"}], "ends_at": "2020-01-01T00:00:00Z"});
+    let r = c
+        .post(&url)
+        .bearer_auth("t0ken")
+        .json(&past)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_silence");
+    let list: Value = c
+        .get(&url)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["silences"][0]["id"], id.as_str());
+    assert_eq!(list["silences"][0]["matchers"][0]["value"], "anomaly_rate");
+    let del = c
+        .delete(format!("{url}/{id}"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let again = c
+        .delete(format!("{url}/{id}"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    let list: Value = c
+        .get(&url)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["silences"], json!([]));
+}

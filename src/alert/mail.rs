@@ -152,11 +152,17 @@ impl Mailer {
             .from(self.from.clone())
             .subject(mail.subject.clone())
             .message_id(Some(format!("<{}>", mail.message_id)));
-        for r in mail.recipients() {
+        let recipients = mail.recipients();
+        for r in &recipients {
             let to: Mailbox = r
                 .parse()
                 .map_err(|e| format!("recipient `{r}` is not an address: {e}"))?;
             b = b.to(to);
+        }
+        // Only the file transport may have no recipients (check-config refuses
+        // smtp without them): the file is addressed to the sender.
+        if recipients.is_empty() {
+            b = b.to(self.from.clone());
         }
         let thread = mail.thread();
         if let Some(last) = thread.last() {
