@@ -488,3 +488,29 @@ async fn silences_need_the_token_and_can_be_listed_and_deleted() {
         .unwrap();
     assert_eq!(list["silences"], json!([]));
 }
+
+#[test]
+fn an_unreadable_ca_or_password_file_stops_the_start_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, named) in [
+        (
+            "tls = \"starttls\"\nca_file = \"missing-ca.pem\"\n",
+            "missing-ca.pem",
+        ),
+        (
+            "username = \"alerts\"\npassword_file = \"missing-secret\"\n",
+            "missing-secret",
+        ),
+    ] {
+        let text = config(free_port(), "").replace("tls = \"none\"\n", "") + extra;
+        let text = if extra.starts_with("tls") {
+            text
+        } else {
+            text + "tls = \"none\"\n"
+        };
+        write_config(dir.path(), &text);
+        let (code, _, err) = run(&["serve", "--config", "steward.toml"], dir.path());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(named), "{err}");
+    }
+}
