@@ -91,7 +91,8 @@ pub async fn heartbeat(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .map(|_| ())
 }
 
-/// Deletes predictions (and their feedback) older than `days`; returns rows deleted.
+/// Deletes predictions (and their feedback), drift reports and finished alert mail
+/// older than `days`; returns the predictions deleted.
 pub async fn apply_retention(pool: &SqlitePool, days: u32) -> Result<u64, StoreError> {
     let cutoff = crate::time::now_millis() - i64::from(days) * 86_400_000;
     let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
@@ -102,5 +103,61 @@ pub async fn apply_retention(pool: &SqlitePool, days: u32) -> Result<u64, StoreE
         .bind(cutoff)
         .execute(pool)
         .await?;
+    // Delivered or given-up alert mail; pending and held rows stay until sent.
+    sqlx::query(
+        "DELETE FROM alerts WHERE created < ? AND state IN ('sent', 'failed', 'summarized')",
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retention_drops_old_reports_and_finished_mail_but_keeps_pending_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open(&dir.path().join("r.db")).await.unwrap();
+        let old = crate::time::now_millis() - 3 * 86_400_000;
+        let mail = |state: &'static str| alerts::NewMail {
+            group_key: "g".into(),
+            kind: "firing".into(),
+            subject: state.into(),
+            body_text: String::new(),
+            body_html: String::new(),
+            message_id: format!("{state}@x"),
+            thread: vec![],
+            recipients: vec![],
+            alerts: serde_json::json!([]),
+            state,
+        };
+        let sent = alerts::insert(&pool, &mail("pending"), old).await.unwrap();
+        alerts::mark_sent(&pool, sent, old).await.unwrap();
+        alerts::insert(&pool, &mail("pending"), old).await.unwrap();
+        drift::insert(
+            &pool,
+            &drift::ReportRow {
+                time: old,
+                model_version: "1".into(),
+                window_rows: 1,
+                drift: false,
+                dataset_drift: false,
+                report: "{}".into(),
+            },
+        )
+        .await
+        .unwrap();
+        apply_retention(&pool, 1).await.unwrap();
+        let left: Vec<String> = alerts::recent(&pool, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.state)
+            .collect();
+        assert_eq!(left, vec!["pending"]);
+        assert_eq!(drift::latest(&pool).await.unwrap(), None);
+    }
 }
