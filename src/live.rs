@@ -14,6 +14,8 @@ use sqlx::SqlitePool;
 use crate::config::{Config, BUNDLED_DATA};
 use crate::data::Table;
 use crate::model::{artifact, FormChoice, Model};
+use crate::monitor::drift::Values;
+use crate::monitor::window;
 use crate::store::registry::{self, ModelRecord};
 use crate::store::StoreError;
 use crate::train::select::{self, TrainOptions};
@@ -54,6 +56,17 @@ pub struct LiveModel {
     /// The form that answers requests (the compression issue's rule: the fastest
     /// within the accuracy budget, never slower than f32).
     pub form: FormChoice,
+    /// The reference sample as the drift job reads it, computed once per model.
+    pub drift_reference: Option<DriftReference>,
+}
+
+/// The model's reference sample as feature values, and the model's own outputs
+/// on it (what prediction drift compares against).
+#[derive(Debug)]
+pub struct DriftReference {
+    pub features: Vec<Values>,
+    pub outputs: Values,
+    pub rows: usize,
 }
 
 impl LiveModel {
@@ -73,12 +86,18 @@ impl LiveModel {
         );
         let mut card = model.card(Some(&record.version), Some(&record.path), size);
         card["serving"] = serde_json::to_value(&form).unwrap_or_default();
+        let drift_reference = model.meta.reference.as_ref().map(|r| DriftReference {
+            features: window::reference_values(&model.schema, r),
+            outputs: window::reference_outputs(&model, r),
+            rows: r.rows.len(),
+        });
         LiveModel {
             version: record.version.as_str().into(),
             model,
             record,
             card,
             form,
+            drift_reference,
         }
     }
 

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DriftConfig;
 use crate::live::{LiveModel, Slot};
-use crate::monitor::drift::{self, DriftOptions, Values};
+use crate::monitor::drift::{self, DriftOptions};
 use crate::monitor::events::{AnomalyRate, Event, Window};
 use crate::monitor::stats::Correction;
 use crate::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
@@ -202,7 +202,7 @@ pub async fn run_check(
 /// The statistics of one check (blocking: parse, sort, sum).
 pub fn build_check(live: &LiveModel, rows: &[LoggedRow], options: &DriftOptions) -> Option<Check> {
     let model = &live.model;
-    let Some(reference) = model.meta.reference.as_ref() else {
+    let Some(reference) = live.drift_reference.as_ref() else {
         tracing::info!(version = %live.version, "drift check skipped: the live model has no reference sample");
         return None;
     };
@@ -220,17 +220,28 @@ pub fn build_check(live: &LiveModel, rows: &[LoggedRow], options: &DriftOptions)
         .iter()
         .map(|f| f.name.clone())
         .collect();
-    let ref_values = window::reference_values(&model.schema, reference);
     let cur_values = window::logged_values(&model.schema, &features);
-    let report = match drift::compare(&names, &ref_values, &cur_values, options) {
+    let report = match drift::compare(&names, &reference.features, &cur_values, options) {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(version = %live.version, error = %e, "drift check skipped");
             return None;
         }
     };
-    let prediction = output_drift(live, reference, &outputs, options);
-    let time = crate::time::now_millis();
+    // The outputs: one test, so no correction.
+    let single = DriftOptions {
+        correction: Correction::None,
+        ..*options
+    };
+    let current_outputs = window::logged_outputs(model.meta.task, &outputs);
+    let prediction = drift::compare(
+        &["prediction".to_string()],
+        std::slice::from_ref(&reference.outputs),
+        std::slice::from_ref(&current_outputs),
+        &single,
+    )
+    .ok()
+    .and_then(|mut rep| rep.features.pop());
     let anomaly = model
         .meta
         .anomaly
@@ -240,33 +251,13 @@ pub fn build_check(live: &LiveModel, rows: &[LoggedRow], options: &DriftOptions)
         window: Window {
             model_version: live.version.to_string(),
             rows: rows.len(),
-            reference_rows: reference.rows.len(),
-            time,
+            reference_rows: reference.rows,
+            time: crate::time::now_millis(),
         },
         report,
         prediction,
         anomaly,
     })
-}
-
-/// The model's outputs on the window against its outputs on the reference, with
-/// the same tests and floors (one test: no correction).
-fn output_drift(
-    live: &LiveModel,
-    reference: &crate::model::Reference,
-    outputs: &[Value],
-    options: &DriftOptions,
-) -> Option<drift::FeatureDrift> {
-    let task = live.model.meta.task;
-    let r: Values = window::reference_outputs(&live.model, reference);
-    let c: Values = window::logged_outputs(task, outputs);
-    let single = DriftOptions {
-        correction: Correction::None,
-        ..*options
-    };
-    drift::compare(&["prediction".to_string()], &[r], &[c], &single)
-        .ok()
-        .and_then(|mut rep| rep.features.pop())
 }
 
 /// The share of scored rows above the scorer's threshold, tested against the
