@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, run, write_config, Daemon};
+use crate::common::{client, metrics_text, run, write_config, Daemon};
 use crate::monitoring::{checks_after, predict_all, rows};
 use crate::smtp::{free_port, Received, SmtpOptions, SmtpServer};
 
@@ -139,14 +139,7 @@ async fn a_drift_event_gives_one_grouped_mail_with_the_numbers() {
     assert_eq!(feature_mails(&server.messages()).len(), 1);
     let row = wait_alert_row(&d, &c, |r| r["state"] == "sent").await;
     assert_eq!(row["attempts"], 1);
-    let text = c
-        .get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&c, &d.url).await;
     assert!(text.contains("steward_alerts_pending 0\n"), "{text}");
     assert!(!text.contains("steward_alerts_sent_total 0\n"), "{text}");
 }
@@ -452,41 +445,24 @@ async fn silences_need_the_token_and_can_be_listed_and_deleted() {
     assert_eq!(r.status(), 422);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "invalid_silence");
-    let list: Value = c
-        .get(&url)
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = silences(&c, &url).await;
     assert_eq!(list["silences"][0]["id"], id.as_str());
     assert_eq!(list["silences"][0]["matchers"][0]["value"], "anomaly_rate");
-    let del = c
-        .delete(format!("{url}/{id}"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 204);
-    let again = c
-        .delete(format!("{url}/{id}"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 404);
-    let list: Value = c
-        .get(&url)
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list["silences"], json!([]));
+    assert_eq!(delete(&c, &format!("{url}/{id}")).await, 204);
+    assert_eq!(delete(&c, &format!("{url}/{id}")).await, 404);
+    assert_eq!(silences(&c, &url).await["silences"], json!([]));
+}
+
+/// `GET /v1/silences` with the token.
+async fn silences(c: &reqwest::Client, url: &str) -> Value {
+    let r = c.get(url).bearer_auth("t0ken").send().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// `DELETE` with the token; the status.
+async fn delete(c: &reqwest::Client, url: &str) -> u16 {
+    let r = c.delete(url).bearer_auth("t0ken").send().await.unwrap();
+    r.status().as_u16()
 }
 
 #[test]

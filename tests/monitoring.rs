@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, open_db, Daemon};
+use crate::common::{client, count, metrics_text, open_db, Daemon};
 
 /// Fast checks over a small window; one check is enough to change state.
 const FAST: &str = "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n";
@@ -68,20 +68,9 @@ pub async fn predict_all(d: &Daemon, c: &reqwest::Client, rows: &[Value]) -> Vec
     answers
 }
 
-/// The /metrics page.
-async fn metrics_text(d: &Daemon, c: &reqwest::Client) -> String {
-    c.get(format!("{}/metrics", d.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// A metric's value on /metrics (0 when absent).
 pub async fn metric(d: &Daemon, c: &reqwest::Client, series: &str) -> f64 {
-    metrics_text(d, c)
+    metrics_text(c, &d.url)
         .await
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -362,7 +351,7 @@ async fn a_feature_missing_from_every_row_is_reported_untested_never_nan() {
     let flipper = feature("flipper_length_mm");
     assert_eq!(flipper["test"], "ks");
     assert_eq!(flipper["drift"], true, "{flipper}");
-    let text = metrics_text(&d, &c).await;
+    let text = metrics_text(&c, &d.url).await;
     assert!(!text.contains("NaN"), "{text}");
     // No p-value to export: the series is left out, the drifted flag is 0.
     assert!(!text.contains("steward_drift_p_value{feature=\"bill_length_mm\""));
