@@ -117,13 +117,15 @@ async fn sighup_applies_max_batch_and_names_keys_that_need_a_restart() {
         post(&c, &format!("{url}/v1/predict"), &three).await.0 == 200
     })
     .await;
+    // The new settings apply before the reload's log lines are written: wait for
+    // those too.
+    eventually("the reload to be logged", || async {
+        let log = d.log_text();
+        log.contains("SIGHUP: config reloaded") && log.contains("take effect only after a restart")
+    })
+    .await;
     let log = d.log_text();
-    assert!(log.contains("SIGHUP: config reloaded"), "{log}");
-    assert!(
-        log.contains("take effect only after a restart")
-            && log.contains("server.request_timeout_ms"),
-        "{log}"
-    );
+    assert!(log.contains("server.request_timeout_ms"), "{log}");
 
     // An invalid file is refused and the running config kept.
     std::fs::write(&config, "[server]\nmax_batch = 0\n").unwrap();
