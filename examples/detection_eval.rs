@@ -160,11 +160,7 @@ fn write_features(path: &Path, columns: &[Values]) {
     let names = eval::names();
     let mut csv = names.join(",");
     csv.push('\n');
-    let rows = match &columns[0] {
-        Values::Numeric(v) => v.len(),
-        Values::Categorical(v) => v.len(),
-    };
-    for r in 0..rows {
+    for r in 0..steward::monitor::drift::rows(columns) {
         let cells: Vec<String> = columns
             .iter()
             .map(|c| match c {

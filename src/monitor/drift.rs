@@ -61,6 +61,25 @@ pub enum Values {
     Categorical(Vec<String>),
 }
 
+impl Values {
+    /// Values held, missing ones included.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::Numeric(x) => x.len(),
+            Values::Categorical(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows of a set of columns (the first column's length; 0 without columns).
+pub fn rows(columns: &[Values]) -> usize {
+    columns.first().map_or(0, Values::len)
+}
+
 /// One feature's result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FeatureDrift {
@@ -124,12 +143,6 @@ pub fn compare(
     current: &[Values],
     options: &DriftOptions,
 ) -> Result<DriftReport, DriftError> {
-    let rows = |v: &[Values]| {
-        v.first().map_or(0, |f| match f {
-            Values::Numeric(x) => x.len(),
-            Values::Categorical(x) => x.len(),
-        })
-    };
     let (reference_rows, current_rows) = (rows(reference), rows(current));
     if reference_rows < 2 {
         return Err(DriftError::SmallReference(reference_rows));

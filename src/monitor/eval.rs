@@ -23,7 +23,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::drift::{compare, DriftOptions, Values};
+use super::drift::{self, compare, DriftOptions, Values};
 use super::events::{Event, Window};
 use super::watch::{Check, ConceptWatch, DriftWatch, Outcome};
 use crate::data::Table;
@@ -134,14 +134,8 @@ pub fn replay_checks(
     confirm: u32,
 ) -> Vec<Raised> {
     let names = names();
-    let rows = stream.first().map_or(0, |c| match c {
-        Values::Numeric(v) => v.len(),
-        Values::Categorical(v) => v.len(),
-    });
-    let reference_rows = reference.first().map_or(0, |c| match c {
-        Values::Numeric(v) => v.len(),
-        Values::Categorical(v) => v.len(),
-    });
+    let rows = drift::rows(stream);
+    let reference_rows = drift::rows(reference);
     let mut watch = DriftWatch::new(confirm, options.alpha);
     let mut raised = Vec::new();
     let mut end = every;
