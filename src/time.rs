@@ -1,13 +1,49 @@
 //! Wall-clock helpers: Unix milliseconds and RFC 3339 text (UTC), without a date
 //! crate. Storage keeps times as integer Unix milliseconds.
+//!
+//! [`Clock`] is the wall time of the daemon's background tasks: it advances with
+//! tokio's clock, so their sleeps and their timestamps agree, and a test on a
+//! paused tokio clock sees exact times. Parsing cron expressions is not here (see
+//! `scheduler`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Wall-clock milliseconds that advance with tokio's clock: the real time when
+/// [`Clock::start`] ran, plus tokio's time elapsed since. Under a paused tokio
+/// clock it moves only when tokio's does.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall0: i64,
+    t0: tokio::time::Instant,
+}
+
+impl Clock {
+    /// Reads the wall clock and tokio's clock once.
+    pub fn start() -> Clock {
+        Clock {
+            wall0: now_millis(),
+            t0: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The current wall time, Unix milliseconds.
+    pub fn now(&self) -> i64 {
+        self.wall0 + i64::try_from(self.t0.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// The tokio instant of wall time `at` (now, if `at` is past): what to give
+    /// `tokio::time::sleep_until`. On waking there, [`Clock::now`] is at least `at`.
+    pub fn instant(&self, at: i64) -> tokio::time::Instant {
+        let ahead = u64::try_from(at - self.now()).unwrap_or(0);
+        tokio::time::Instant::now() + Duration::from_millis(ahead)
+    }
 }
 
 /// The current time as RFC 3339 UTC, e.g. `2026-11-28T21:31:00.123Z`.

@@ -72,3 +72,22 @@ fn check_config_exits_2_naming_the_problem() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_rejects_a_bad_training_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    for schedule in ["not a cron", "61 * * * * *", "0 3 * * *"] {
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            format!("[training]\nschedule = \"{schedule}\"\n"),
+        )
+        .unwrap();
+        let (code, _, stderr) = run(&["check-config", "--config", "bad.toml"], dir.path());
+        assert_eq!(code, 2, "{schedule}: {stderr}");
+        assert!(
+            stderr.contains("bad.toml: key `training.schedule`"),
+            "{schedule}: {stderr}"
+        );
+        assert!(stderr.contains(&format!("`{schedule}`")), "{stderr}");
+    }
+}

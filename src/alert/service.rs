@@ -19,7 +19,6 @@
 //! thread.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::Rng;
 use sqlx::SqlitePool;
@@ -32,32 +31,8 @@ use super::rules::{from_event, Rules, Silence, Timing};
 use crate::monitor::events::Event;
 use crate::store::alerts::{self as outbox, NewMail};
 use crate::store::StoreError;
-
-/// Wall-clock milliseconds that advance with tokio's clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    wall0: i64,
-    t0: tokio::time::Instant,
-}
-
-impl Clock {
-    pub fn start() -> Clock {
-        Clock {
-            wall0: crate::time::now_millis(),
-            t0: tokio::time::Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> i64 {
-        self.wall0 + i64::try_from(self.t0.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
-    }
-
-    /// The tokio instant of wall time `at`.
-    fn instant(&self, at: i64) -> tokio::time::Instant {
-        let ahead = u64::try_from(at - self.now()).unwrap_or(0);
-        tokio::time::Instant::now() + Duration::from_millis(ahead)
-    }
-}
+/// Re-exported: the clock moved to `crate::time`; `daemon` names it here.
+pub use crate::time::Clock;
 
 /// What the alerting tasks need to know.
 #[derive(Debug, Clone)]
@@ -85,6 +60,8 @@ impl AlertSettings {
                 base_url: c.base_url(),
                 interval_secs: c.raw.drift.interval_secs,
                 confirm_checks: c.raw.drift.confirm_checks,
+                drift_retrain: c.raw.training.drift_retrain,
+                drift_cooldown_secs: c.raw.training.drift_cooldown_secs,
             },
             recipients: a.to.clone(),
             max_per_hour: i64::from(a.max_per_hour),
@@ -331,6 +308,8 @@ mod tests {
                 base_url: "http://x".into(),
                 interval_secs: 60,
                 confirm_checks: 2,
+                drift_retrain: true,
+                drift_cooldown_secs: 3600,
             },
             recipients: vec!["ops@example.org".into()],
             max_per_hour,
