@@ -20,14 +20,17 @@ pub struct Logged {
     pub model_version: String,
     /// The answer as JSON text (`prediction`, `probabilities`).
     pub output: String,
+    /// The input as logged (JSON object).
+    pub features: String,
 }
 
 /// The logged predictions among `ids` (in no particular order).
 pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
     let mut known = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT id, model_version, output FROM predictions WHERE id IN (");
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, model_version, output, features FROM predictions WHERE id IN (",
+        );
         let mut sep = q.separated(", ");
         for id in chunk {
             sep.push_bind(*id);

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod drift;
 pub mod feedback;
 pub mod registry;
+pub mod retrain;
 pub mod writer;
 
 use std::path::Path;
@@ -110,6 +111,10 @@ pub async fn apply_retention(pool: &SqlitePool, days: u32) -> Result<u64, StoreE
     .bind(cutoff)
     .execute(pool)
     .await?;
+    sqlx::query("DELETE FROM retrain_runs WHERE started < ? AND state != 'running'")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
     Ok(done.rows_affected())
 }
 

@@ -1,5 +1,14 @@
 //! The model registry: one row per model version in `models`, at most one of them
-//! active. Versions are decimal integers as text ("1", "2", ...), assigned here.
+//! active. Versions are assigned here: a decimal integer as text ("1", "2", ...)
+//! for a model trained in batch (bootstrap, import, retrain), and
+//! "<major>.<minor>" ("3.1", "3.2", ...) for one made by online updates from
+//! major version 3 and its descendants.
+//!
+//! Activation is one transaction (the old active row becomes inactive, the new
+//! one active, its `activated` time set), so the table never has two active
+//! versions. Retention ([`retire`]) deletes artifacts beyond `model.keep_versions`
+//! but never the active or the previous version (the inactive one activated most
+//! recently), and keeps the rows as `retired`.
 
 use serde::Serialize;
 use sqlx::{Row, SqlitePool};
@@ -19,6 +28,10 @@ pub struct ModelRecord {
     pub status: String,
     pub parent: Option<String>,
     pub source: String,
+    /// Online gradient steps since the model's last batch training.
+    pub online_updates: i64,
+    /// When the version last became active (Unix milliseconds).
+    pub activated: Option<i64>,
 }
 
 fn record(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
@@ -34,10 +47,13 @@ fn record(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
         status: row.try_get("status")?,
         parent: row.try_get("parent")?,
         source: row.try_get("source")?,
+        online_updates: row.try_get("online_updates")?,
+        activated: row.try_get("activated")?,
     })
 }
 
-const COLUMNS: &str = "version, created, path, metrics, sparsity, bits, status, parent, source";
+const COLUMNS: &str =
+    "version, created, path, metrics, sparsity, bits, status, parent, source, online_updates, activated";
 
 /// The active version, if any.
 pub async fn active(pool: &SqlitePool) -> Result<Option<ModelRecord>, StoreError> {
@@ -49,14 +65,48 @@ pub async fn active(pool: &SqlitePool) -> Result<Option<ModelRecord>, StoreError
     row.as_ref().map(record).transpose()
 }
 
+/// One version, if registered.
+pub async fn get(pool: &SqlitePool, version: &str) -> Result<Option<ModelRecord>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM models WHERE version = ?"))
+        .bind(version)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(record).transpose()
+}
+
 /// Every version, newest first.
 pub async fn list(pool: &SqlitePool) -> Result<Vec<ModelRecord>, StoreError> {
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM models ORDER BY created DESC, CAST(version AS INTEGER) DESC"
+        "SELECT {COLUMNS} FROM models ORDER BY created DESC, rowid DESC"
     ))
     .fetch_all(pool)
     .await?;
     rows.iter().map(record).collect()
+}
+
+/// The next free minor version of `major` ("3" → "3.1", then "3.2", ...).
+pub async fn next_minor(pool: &SqlitePool, major: &str) -> Result<String, StoreError> {
+    let versions: Vec<String> =
+        sqlx::query_scalar("SELECT version FROM models WHERE version LIKE ?")
+            .bind(format!("{major}.%"))
+            .fetch_all(pool)
+            .await?;
+    let last = versions
+        .iter()
+        .filter_map(|v| {
+            v.strip_prefix(major)?
+                .strip_prefix('.')?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(format!("{major}.{}", last + 1))
+}
+
+/// The batch-trained version a version descends from ("3.2" → "3").
+pub fn major(version: &str) -> &str {
+    version.split_once('.').map_or(version, |(m, _)| m)
 }
 
 /// The next free version number.
@@ -69,12 +119,13 @@ pub async fn next_version(pool: &SqlitePool) -> Result<String, StoreError> {
 
 /// Registers `rec` and makes it the only active version, in one transaction.
 pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), StoreError> {
+    let now = crate::time::now_millis();
     let mut tx = pool.begin().await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!(
-        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)"
+        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)"
     ))
     .bind(&rec.version)
     .bind(rec.created)
@@ -84,8 +135,73 @@ pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), S
     .bind(rec.bits)
     .bind(&rec.parent)
     .bind(&rec.source)
+    .bind(rec.online_updates)
+    .bind(now)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Makes the registered, not retired `version` the only active one. Returns
+/// false when there is no such version.
+pub async fn activate(pool: &SqlitePool, version: &str) -> Result<bool, StoreError> {
+    let now = crate::time::now_millis();
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != ?")
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    let done = sqlx::query(
+        "UPDATE models SET status = 'active', activated = ? WHERE version = ? AND status != 'retired'",
+    )
+    .bind(now)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Marks as retired every version beyond the newest `keep` that is neither
+/// active, nor the previous one, nor `keep_major` (the batch-trained version the
+/// online learner would revert to), and returns them (the caller deletes their
+/// artifacts).
+pub async fn retire(
+    pool: &SqlitePool,
+    keep: usize,
+    keep_major: &str,
+) -> Result<Vec<ModelRecord>, StoreError> {
+    let all = list(pool).await?;
+    let previous = all
+        .iter()
+        .filter(|r| r.status == "inactive")
+        .max_by_key(|r| r.activated)
+        .filter(|r| r.activated.is_some())
+        .map(|r| r.version.clone());
+    let retired: Vec<ModelRecord> = all
+        .into_iter()
+        .filter(|r| r.status != "retired")
+        .enumerate()
+        .filter(|(i, r)| {
+            *i >= keep
+                && r.status != "active"
+                && Some(&r.version) != previous.as_ref()
+                && r.version != keep_major
+        })
+        .map(|(_, r)| r)
+        .collect();
+    for r in &retired {
+        sqlx::query(
+            "UPDATE models SET status = 'retired' WHERE version = ? AND status = 'inactive'",
+        )
+        .bind(&r.version)
+        .execute(pool)
+        .await?;
+    }
+    Ok(retired)
 }

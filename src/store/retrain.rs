@@ -1,0 +1,218 @@
+//! Retraining runs (`retrain_runs`) and the labelled rows a run trains on.
+//!
+//! A run is inserted as `running` before any work starts and finished once, with
+//! its state (`promoted`, `rejected`, `skipped` or `failed`), counts, both
+//! metrics, the decision and the training report. A run still `running` when the
+//! daemon starts was cut short by a stop or crash: [`interrupted`] marks it failed.
+
+use serde::Serialize;
+use sqlx::{Row, SqlitePool};
+
+use super::StoreError;
+
+/// One run as stored and as `GET /v1/retrain/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub trigger: String,
+    /// Unix milliseconds.
+    pub started: i64,
+    pub finished: Option<i64>,
+    #[serde(flatten)]
+    pub outcome: Finish,
+}
+
+/// How a run ended (`state` is `running` until it has).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Finish {
+    pub state: String,
+    pub rows: Option<i64>,
+    pub train_rows: Option<i64>,
+    pub holdout_rows: Option<i64>,
+    pub metric: Option<String>,
+    pub live_version: Option<String>,
+    pub live_metric: Option<f64>,
+    pub candidate_metric: Option<f64>,
+    pub candidate_version: Option<String>,
+    pub decision: Option<String>,
+    pub report: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+const COLUMNS: &str =
+    "id, trigger, started, finished, state, rows, train_rows, holdout_rows, metric, \
+     live_version, live_metric, candidate_metric, candidate_version, decision, report, error";
+
+fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
+    let report: Option<String> = row.try_get("report")?;
+    Ok(Run {
+        id: row.try_get("id")?,
+        trigger: row.try_get("trigger")?,
+        started: row.try_get("started")?,
+        finished: row.try_get("finished")?,
+        outcome: Finish {
+            state: row.try_get("state")?,
+            rows: row.try_get("rows")?,
+            train_rows: row.try_get("train_rows")?,
+            holdout_rows: row.try_get("holdout_rows")?,
+            metric: row.try_get("metric")?,
+            live_version: row.try_get("live_version")?,
+            live_metric: row.try_get("live_metric")?,
+            candidate_metric: row.try_get("candidate_metric")?,
+            candidate_version: row.try_get("candidate_version")?,
+            decision: row.try_get("decision")?,
+            report: report
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| StoreError::Decode(format!("retrain_runs.report: {e}")))?,
+            error: row.try_get("error")?,
+        },
+    })
+}
+
+/// Records the start of a run; returns its id.
+pub async fn start(pool: &SqlitePool, trigger: &str, now: i64) -> Result<i64, StoreError> {
+    let id =
+        sqlx::query("INSERT INTO retrain_runs (trigger, started, state) VALUES (?, ?, 'running')")
+            .bind(trigger)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .last_insert_rowid();
+    Ok(id)
+}
+
+/// Records how run `id` ended.
+pub async fn finish(pool: &SqlitePool, id: i64, f: &Finish, now: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE retrain_runs SET finished = ?, state = ?, rows = ?, train_rows = ?, holdout_rows = ?, \
+         metric = ?, live_version = ?, live_metric = ?, candidate_metric = ?, candidate_version = ?, \
+         decision = ?, report = ?, error = ? WHERE id = ?",
+    )
+    .bind(now)
+    .bind(&f.state)
+    .bind(f.rows)
+    .bind(f.train_rows)
+    .bind(f.holdout_rows)
+    .bind(&f.metric)
+    .bind(&f.live_version)
+    .bind(f.live_metric.filter(|m| m.is_finite()))
+    .bind(f.candidate_metric.filter(|m| m.is_finite()))
+    .bind(&f.candidate_version)
+    .bind(&f.decision)
+    .bind(f.report.as_ref().map(|r| r.to_string()))
+    .bind(&f.error)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Run `id`, if there is one.
+pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Run>, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM retrain_runs WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(run).transpose()
+}
+
+/// The newest `limit` runs, newest first (without their reports).
+pub async fn recent(pool: &SqlitePool, limit: i64) -> Result<Vec<Run>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM retrain_runs ORDER BY id DESC LIMIT ?",
+        COLUMNS.replace("report", "NULL AS report")
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(run).collect()
+}
+
+/// Marks runs left `running` by a stop or crash as failed; returns how many.
+pub async fn interrupted(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE retrain_runs SET state = 'failed', finished = ?, \
+         error = 'the daemon stopped before the run finished' WHERE state = 'running'",
+    )
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A labelled prediction: the features as logged and the label as given.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LabelledRow {
+    /// JSON object.
+    pub features: String,
+    /// JSON value (a class name or a number).
+    pub label: String,
+    /// When the prediction was made (Unix milliseconds).
+    pub time: i64,
+}
+
+/// The newest `max_rows` labelled predictions made at or after `since`, oldest
+/// first.
+pub async fn labelled(
+    pool: &SqlitePool,
+    since: i64,
+    max_rows: usize,
+) -> Result<Vec<LabelledRow>, StoreError> {
+    let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let mut rows = sqlx::query_as::<_, LabelledRow>(
+        "SELECT p.features, f.label, p.time FROM feedback f JOIN predictions p ON p.id = f.prediction_id \
+         WHERE p.time >= ? ORDER BY p.time DESC, p.id DESC LIMIT ?",
+    )
+    .bind(since)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_is_stored_finished_listed_and_an_interrupted_one_marked_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
+        let a = start(&pool, "api", 1_000).await.unwrap();
+        let b = start(&pool, "schedule", 2_000).await.unwrap();
+        let f = Finish {
+            state: "rejected".into(),
+            rows: Some(300),
+            metric: Some("accuracy".into()),
+            live_metric: Some(0.9),
+            candidate_metric: Some(f64::NAN),
+            decision: Some("worse".into()),
+            report: Some(serde_json::json!({"cv": {"mean": 0.5}})),
+            ..Finish::default()
+        };
+        finish(&pool, a, &f, 1_500).await.unwrap();
+        let got = get(&pool, a).await.unwrap().unwrap();
+        assert_eq!(got.finished, Some(1_500));
+        let got = got.outcome;
+        assert_eq!(got.state, "rejected");
+        assert_eq!(got.rows, Some(300));
+        assert_eq!(got.live_metric, Some(0.9));
+        // NaN is not stored as a number.
+        assert_eq!(got.candidate_metric, None);
+        assert_eq!(got.report.unwrap()["cv"]["mean"], 0.5);
+        assert_eq!(interrupted(&pool, 3_000).await.unwrap(), 1);
+        let b = get(&pool, b).await.unwrap().unwrap();
+        assert_eq!(b.outcome.state, "failed");
+        assert!(b.outcome.error.unwrap().contains("stopped"));
+        let ids: Vec<i64> = recent(&pool, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![b.id, a]);
+        assert!(get(&pool, 99).await.unwrap().is_none());
+    }
+}
