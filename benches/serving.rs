@@ -380,10 +380,17 @@ fn bench_router(c: &mut Criterion) {
         status: "active".into(),
         parent: None,
         source: "bench".into(),
+        online_updates: 0,
+        activated: None,
     };
     let live = steward::live::LiveModel::new(bundled_model(), record, 0.01);
+    let slot: steward::live::Slot = Arc::new(arc_swap::ArcSwap::from_pointee(live));
+    let monitoring = steward::monitoring::Monitoring::new().0;
+    let config = steward::config::Config::from_parts("bench", "", &[]).expect("default config");
+    let (learning, _labels) =
+        steward::learning::Learning::new(pool.clone(), slot.clone(), monitoring.clone(), &config);
     let state = steward::server::AppState {
-        live: Arc::new(arc_swap::ArcSwap::from_pointee(live)),
+        live: slot,
         log,
         pool: pool.clone(),
         metrics: Arc::default(),
@@ -391,7 +398,11 @@ fn bench_router(c: &mut Criterion) {
             token: None,
             max_batch: 1024,
         })),
-        monitoring: steward::monitoring::Monitoring::new().0,
+        monitoring,
+        learning: Arc::new(learning),
+        retrain: Arc::new(steward::learning::retrain::RetrainSettings::from_config(
+            &config,
+        )),
     };
     let app = steward::server::router(
         state,

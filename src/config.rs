@@ -89,16 +89,26 @@ section!(
         initial: String = String::new(),
         bootstrap_data: String = BUNDLED_DATA.into(),
         label: String = "label".into(),
+        keep_versions: usize = 20,
     }
 );
 
 section!(
-    /// `[training]`: the retraining schedule (used by the scheduler).
+    /// `[training]`: retraining (schedule, data window, gate, limits).
     TrainingConfig {
         schedule: String = "0 0 3 * * *".into(),
         folds: usize = 5,
         min_rows: usize = 200,
         seed: u64 = 42,
+        window_days: u32 = 30,
+        max_rows: usize = 50_000,
+        holdout_share: f64 = 0.2,
+        original_share: f64 = 0.0,
+        max_regression: f64 = 0.0,
+        min_metric: f64 = 0.0,
+        time_limit_secs: u64 = 1_800,
+        drift_retrain: bool = true,
+        drift_cooldown_secs: u64 = 3_600,
     }
 );
 
@@ -106,6 +116,14 @@ section!(
     /// `[online]`: learning from feedback labels.
     OnlineConfig {
         enabled: bool = true,
+        republish_every: u64 = 1_000,
+        republish_secs: u64 = 60,
+        step_size: f32 = 0.01,
+        l2: f32 = 1e-5,
+        clip: f32 = 1.0,
+        guard_window: usize = 500,
+        guard_margin: f64 = 0.02,
+        queue: usize = 65_536,
     }
 );
 
@@ -392,6 +410,73 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), Co
 }
 
 impl RawConfig {
+    /// `[training]`, `[online]` and `model.keep_versions`.
+    fn training_and_online(
+        &self,
+        bad: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let t = &self.training;
+        crate::scheduler::Cron::parse(&t.schedule)
+            .map_err(|e| bad("training.schedule", e.to_string()))?;
+        positive(bad, "training.min_rows", t.min_rows as u64)?;
+        positive(bad, "training.window_days", t.window_days.into())?;
+        positive(bad, "training.max_rows", t.max_rows as u64)?;
+        positive(bad, "training.time_limit_secs", t.time_limit_secs)?;
+        if !(t.holdout_share > 0.0 && t.holdout_share < 1.0) {
+            return Err(bad(
+                "training.holdout_share",
+                format!("{} is outside (0, 1)", t.holdout_share),
+            ));
+        }
+        if !(0.0..1.0).contains(&t.original_share) {
+            return Err(bad(
+                "training.original_share",
+                format!("{} is outside [0, 1)", t.original_share),
+            ));
+        }
+        if !(t.max_regression.is_finite() && t.max_regression >= 0.0) {
+            return Err(bad(
+                "training.max_regression",
+                format!("{} is not a number ≥ 0", t.max_regression),
+            ));
+        }
+        if !t.min_metric.is_finite() || t.min_metric > 1.0 {
+            return Err(bad(
+                "training.min_metric",
+                format!("{} is not a number ≤ 1", t.min_metric),
+            ));
+        }
+        let o = &self.online;
+        positive(bad, "online.republish_every", o.republish_every)?;
+        positive(bad, "online.republish_secs", o.republish_secs)?;
+        positive(bad, "online.guard_window", o.guard_window as u64)?;
+        positive(bad, "online.queue", o.queue as u64)?;
+        for (key, v) in [("online.step_size", o.step_size), ("online.clip", o.clip)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(key, format!("{v} is not a number > 0")));
+            }
+        }
+        if !(o.l2.is_finite() && o.l2 >= 0.0) {
+            return Err(bad("online.l2", format!("{} is not a number ≥ 0", o.l2)));
+        }
+        if !(o.guard_margin.is_finite() && o.guard_margin >= 0.0) {
+            return Err(bad(
+                "online.guard_margin",
+                format!("{} is not a number ≥ 0", o.guard_margin),
+            ));
+        }
+        if self.model.keep_versions < 2 {
+            return Err(bad(
+                "model.keep_versions",
+                format!(
+                    "{} is below 2 (the active and the previous version are always kept)",
+                    self.model.keep_versions
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value that the types alone do not constrain.
     pub fn validate(self, source: &str) -> Result<Config, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Value {
@@ -468,6 +553,7 @@ impl RawConfig {
                 format!("{} is below 2", self.training.folds),
             ));
         }
+        self.training_and_online(&bad)?;
         positive(&bad, "drift.interval_secs", self.drift.interval_secs)?;
         positive(&bad, "drift.window", self.drift.window as u64)?;
         unit_open(&bad, "drift.alpha", self.drift.alpha)?;

@@ -1,8 +1,10 @@
 //! The composition root: start-up order, signals, systemd notification, shutdown.
 //!
-//! Start-up: open the database (migrations), make a model live, start the log
-//! writer, the drift job, the concept-drift task and the two alerting tasks (rules
-//! into the outbox, the mailer), bind the listener, then tell systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
+//! Start-up: open the database (migrations), make a model live, mark retrain runs
+//! cut short by the last stop as failed, start the log writer, the drift job, the
+//! concept-drift task, the two alerting tasks (rules into the outbox, the mailer),
+//! the online learner, the retrain schedule and the drift trigger, bind the
+//! listener, then tell systemd READY=1. SIGTERM/SIGINT: STOPPING=1,
 //! stop accepting, let in-flight requests finish, flush the log queue, exit, all
 //! within `server.shutdown_timeout_secs`. SIGHUP re-reads the config file and applies
 //! the keys that can change at run time (`server.max_batch`, `log.level`,
@@ -21,9 +23,13 @@ use tokio_util::task::TaskTracker;
 use crate::alert::mail::Mailer;
 use crate::alert::service::{self, AlertSettings, Clock};
 use crate::config::{Config, ConfigError};
+use crate::learning::online::OnlineSettings;
+use crate::learning::retrain::RetrainSettings;
+use crate::learning::{self, Learning};
 use crate::live::{self, LiveError};
 use crate::logging::LevelHandle;
 use crate::monitoring::{self, Monitoring};
+use crate::scheduler::Cron;
 use crate::server::{self, metrics::Metrics, AppState, Limits, Settings};
 use crate::store::{self, writer, StoreError};
 
@@ -81,6 +87,16 @@ pub async fn run(
     }));
     let retention = Arc::new(AtomicU32::new(db.retention_days));
     let (monitoring, outcomes) = Monitoring::new();
+    let interrupted = store::retrain::interrupted(&pool, crate::time::now_millis()).await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            runs = interrupted,
+            "retrain runs cut short by the last stop are marked failed"
+        );
+    }
+    let (learning, labels) = Learning::new(pool.clone(), slot.clone(), monitoring.clone(), &config);
+    let learning = Arc::new(learning);
+    let retrain = Arc::new(RetrainSettings::from_config(&config));
     let state = AppState {
         live: slot.clone(),
         log: log.clone(),
@@ -88,6 +104,8 @@ pub async fn run(
         metrics: Arc::new(Metrics::default()),
         settings: settings.clone(),
         monitoring: monitoring.clone(),
+        learning: learning.clone(),
+        retrain: retrain.clone(),
     };
     let limits = Limits {
         max_body_bytes: config.raw.server.max_body_bytes,
@@ -145,6 +163,35 @@ pub async fn run(
         monitoring.clone(),
         stop.clone(),
     ));
+    if let Some(labels) = labels {
+        tracker.spawn(learning::online::task(
+            learning.clone(),
+            labels,
+            OnlineSettings::from_config(&config.raw.online),
+            stop.clone(),
+        ));
+    }
+    match Cron::parse(&config.raw.training.schedule) {
+        Ok(cron) => {
+            tracker.spawn(learning::trigger::schedule(
+                learning.clone(),
+                retrain.clone(),
+                cron,
+                clock,
+                stop.clone(),
+            ));
+        }
+        Err(e) => tracing::error!(error = %e, "training.schedule: no scheduled retraining"),
+    }
+    if config.raw.training.drift_retrain {
+        tracker.spawn(learning::trigger::on_drift(
+            learning.clone(),
+            retrain.clone(),
+            monitoring.events.subscribe(),
+            Duration::from_secs(config.raw.training.drift_cooldown_secs),
+            stop.clone(),
+        ));
+    }
     tracker.close();
 
     tracing::info!(%addr, model_version = %version, database = %config.database_path.display(), "listening");

@@ -73,9 +73,27 @@ impl LiveModel {
     /// Makes a model live: times its forms on warm-up rows (its reference sample,
     /// encoded, or one all-missing row) and picks the one to serve.
     pub fn new(model: Model, record: ModelRecord, budget: f64) -> LiveModel {
-        let size = std::fs::metadata(&record.path).ok().map(|m| m.len());
         let rows = warm_up_rows(&model);
-        let form = model.choose_form(&rows, budget);
+        Self::with_warm_up(model, record, budget, &rows)
+    }
+
+    /// [`LiveModel::new`] timed on the given encoded rows (recent logged inputs,
+    /// when a model replaces another); the reference sample when `rows` is empty.
+    pub fn with_warm_up(
+        model: Model,
+        record: ModelRecord,
+        budget: f64,
+        rows: &[Vec<f32>],
+    ) -> LiveModel {
+        let size = std::fs::metadata(&record.path).ok().map(|m| m.len());
+        let own;
+        let rows = if rows.is_empty() {
+            own = warm_up_rows(&model);
+            &own
+        } else {
+            rows
+        };
+        let form = model.choose_form(rows, budget);
         tracing::info!(
             version = %record.version,
             form = form.form.as_str(),
@@ -191,8 +209,20 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
     tokio::task::spawn_blocking(move || artifact::save(&to_save, &save_path))
         .await
         .map_err(|_| LiveError::Join)??;
-    let record = ModelRecord {
-        version: version.clone(),
+    let record = record_for(&model, &version, &path, source);
+    registry::insert_active(pool, &record).await?;
+    tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
+    Ok(LiveModel::new(
+        model,
+        record,
+        config.raw.compression.max_metric_drop,
+    ))
+}
+
+/// The registry row of a new active version of `model`, stored at `path`.
+pub fn record_for(model: &Model, version: &str, path: &Path, source: &str) -> ModelRecord {
+    ModelRecord {
+        version: version.to_string(),
         created: crate::time::now_millis(),
         path: path.display().to_string(),
         metrics: serde_json::to_value(&model.meta.metrics).unwrap_or_default(),
@@ -201,14 +231,9 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         status: "active".into(),
         parent: model.meta.parent.clone(),
         source: source.into(),
-    };
-    registry::insert_active(pool, &record).await?;
-    tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
-    Ok(LiveModel::new(
-        model,
-        record,
-        config.raw.compression.max_metric_drop,
-    ))
+        online_updates: i64::try_from(model.meta.online_updates).unwrap_or(i64::MAX),
+        activated: None,
+    }
 }
 
 /// Trains a model from `data` (a CSV path or the bundled data set).

@@ -2,8 +2,10 @@
 //!
 //! Subject: `[steward] FIRING: feature drift on 3 features (model v7)`, or
 //! `RESOLVED: ...`, or `FIRING: ..., 1 resolved`. The body lists each alert with
-//! its numbers (test, statistic, p-value, PSI, window, time), the model version,
-//! what the daemon is doing about it, and links to the API.
+//! its numbers (test, statistic, p-value, PSI, window, time; for a retraining
+//! run its trigger, both models' metric, the rows and a link to the run; for the
+//! online guard both metrics and the versions), the model version, what the
+//! daemon is doing about it, and links to the API.
 
 use serde_json::Value;
 
@@ -16,6 +18,10 @@ pub struct Context {
     pub base_url: String,
     pub interval_secs: u64,
     pub confirm_checks: u32,
+    /// `training.drift_retrain`: dataset and concept drift start a retraining run.
+    pub drift_retrain: bool,
+    /// `training.drift_cooldown_secs`: the least time between two such runs.
+    pub drift_cooldown_secs: u64,
 }
 
 /// A composed mail.
@@ -34,6 +40,10 @@ fn title(rule: &str) -> &str {
         "dataset_drift" => "dataset drift",
         "anomaly_rate" => "anomaly rate high",
         "concept_drift" => "concept drift",
+        "retrain_promoted" => "model promoted",
+        "retrain_rejected" => "candidate rejected",
+        "retrain_failed" => "retraining failed",
+        "online_reverted" => "online updates reverted",
         other => other,
     }
 }
@@ -79,12 +89,12 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
     );
     let mut lines: Vec<(String, Vec<String>)> = Vec::new();
     for a in &n.firing {
-        lines.push(("firing".into(), describe(a)));
+        lines.push(("firing".into(), describe(a, cx)));
     }
     for a in &n.resolved {
-        lines.push(("resolved".into(), describe(a)));
+        lines.push(("resolved".into(), describe(a, cx)));
     }
-    let doing = doing(&n.group, version, cx);
+    let doing = doing(&n.group, version, &all, cx);
     let links = format!(
         "Drift report: {0}/v1/drift\nAlerts and their delivery: {0}/v1/alerts\nModel: {0}/v1/model",
         cx.base_url
@@ -137,12 +147,18 @@ fn num(v: &Value) -> String {
     }
 }
 
+/// A model's metric: 4 decimals, so that two of them line up.
+fn metric(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "n/a".into(), |x| format!("{x:.4}"))
+}
+
 fn when(v: &Value) -> String {
     v.as_i64().map_or_else(|| "?".into(), crate::time::rfc3339)
 }
 
 /// An alert's headline and detail lines.
-fn describe(a: &Alert) -> Vec<String> {
+fn describe(a: &Alert, cx: &Context) -> Vec<String> {
     let d = &a.details;
     let window = |w: &Value| {
         format!(
@@ -220,27 +236,136 @@ fn describe(a: &Alert) -> Vec<String> {
                 a.model_version
             ),
         ],
+        "retrain_promoted" | "retrain_rejected" | "retrain_failed" => {
+            let run = &d["run_id"];
+            let live = d["live_version"].as_str().unwrap_or("?");
+            let headline = match a.rule.as_str() {
+                "retrain_promoted" => format!(
+                    "retraining run {run} promoted its candidate as model v{}, replacing v{live}",
+                    d["candidate_version"].as_str().unwrap_or("?")
+                ),
+                "retrain_rejected" => {
+                    format!("retraining run {run}: the gate rejected the candidate and kept model v{live}")
+                }
+                _ => format!("retraining run {run} failed; model v{live} was left serving"),
+            };
+            let scores = match d["metric"].as_str() {
+                Some(name) => format!(
+                    "{name} on the held-out rows: live v{live} {}, candidate {}",
+                    metric(&d["live_metric"]),
+                    metric(&d["candidate_metric"])
+                ),
+                None => "not scored: the run ended before the gate".into(),
+            };
+            let data = match (d["rows"].as_u64(), d["holdout_rows"].as_u64()) {
+                (Some(rows), Some(held)) => {
+                    format!("data: {rows} labelled rows, the newest {held} held out for the gate")
+                }
+                (Some(rows), None) => format!("data: {rows} labelled rows"),
+                _ => "data: not read".into(),
+            };
+            vec![
+                headline,
+                format!(
+                    "trigger: {}, run {run}, ended {}",
+                    d["trigger"].as_str().unwrap_or("?"),
+                    when(&d["time"])
+                ),
+                scores,
+                data,
+                format!("reason: {}", d["reason"].as_str().unwrap_or("?")),
+                format!("run: {}/v1/retrain/{run}", cx.base_url),
+            ]
+        }
+        "online_reverted" => {
+            let (from, to) = (
+                d["from_version"].as_str().unwrap_or("?"),
+                d["to_version"].as_str().unwrap_or("?"),
+            );
+            vec![
+                format!("the online guard went back from v{from} to v{to}"),
+                format!(
+                    "{} over the last {} labels: online v{from} {}, v{to} {} (margin {})",
+                    d["metric"].as_str().unwrap_or("metric"),
+                    d["window"],
+                    metric(&d["online_metric"]),
+                    metric(&d["base_metric"]),
+                    num(&d["margin"])
+                ),
+                format!(
+                    "v{from} → v{to} after {} online updates, at {}",
+                    d["updates"],
+                    when(&d["time"])
+                ),
+            ]
+        }
         other => vec![other.to_string(), d.to_string()],
     }
 }
 
-/// The daemon's part, per rule.
-fn doing(rule: &str, version: &str, cx: &Context) -> String {
+/// The daemon's part, per rule; `version` is the newest of `alerts`.
+fn doing(rule: &str, version: &str, alerts: &[&Alert], cx: &Context) -> String {
     let keeps = format!("it keeps serving model v{version}");
+    // A detail of the alert about `version` (the group's newest).
+    let detail = |key: &str| {
+        alerts
+            .iter()
+            .find(|a| a.model_version == version)
+            .and_then(|a| a.details[key].as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let retrain = if cx.drift_retrain {
+        format!(
+            "steward starts a retraining run on recent labelled data, unless drift started one in \
+             the last {} s (training.drift_cooldown_secs); its outcome comes in a separate mail.",
+            cx.drift_cooldown_secs
+        )
+    } else {
+        "Drift does not start retraining here (training.drift_retrain = false): if the change is \
+         real, retrain on recent labelled data with POST /v1/retrain."
+            .to_string()
+    };
+    let checks = format!(
+        "{keeps} and checks again every {} s; the alert resolves after {} clean checks in a row.",
+        cx.interval_secs, cx.confirm_checks
+    );
     match rule {
-        "feature_drift" | "prediction_drift" | "dataset_drift" => format!(
-            "{keeps} and checks again every {} s; the alert resolves after {} clean checks in a row. \
-             Retraining is not automatic in this version: if the change is real, retrain on recent \
-             labelled data.",
-            cx.interval_secs, cx.confirm_checks
+        "dataset_drift" => format!("{checks} {retrain}"),
+        // Single features do not start a run; the data set as a whole does.
+        "feature_drift" | "prediction_drift" if cx.drift_retrain => format!(
+            "{checks} Drifting features alone do not retrain: a run starts when the data set as a \
+             whole drifts or concept drift is detected (at most one every {} s); to retrain now, \
+             POST /v1/retrain.",
+            cx.drift_cooldown_secs
         ),
+        "feature_drift" | "prediction_drift" => format!("{checks} {retrain}"),
         "anomaly_rate" => format!(
             "{keeps} and answers these inputs (each answer says anomaly: true); the prediction log \
              holds every input with its anomaly_score."
         ),
         "concept_drift" => format!(
-            "{keeps}; the detectors have restarted and will alert again on a further rise. \
-             Retraining is not automatic in this version."
+            "{keeps}; the detectors have restarted and will alert again on a further rise. {retrain}"
+        ),
+        "retrain_promoted" => {
+            let previous = detail("live_version");
+            format!(
+                "it now serves model v{version}; the previous version (v{previous}) stays in the \
+                 registry and can be re-activated with POST /v1/models/{previous}/activate."
+            )
+        }
+        "retrain_rejected" => format!(
+            "{keeps}; the candidate does not go live. The next run comes with the schedule \
+             (training.schedule){}, or with POST /v1/retrain.",
+            if cx.drift_retrain { " or a drift" } else { "" }
+        ),
+        "retrain_failed" => format!(
+            "{keeps}; nothing was changed. The next run comes with the schedule (training.schedule){}, or with POST /v1/retrain.",
+            if cx.drift_retrain { " or a drift" } else { "" }
+        ),
+        "online_reverted" => format!(
+            "it serves v{} again and publishes no online updates until a new model goes live.",
+            detail("to_version")
         ),
         _ => keeps,
     }
@@ -257,6 +382,8 @@ pub fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::rules::from_event;
+    use crate::monitor::events::{ConceptEvent, Event, OnlineEvent, RetrainEvent};
     use std::collections::BTreeMap;
 
     fn drift(feature: &str, p: f64) -> Alert {
@@ -280,6 +407,8 @@ mod tests {
             base_url: "http://steward.example:8080".into(),
             interval_secs: 60,
             confirm_checks: 2,
+            drift_retrain: true,
+            drift_cooldown_secs: 3600,
         }
     }
 
@@ -330,5 +459,162 @@ mod tests {
         let m = compose(&n, &cx());
         assert!(!m.html.contains("<script>"));
         assert!(m.html.contains("&lt;script&gt;"));
+    }
+
+    fn retrain(candidate_version: Option<&str>, candidate_metric: f64) -> RetrainEvent {
+        RetrainEvent {
+            run_id: 12,
+            trigger: "dataset_drift".into(),
+            metric: Some("accuracy".into()),
+            live_version: "3".into(),
+            live_metric: Some(0.91),
+            candidate_metric: Some(candidate_metric),
+            candidate_version: candidate_version.map(str::to_string),
+            reason: "gate: candidate against live − 0.01".into(),
+            rows: Some(1200),
+            holdout_rows: Some(240),
+            time: 0,
+        }
+    }
+
+    /// The mail for one event's alert, as the rules would make it.
+    fn mail(event: &Event, cx: &Context) -> Composed {
+        let a = from_event(event, 0);
+        let n = Notification {
+            group: a.rule.clone(),
+            firing: vec![a],
+            resolved: vec![],
+            thread: vec![],
+        };
+        compose(&n, cx)
+    }
+
+    fn assert_has(m: &Composed, needles: &[&str]) {
+        for needle in needles {
+            assert!(m.text.contains(needle), "missing {needle:?} in\n{}", m.text);
+        }
+    }
+
+    #[test]
+    fn a_promotion_names_both_metrics_the_run_and_the_way_back() {
+        let m = mail(&Event::RetrainPromoted(retrain(Some("4"), 0.93456)), &cx());
+        assert_eq!(m.subject, "[steward] FIRING: model promoted (model v4)");
+        assert_has(
+            &m,
+            &[
+                "[firing] retraining run 12 promoted its candidate as model v4, replacing v3",
+                "trigger: dataset_drift, run 12",
+                "accuracy on the held-out rows: live v3 0.9100, candidate 0.9346",
+                "data: 1200 labelled rows, the newest 240 held out for the gate",
+                "reason: gate: candidate against live − 0.01",
+                "run: http://steward.example:8080/v1/retrain/12",
+                "What steward is doing: it now serves model v4; the previous version (v3) stays in \
+                 the registry and can be re-activated with POST /v1/models/3/activate.",
+            ],
+        );
+        assert!(m.html.contains("live v3 0.9100, candidate 0.9346"));
+        assert!(m.html.contains("http://steward.example:8080/v1/retrain/12"));
+    }
+
+    #[test]
+    fn a_rejection_says_the_live_model_keeps_serving() {
+        let m = mail(&Event::RetrainRejected(retrain(None, 0.8)), &cx());
+        assert_eq!(m.subject, "[steward] FIRING: candidate rejected (model v3)");
+        assert_has(
+            &m,
+            &[
+                "the gate rejected the candidate and kept model v3",
+                "accuracy on the held-out rows: live v3 0.9100, candidate 0.8000",
+                "run: http://steward.example:8080/v1/retrain/12",
+                "What steward is doing: it keeps serving model v3; the candidate does not go live.",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_failed_run_before_the_gate_says_what_it_did_not_reach() {
+        let mut e = retrain(None, f64::NAN);
+        e.metric = None;
+        e.live_metric = None;
+        e.rows = None;
+        e.holdout_rows = None;
+        e.reason = "time limit of 1800 s reached".into();
+        let m = mail(&Event::RetrainFailed(e), &cx());
+        assert_eq!(m.subject, "[steward] FIRING: retraining failed (model v3)");
+        assert_has(
+            &m,
+            &[
+                "retraining run 12 failed; model v3 was left serving",
+                "not scored: the run ended before the gate",
+                "data: not read",
+                "reason: time limit of 1800 s reached",
+                "it keeps serving model v3; nothing was changed.",
+            ],
+        );
+    }
+
+    #[test]
+    fn an_online_revert_names_both_metrics_and_versions() {
+        let e = OnlineEvent {
+            from_version: "3.4".into(),
+            to_version: "3".into(),
+            metric: "accuracy",
+            online_metric: 0.85,
+            base_metric: 0.9012,
+            margin: 0.02,
+            window: 500,
+            updates: 4000,
+            time: 0,
+        };
+        let m = mail(&Event::OnlineReverted(e), &cx());
+        assert_eq!(
+            m.subject,
+            "[steward] FIRING: online updates reverted (model v3.4)"
+        );
+        assert_has(
+            &m,
+            &[
+                "accuracy over the last 500 labels: online v3.4 0.8500, v3 0.9012 (margin 0.02)",
+                "v3.4 → v3 after 4000 online updates",
+                "What steward is doing: it serves v3 again and publishes no online updates until a \
+                 new model goes live.",
+            ],
+        );
+    }
+
+    #[test]
+    fn drift_mails_say_whether_drift_starts_a_retrain() {
+        let concept = Event::ConceptDrift(ConceptEvent {
+            detector: "ddm",
+            labels: 800,
+            error: 0.21,
+            model_version: "7".into(),
+            time: 0,
+        });
+        let on = mail(&concept, &cx());
+        assert_has(
+            &on,
+            &["steward starts a retraining run", "in the last 3600 s"],
+        );
+        assert!(!on.text.contains("not automatic"));
+        let off = Context {
+            drift_retrain: false,
+            ..cx()
+        };
+        let m = mail(&concept, &off);
+        assert_has(&m, &["training.drift_retrain = false", "POST /v1/retrain"]);
+        assert!(!m.text.contains("starts a retraining run"));
+        // Single drifting features never start a run themselves.
+        let n = Notification {
+            group: "feature_drift".into(),
+            firing: vec![drift("a", 1e-4)],
+            resolved: vec![],
+            thread: vec![],
+        };
+        let m = compose(&n, &cx());
+        assert_has(&m, &["Drifting features alone do not retrain"]);
+        assert!(compose(&n, &off)
+            .text
+            .contains("training.drift_retrain = false"));
     }
 }

@@ -16,8 +16,10 @@
 //!   new mail thread).
 //! - **Silenced** alerts (a silence whose matchers all match the alert's rule and
 //!   labels, and whose end is in the future) are left out of notifications.
-//! - **One-shot** rules (concept drift: a detection, not a condition) fire once and
-//!   are dropped after their notification, without a resolved mail.
+//! - **One-shot** rules (concept drift: a detection, not a condition; and the
+//!   outcomes of retraining and of the online guard: news, not conditions) fire
+//!   once and are dropped after their notification, without a resolved mail. A
+//!   promoted model fires too: it is not a problem, but people must hear of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,9 +57,16 @@ pub fn fingerprint(rule: &str, labels: &BTreeMap<String, String>) -> String {
     format!("{rule}{{{}}}", inner.join(","))
 }
 
-/// Rules whose alerts are single detections.
+/// Rules whose alerts are single detections or outcomes.
 pub fn one_shot(rule: &str) -> bool {
-    rule == "concept_drift"
+    matches!(
+        rule,
+        "concept_drift"
+            | "retrain_promoted"
+            | "retrain_rejected"
+            | "retrain_failed"
+            | "online_reverted"
+    )
 }
 
 /// What an event does to the alerts: opens (`Some(alert)` firing) or closes
@@ -92,6 +101,23 @@ pub fn from_event(event: &Event, now: i64) -> Alert {
             labels.insert("detector".to_string(), c.detector.to_string());
             ("concept_drift", true, c.model_version.clone())
         }
+        // A retraining run's outcome is about the version it leaves serving: the
+        // promoted candidate, or the live model it kept.
+        Event::RetrainPromoted(r) => {
+            labels.insert("trigger".to_string(), r.trigger.clone());
+            let version = r.candidate_version.as_ref().unwrap_or(&r.live_version);
+            ("retrain_promoted", true, version.clone())
+        }
+        Event::RetrainRejected(r) => {
+            labels.insert("trigger".to_string(), r.trigger.clone());
+            ("retrain_rejected", true, r.live_version.clone())
+        }
+        Event::RetrainFailed(r) => {
+            labels.insert("trigger".to_string(), r.trigger.clone());
+            ("retrain_failed", true, r.live_version.clone())
+        }
+        // About the online copy the guard gave up.
+        Event::OnlineReverted(o) => ("online_reverted", true, o.from_version.clone()),
     };
     Alert {
         rule: rule.to_string(),
@@ -294,6 +320,7 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::events::{OnlineEvent, RetrainEvent};
 
     const S: i64 = 1000;
 
@@ -426,6 +453,109 @@ mod tests {
         a.rule = "concept_drift".into();
         r.ingest(a, &t, 0);
         assert_eq!(r.flush(&t, &[], 30 * S).len(), 1);
+        assert!(r.alerts.is_empty() && r.groups.is_empty());
+        assert!(r.flush(&t, &[], 5 * 3600 * S).is_empty());
+    }
+
+    fn retrain(candidate: Option<&str>) -> RetrainEvent {
+        RetrainEvent {
+            run_id: 12,
+            trigger: "concept_drift".into(),
+            metric: Some("accuracy".into()),
+            live_version: "3.2".into(),
+            live_metric: Some(0.91),
+            candidate_metric: Some(0.93),
+            candidate_version: candidate.map(str::to_string),
+            reason: "candidate 0.9300 ≥ live 0.9100 − 0".into(),
+            rows: Some(1200),
+            holdout_rows: Some(240),
+            time: 5,
+        }
+    }
+
+    fn reverted() -> OnlineEvent {
+        OnlineEvent {
+            from_version: "3.4".into(),
+            to_version: "3".into(),
+            metric: "accuracy",
+            online_metric: 0.85,
+            base_metric: 0.9,
+            margin: 0.02,
+            window: 500,
+            updates: 4000,
+            time: 5,
+        }
+    }
+
+    #[test]
+    fn retrain_and_online_events_open_one_shot_alerts_about_the_right_version() {
+        let trigger = BTreeMap::from([("trigger".to_string(), "concept_drift".to_string())]);
+        let cases = [
+            (
+                Event::RetrainPromoted(retrain(Some("4"))),
+                "retrain_promoted",
+                &trigger,
+                "4",
+            ),
+            (
+                Event::RetrainRejected(retrain(None)),
+                "retrain_rejected",
+                &trigger,
+                "3.2",
+            ),
+            (
+                Event::RetrainFailed(retrain(None)),
+                "retrain_failed",
+                &trigger,
+                "3.2",
+            ),
+            (
+                Event::OnlineReverted(reverted()),
+                "online_reverted",
+                &BTreeMap::new(),
+                "3.4",
+            ),
+        ];
+        for (event, rule, labels, version) in cases {
+            let a = from_event(&event, 7);
+            assert_eq!(a.rule, rule);
+            assert_eq!(&a.labels, labels, "{rule}");
+            assert_eq!(a.model_version, version, "{rule}");
+            // Firing when raised, good news included.
+            assert!(a.is_firing() && a.starts_at == 7, "{rule}");
+            assert!(one_shot(rule), "{rule}");
+            assert_eq!(a.details["event"], rule);
+        }
+        // A promotion without a registered version names the live one.
+        let a = from_event(&Event::RetrainPromoted(retrain(None)), 7);
+        assert_eq!(a.model_version, "3.2");
+    }
+
+    #[test]
+    fn conditions_are_not_one_shot() {
+        for rule in [
+            "feature_drift",
+            "prediction_drift",
+            "dataset_drift",
+            "anomaly_rate",
+        ] {
+            assert!(!one_shot(rule), "{rule}");
+        }
+        assert!(one_shot("concept_drift"));
+    }
+
+    #[test]
+    fn a_promotion_is_mailed_once_and_never_resolved() {
+        let (t, mut r) = (timing(), Rules::default());
+        r.ingest(
+            from_event(&Event::RetrainPromoted(retrain(Some("4"))), 0),
+            &t,
+            0,
+        );
+        let n = r.flush(&t, &[], 30 * S);
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].firing.len(), n[0].resolved.len()), (1, 0));
+        assert_eq!(n[0].group, "retrain_promoted");
         assert!(r.alerts.is_empty() && r.groups.is_empty());
         assert!(r.flush(&t, &[], 5 * 3600 * S).is_empty());
     }

@@ -84,6 +84,53 @@ pub struct ConceptEvent {
     pub time: i64,
 }
 
+/// A retraining run ended: its candidate was promoted or rejected by the gate,
+/// or the run failed (error, panic, NaN, time limit).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetrainEvent {
+    pub run_id: i64,
+    /// `schedule`, `api`, `dataset_drift` or `concept_drift`.
+    pub trigger: String,
+    /// `accuracy` or `r2`, when the run got as far as scoring.
+    pub metric: Option<String>,
+    /// The version live when the run started.
+    pub live_version: String,
+    /// Both models' metric on the run's held-out newest labelled rows.
+    pub live_metric: Option<f64>,
+    pub candidate_metric: Option<f64>,
+    /// The version the candidate was registered as (promoted only).
+    pub candidate_version: Option<String>,
+    /// The gate's reason, or the error.
+    pub reason: String,
+    /// Labelled rows found, and the newest of them held out for the gate.
+    pub rows: Option<u64>,
+    pub holdout_rows: Option<u64>,
+    /// Unix milliseconds.
+    pub time: i64,
+}
+
+/// The online guard found the online copy worse than the model it started from
+/// and went back to that model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnlineEvent {
+    /// The version live when the guard tripped, and the one it went back to.
+    pub from_version: String,
+    pub to_version: String,
+    /// `accuracy` or `r2`, over the guard's window of recent labels.
+    pub metric: &'static str,
+    /// Progressive metric of the online copy, and of the base model, on the same labels.
+    pub online_metric: f64,
+    pub base_metric: f64,
+    /// `online.guard_margin`.
+    pub margin: f64,
+    /// Labels in the window.
+    pub window: usize,
+    /// Online steps taken since the base model.
+    pub updates: u64,
+    /// Unix milliseconds.
+    pub time: i64,
+}
+
 /// Everything monitoring raises.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -103,6 +150,10 @@ pub enum Event {
         window: Window,
     },
     ConceptDrift(ConceptEvent),
+    RetrainPromoted(RetrainEvent),
+    RetrainRejected(RetrainEvent),
+    RetrainFailed(RetrainEvent),
+    OnlineReverted(OnlineEvent),
 }
 
 impl Event {
@@ -116,10 +167,14 @@ impl Event {
             Event::AnomalyRateHigh { .. } => "anomaly_rate_high",
             Event::AnomalyRateNormal { .. } => "anomaly_rate_normal",
             Event::ConceptDrift(_) => "concept_drift",
+            Event::RetrainPromoted(_) => "retrain_promoted",
+            Event::RetrainRejected(_) => "retrain_rejected",
+            Event::RetrainFailed(_) => "retrain_failed",
+            Event::OnlineReverted(_) => "online_reverted",
         }
     }
 
-    /// Whether the event starts a problem (as opposed to ending one).
+    /// Whether the event starts a problem (as opposed to ending one, or good news).
     pub fn is_firing(&self) -> bool {
         matches!(
             self,
@@ -127,6 +182,9 @@ impl Event {
                 | Event::DatasetDriftDetected(_)
                 | Event::AnomalyRateHigh { .. }
                 | Event::ConceptDrift(_)
+                | Event::RetrainRejected(_)
+                | Event::RetrainFailed(_)
+                | Event::OnlineReverted(_)
         )
     }
 }

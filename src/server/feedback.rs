@@ -4,7 +4,8 @@
 //! may still be in the log queue, so an id not found is looked up again after a
 //! flush of the queue before it is called unknown. A second label for the same id
 //! replaces the first (see `store::feedback`). Each stored label's outcome (wrong
-//! class, or absolute error) goes to the concept-drift detectors.
+//! class, or absolute error) goes to the concept-drift detectors, and the label
+//! with its logged input to the online learner.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,6 +19,7 @@ use serde_json::Value;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
+use crate::learning::online::LabelItem;
 use crate::model::{ModelMeta, Task};
 use crate::monitor::watch::Outcome;
 use crate::monitoring::Labelled;
@@ -110,15 +112,16 @@ pub async fn feedback(
             format!("no prediction with id `{first}`{more}"),
         ));
     }
+    let accepted = rows.len();
     let replaced = feedback::upsert(&state.pool, &rows)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     state
         .metrics
         .feedback
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        .fetch_add(accepted as u64, Ordering::Relaxed);
     let live = state.live.load();
-    for item in &items {
+    for (item, row) in items.iter().zip(rows) {
         if let Some(p) = known.get(&item.id) {
             if let Some(outcome) = outcome(&live.model.meta, &p.output, &item.label) {
                 state.monitoring.labelled(Labelled {
@@ -126,11 +129,15 @@ pub async fn feedback(
                     outcome,
                 });
             }
+            state.learning.label(LabelItem {
+                features: p.features.clone(),
+                label: row.label,
+            });
         }
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"accepted": rows.len(), "replaced": replaced})),
+        Json(serde_json::json!({"accepted": accepted, "replaced": replaced})),
     ))
 }
 

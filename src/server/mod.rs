@@ -10,6 +10,7 @@ pub mod body;
 mod drift;
 pub mod error;
 mod feedback;
+mod learning;
 pub mod metrics;
 mod predict;
 mod status;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<ArcSwap<Settings>>,
     pub monitoring: Arc<crate::monitoring::Monitoring>,
+    pub learning: Arc<crate::learning::Learning>,
+    pub retrain: Arc<crate::learning::retrain::RetrainSettings>,
 }
 
 /// Limits fixed at start-up.
@@ -68,11 +71,15 @@ pub fn router(state: AppState, limits: Limits) -> Router {
             post(alerts::create_silence).get(alerts::silences),
         )
         .route("/v1/silences/{id}", delete(alerts::delete_silence))
+        .route("/v1/retrain", post(learning::start))
+        .route("/v1/models/{version}/activate", post(learning::activate))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/predict", post(predict::predict))
         .route("/v1/model", get(status::model))
         .route("/v1/models", get(status::models))
+        .route("/v1/retrain", get(learning::runs))
+        .route("/v1/retrain/{id}", get(learning::run))
         .route("/v1/drift", get(drift::drift))
         .route("/v1/alerts", get(alerts::alerts))
         .route("/healthz", get(status::healthz))

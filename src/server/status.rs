@@ -128,6 +128,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         live.version.parse::<f64>().unwrap_or(f64::NAN),
     );
     super::drift::render(&state.monitoring, &mut out);
+    super::learning::render(&state, &mut out);
     super::alerts::render(&state, &mut out).await;
     (
         StatusCode::OK,

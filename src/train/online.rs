@@ -102,6 +102,16 @@ impl Progress {
         })
     }
 
+    /// Right classes so far.
+    pub fn correct(&self) -> u64 {
+        self.correct
+    }
+
+    /// Sum of squared errors so far (label units).
+    pub fn sse(&self) -> f64 {
+        self.sse
+    }
+
     fn record_class(&mut self, hit: bool) {
         self.rows += 1;
         self.correct += u64::from(hit);

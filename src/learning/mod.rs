@@ -1,0 +1,330 @@
+//! The continuous-learning loop: the one place that makes a new model version
+//! live ([`Learning::publish`], [`Learning::activate`]), the online learner fed by
+//! feedback ([`online`]), retraining behind a gate ([`retrain`], [`gate`]) and the
+//! drift trigger.
+//!
+//! A swap goes: save the artifact (temporary file, fsync, rename), time the
+//! model's forms on recent logged inputs and pick the one to serve, register the
+//! version as active (one transaction), then store it in the live slot. Requests
+//! load the slot once, so one in flight finishes on the model it started with and
+//! never waits for a swap. Swaps are serialised by a lock that requests never
+//! take, so the registry's active version and the slot change in the same order.
+//! The replaced model is dropped on a blocking thread, not on a request's.
+
+pub mod gate;
+pub mod guard;
+pub mod online;
+pub mod retrain;
+pub mod trigger;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+
+use crate::live::{LiveModel, Slot};
+use crate::model::{artifact, Model};
+use crate::monitoring::Monitoring;
+use crate::scheduler::Flight;
+use crate::store::registry;
+use crate::store::{self, StoreError};
+
+/// Why a version could not go live.
+#[derive(Debug, thiserror::Error)]
+pub enum LearningError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] artifact::ArtifactError),
+    #[error("no model version `{0}` in the registry")]
+    Unknown(String),
+    #[error("model version `{0}` is retired: model.keep_versions deleted its artifact")]
+    Retired(String),
+    #[error("the model is not valid: {0}")]
+    Invalid(String),
+    #[error("version {live} went live while version {expected} was being replaced")]
+    Stale { expected: String, live: String },
+    #[error("a blocking task panicked or was cancelled")]
+    Join,
+}
+
+/// How a new version is numbered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A batch-trained model: the next integer version.
+    Major,
+    /// Online updates of `parent`: the next minor version of its major.
+    Minor { parent: String },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LearningStats {
+    pub swaps: AtomicU64,
+    pub online_updates: AtomicU64,
+    pub online_published: AtomicU64,
+    pub online_skipped: AtomicU64,
+    pub online_dropped: AtomicU64,
+    pub online_reverts: AtomicU64,
+    /// Retrain runs by end state: promoted, rejected, skipped, failed.
+    pub retrain_promoted: AtomicU64,
+    pub retrain_rejected: AtomicU64,
+    pub retrain_skipped: AtomicU64,
+    pub retrain_failed: AtomicU64,
+}
+
+/// What publishing and activation need.
+#[derive(Debug)]
+pub struct Learning {
+    pub pool: SqlitePool,
+    pub slot: Slot,
+    pub monitoring: Arc<Monitoring>,
+    pub stats: LearningStats,
+    /// Single flight of retraining runs.
+    pub flight: Flight,
+    dir: PathBuf,
+    budget: f64,
+    keep: usize,
+    swap: tokio::sync::Mutex<()>,
+    /// Labels for the online learner; `None` when `online.enabled` is false.
+    online: Option<mpsc::Sender<online::LabelItem>>,
+}
+
+/// A finished activation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Activation {
+    pub model_version: String,
+    pub previous: String,
+    /// False when the version was already live.
+    pub changed: bool,
+}
+
+impl Learning {
+    /// The shared state, and the receiving end of the online learner's queue
+    /// when online learning is enabled.
+    pub fn new(
+        pool: SqlitePool,
+        slot: Slot,
+        monitoring: Arc<Monitoring>,
+        config: &crate::config::Config,
+    ) -> (Learning, Option<mpsc::Receiver<online::LabelItem>>) {
+        let (online, rx) = if config.raw.online.enabled {
+            let (tx, rx) = mpsc::channel(config.raw.online.queue);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let learning = Learning {
+            pool,
+            slot,
+            monitoring,
+            stats: LearningStats::default(),
+            flight: Flight::new(),
+            dir: PathBuf::from(&config.raw.model.dir),
+            budget: config.raw.compression.max_metric_drop,
+            keep: config.raw.model.keep_versions,
+            swap: tokio::sync::Mutex::new(()),
+            online,
+        };
+        (learning, rx)
+    }
+
+    /// Hands a stored label to the online learner without waiting (a full queue
+    /// drops it for learning and counts it).
+    pub fn label(&self, item: online::LabelItem) {
+        if let Some(tx) = &self.online {
+            if tx.try_send(item).is_err() {
+                self.stats.online_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Registers `model` as a new version, makes it live and returns it.
+    pub async fn publish(
+        &self,
+        model: Model,
+        kind: Kind,
+        source: &str,
+    ) -> Result<Arc<LiveModel>, LearningError> {
+        model.check().map_err(LearningError::Invalid)?;
+        let _swap = self.swap.lock().await;
+        let previous = self.slot.load_full();
+        let (version, parent) = match &kind {
+            Kind::Major => (
+                registry::next_version(&self.pool).await?,
+                previous.version.to_string(),
+            ),
+            Kind::Minor { parent } if *parent != *previous.version => {
+                return Err(LearningError::Stale {
+                    expected: parent.clone(),
+                    live: previous.version.to_string(),
+                })
+            }
+            Kind::Minor { parent } => (
+                registry::next_minor(&self.pool, registry::major(parent)).await?,
+                parent.clone(),
+            ),
+        };
+        let mut model = model;
+        model.meta.parent = Some(parent.clone());
+        model.meta.created = Some(crate::time::now_rfc3339());
+        let path = self.dir.join(format!("v{version}.safetensors"));
+        let record = crate::live::record_for(&model, &version, &path, source);
+        let started = Instant::now();
+        let warm = self.warm_up_inputs().await;
+        let budget = self.budget;
+        let rec = record.clone();
+        let live = tokio::task::spawn_blocking(move || {
+            artifact::save(&model, &path)?;
+            let warm = encode_logged(&model, &warm);
+            Ok::<_, artifact::ArtifactError>(LiveModel::with_warm_up(model, rec, budget, &warm))
+        })
+        .await
+        .map_err(|_| LearningError::Join)??;
+        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
+        registry::insert_active(&self.pool, &record).await?;
+        let live = Arc::new(live);
+        self.swap_in(live.clone(), &previous, prepared_ms, source);
+        self.retire().await;
+        Ok(live)
+    }
+
+    /// Makes the registered `version` live again (a rollback or roll-forward).
+    pub async fn activate(&self, version: &str) -> Result<Activation, LearningError> {
+        let _swap = self.swap.lock().await;
+        let previous = self.slot.load_full();
+        if &*previous.version == version {
+            return Ok(Activation {
+                model_version: version.into(),
+                previous: version.into(),
+                changed: false,
+            });
+        }
+        let record = registry::get(&self.pool, version)
+            .await?
+            .ok_or_else(|| LearningError::Unknown(version.into()))?;
+        if record.status == "retired" {
+            return Err(LearningError::Retired(version.into()));
+        }
+        let started = Instant::now();
+        let warm = self.warm_up_inputs().await;
+        let budget = self.budget;
+        let path = PathBuf::from(&record.path);
+        let rec = record.clone();
+        let live = tokio::task::spawn_blocking(move || {
+            let model = artifact::load(&path)?;
+            let warm = encode_logged(&model, &warm);
+            Ok::<_, artifact::ArtifactError>(LiveModel::with_warm_up(model, rec, budget, &warm))
+        })
+        .await
+        .map_err(|_| LearningError::Join)??;
+        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
+        if !registry::activate(&self.pool, version).await? {
+            return Err(LearningError::Unknown(version.into()));
+        }
+        self.swap_in(Arc::new(live), &previous, prepared_ms, "activate");
+        Ok(Activation {
+            model_version: version.into(),
+            previous: previous.version.to_string(),
+            changed: true,
+        })
+    }
+
+    /// Makes an already loaded model live again in place of `expected` (the
+    /// online guard's revert).
+    pub async fn restore(&self, live: Arc<LiveModel>, expected: &str) -> Result<(), LearningError> {
+        let _swap = self.swap.lock().await;
+        let previous = self.slot.load_full();
+        if previous.version == live.version {
+            return Ok(());
+        }
+        if &*previous.version != expected {
+            return Err(LearningError::Stale {
+                expected: expected.into(),
+                live: previous.version.to_string(),
+            });
+        }
+        if !registry::activate(&self.pool, &live.version).await? {
+            return Err(LearningError::Unknown(live.version.to_string()));
+        }
+        self.swap_in(live, &previous, 0.0, "revert");
+        Ok(())
+    }
+
+    fn swap_in(
+        &self,
+        live: Arc<LiveModel>,
+        previous: &Arc<LiveModel>,
+        prepared_ms: f64,
+        why: &str,
+    ) {
+        let at = Instant::now();
+        let old = self.slot.swap(live.clone());
+        let swap_us = at.elapsed().as_secs_f64() * 1e6;
+        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            version = %live.version,
+            previous = %previous.version,
+            why,
+            form = live.form.form.as_str(),
+            f32_ns = live.form.f32_ns,
+            int8_ns = live.form.int8_ns,
+            prepared_ms,
+            swap_us,
+            "model swapped"
+        );
+        // The last reference may be a request in flight; otherwise free it here,
+        // off the async workers.
+        tokio::task::spawn_blocking(move || drop(old));
+    }
+
+    /// Up to 64 recent logged inputs (JSON objects), for timing a new model.
+    async fn warm_up_inputs(&self) -> Vec<String> {
+        match store::drift::recent(&self.pool, 64).await {
+            Ok(rows) => rows.into_iter().map(|r| r.features).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read logged inputs for warm-up; timing on the reference sample");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Applies `model.keep_versions`: retires old versions and deletes their artifacts.
+    async fn retire(&self) {
+        let keep_major = registry::major(&self.slot.load().version).to_string();
+        match registry::retire(&self.pool, self.keep, &keep_major).await {
+            Ok(retired) => {
+                for r in retired {
+                    match std::fs::remove_file(&r.path) {
+                        Ok(()) => {
+                            tracing::info!(version = %r.version, path = %r.path, "old model version retired")
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!(version = %r.version, path = %r.path, error = %e, "cannot delete a retired artifact")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "model retention failed"),
+        }
+    }
+}
+
+/// Encodes logged JSON inputs with `model`'s schema, leaving out any that do not fit.
+fn encode_logged(model: &Model, inputs: &[String]) -> Vec<Vec<f32>> {
+    let width = model.schema.width();
+    inputs
+        .iter()
+        .filter_map(|text| {
+            let row: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).ok()?;
+            let mut x = vec![0.0; width];
+            model.schema.encode_json(&row, &mut x).ok()?;
+            Some(x)
+        })
+        .collect()
+}

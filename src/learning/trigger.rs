@@ -1,0 +1,81 @@
+//! What starts a retrain besides the API: the cron schedule (`training.schedule`)
+//! and drift. A dataset-drift or concept-drift event starts a run when
+//! `training.drift_retrain` is on and `training.drift_cooldown_secs` have passed
+//! since the last run drift started, so that lasting drift does not start a
+//! retrain storm. A trigger that finds a run in progress is logged and dropped;
+//! it does not use up the cool-down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::retrain::{self, RetrainSettings, Started};
+use super::Learning;
+use crate::monitor::events::Event;
+use crate::scheduler::{self, Cron};
+use crate::time::Clock;
+
+/// Runs the cron schedule until `stop`.
+pub async fn schedule(
+    learning: Arc<Learning>,
+    settings: Arc<RetrainSettings>,
+    cron: Cron,
+    clock: Clock,
+    stop: CancellationToken,
+) {
+    scheduler::run(cron, clock, stop, move |due| {
+        let (learning, settings) = (learning.clone(), settings.clone());
+        tracing::info!(due = %crate::time::rfc3339(due), "scheduled retrain due");
+        tokio::spawn(async move {
+            if let Err(e) = retrain::start(learning, settings, "schedule").await {
+                tracing::error!(error = %e, "cannot start the scheduled retrain");
+            }
+        });
+    })
+    .await;
+}
+
+/// Starts retrains on drift events until `stop`.
+pub async fn on_drift(
+    learning: Arc<Learning>,
+    settings: Arc<RetrainSettings>,
+    mut events: broadcast::Receiver<Event>,
+    cooldown: Duration,
+    stop: CancellationToken,
+) {
+    let mut last: Option<tokio::time::Instant> = None;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = stop.cancelled() => return,
+        };
+        let trigger = match event {
+            Ok(Event::DatasetDriftDetected(_)) => "dataset_drift",
+            Ok(Event::ConceptDrift(_)) => "concept_drift",
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "the drift trigger fell behind the event channel"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if let Some(at) = last.filter(|at| at.elapsed() < cooldown) {
+            tracing::info!(
+                trigger,
+                cooldown_left_secs = (cooldown - at.elapsed()).as_secs(),
+                "drift retrain not started: training.drift_cooldown_secs has not passed"
+            );
+            continue;
+        }
+        match retrain::start(learning.clone(), settings.clone(), trigger).await {
+            Ok(Started::Run(_)) => last = Some(tokio::time::Instant::now()),
+            Ok(Started::Busy) => {}
+            Err(e) => tracing::error!(error = %e, trigger, "cannot start a drift retrain"),
+        }
+    }
+}

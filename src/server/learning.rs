@@ -1,0 +1,171 @@
+//! The continuous-learning endpoints: `POST /v1/retrain` (admin) starts a run and
+//! answers its id, `GET /v1/retrain/{id}` shows one run, `GET /v1/retrain` the
+//! recent ones, and `POST /v1/models/{version}/activate` (admin) rolls back or
+//! forward to a stored version. Also their `/metrics` lines.
+
+use std::fmt::Write;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::metrics::{get, push};
+use super::AppState;
+use crate::learning::retrain::{self, Started};
+use crate::learning::LearningError;
+use crate::store::retrain as runs;
+
+pub async fn start(State(state): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match retrain::start(state.learning.clone(), state.retrain.clone(), "api").await {
+        Ok(Started::Run(id)) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"id": id, "state": "running", "url": format!("/v1/retrain/{id}")})),
+        )),
+        Ok(Started::Busy) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "retrain_running",
+            "a retrain is already running; GET /v1/retrain lists it",
+        )),
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<runs::Run>, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("no retrain run with id `{id}`"),
+        )
+    };
+    let n: i64 = id.parse().map_err(|_| unknown())?;
+    runs::get(&state.pool, n)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map(Json)
+        .ok_or_else(unknown)
+}
+
+pub async fn runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let list = runs::recent(&state.pool, 50)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(
+        json!({"runs": list, "running": state.learning.flight.busy()}),
+    ))
+}
+
+pub async fn activate(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.learning.activate(&version).await {
+        Ok(a) => {
+            if a.changed {
+                tracing::info!(version = %a.model_version, previous = %a.previous, "model activated through the API");
+            }
+            Ok(Json(json!(a)))
+        }
+        Err(LearningError::Unknown(v)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_version",
+            format!("no model version `{v}` in the registry; GET /v1/models lists them"),
+        )),
+        Err(e @ LearningError::Retired(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "version_retired",
+            e.to_string(),
+        )),
+        Err(LearningError::Artifact(e)) => {
+            tracing::error!(version, error = %e, "activation refused: the artifact does not load");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "artifact_invalid",
+                format!("version `{version}` cannot be loaded: {e}; the live model keeps serving"),
+            ))
+        }
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+/// The learning counters in Prometheus text.
+pub fn render(state: &AppState, out: &mut String) {
+    let s = &state.learning.stats;
+    push(
+        out,
+        "steward_model_swaps_total",
+        "counter",
+        "Model versions made live (publish, activation, revert).",
+        "",
+        get(&s.swaps),
+    );
+    push(
+        out,
+        "steward_online_updates_total",
+        "counter",
+        "Online gradient steps taken from feedback labels.",
+        "",
+        get(&s.online_updates),
+    );
+    push(
+        out,
+        "steward_online_published_total",
+        "counter",
+        "Minor versions published by the online learner.",
+        "",
+        get(&s.online_published),
+    );
+    push(
+        out,
+        "steward_online_reverts_total",
+        "counter",
+        "Times the online guard went back to the base version.",
+        "",
+        get(&s.online_reverts),
+    );
+    push(
+        out,
+        "steward_online_labels_skipped_total",
+        "counter",
+        "Labels the online learner could not use (unknown class, unreadable input).",
+        "",
+        get(&s.online_skipped),
+    );
+    push(
+        out,
+        "steward_online_labels_dropped_total",
+        "counter",
+        "Labels dropped because the online learner's queue was full.",
+        "",
+        get(&s.online_dropped),
+    );
+    out.push_str(
+        "# HELP steward_retrain_runs_total Retraining runs by how they ended.\n\
+         # TYPE steward_retrain_runs_total counter\n",
+    );
+    for (name, c) in [
+        ("promoted", &s.retrain_promoted),
+        ("rejected", &s.retrain_rejected),
+        ("skipped", &s.retrain_skipped),
+        ("failed", &s.retrain_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "steward_retrain_runs_total{{state=\"{name}\"}} {}",
+            get(c)
+        );
+    }
+    push(
+        out,
+        "steward_retrain_running",
+        "gauge",
+        "1 while a retraining run holds the flight.",
+        "",
+        u8::from(state.learning.flight.busy()),
+    );
+}
