@@ -42,9 +42,13 @@ pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, Stor
 }
 
 /// Stores the labels in one transaction; returns how many replaced an earlier label.
+/// The transaction takes the write lock at its start (`BEGIN IMMEDIATE`): a
+/// deferred one that reads first fails at once with `SQLITE_BUSY_SNAPSHOT` when
+/// another connection commits between its read and its write, instead of waiting
+/// out the busy timeout.
 pub async fn upsert(pool: &SqlitePool, rows: &[FeedbackRow]) -> Result<u64, StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut replaced = 0;
     for chunk in rows.chunks(500) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.prediction_id.as_str()).collect();

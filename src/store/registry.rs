@@ -120,7 +120,7 @@ pub async fn next_version(pool: &SqlitePool) -> Result<String, StoreError> {
 /// Registers `rec` and makes it the only active version, in one transaction.
 pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
         .execute(&mut *tx)
         .await?;
@@ -147,7 +147,7 @@ pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), S
 /// false when there is no such version.
 pub async fn activate(pool: &SqlitePool, version: &str) -> Result<bool, StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != ?")
         .bind(version)
         .execute(&mut *tx)
