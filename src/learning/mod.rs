@@ -314,6 +314,15 @@ impl Learning {
     }
 }
 
+/// Whether every weight and bias of `model`'s f32 network is finite.
+fn finite_weights(model: &Model) -> bool {
+    model
+        .network
+        .layers()
+        .iter()
+        .all(|l| l.weight.iter().chain(l.bias.iter()).all(|w| w.is_finite()))
+}
+
 /// Encodes logged JSON inputs with `model`'s schema, leaving out any that do not fit.
 fn encode_logged(model: &Model, inputs: &[String]) -> Vec<Vec<f32>> {
     let width = model.schema.width();

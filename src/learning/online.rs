@@ -252,12 +252,7 @@ async fn republish(learning: &Learning, state: &mut State, settings: &OnlineSett
             return;
         }
     };
-    let finite = model
-        .network
-        .layers()
-        .iter()
-        .all(|l| l.weight.iter().chain(l.bias.iter()).all(|w| w.is_finite()));
-    if !finite {
+    if !super::finite_weights(&model) {
         tracing::error!(version = %state.version, "online copy has non-finite weights; not published, starting again from the live model");
         state.learner = Learner::new(&state.start.model, settings.params);
         state.pending = 0;

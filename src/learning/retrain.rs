@@ -218,35 +218,20 @@ async fn execute(
             ..Finish::default()
         };
     }
-    let job = {
-        let (settings, live) = (settings.clone(), live.clone());
-        tokio::task::spawn_blocking(move || {
-            let result = train_candidate(&rows, &live, &settings);
-            drop(flight);
-            result
-        })
+    let (job_settings, job_live) = (settings.clone(), live.clone());
+    let job = move || {
+        let result = train_candidate(&rows, &job_live, &job_settings);
+        drop(flight);
+        result
     };
-    let candidate = match tokio::time::timeout(settings.time_limit, job).await {
-        Err(_) => {
-            return failed(format!(
-                "ran past training.time_limit_secs ({} s); its result will be discarded",
-                settings.time_limit.as_secs()
-            ))
-        }
-        Ok(Err(join)) if join.is_panic() => {
-            return failed(format!(
-                "training panicked: {}",
-                panic_message(join.into_panic())
-            ))
-        }
-        Ok(Err(_)) => return failed("training was cancelled".into()),
-        Ok(Ok(Err(message))) => {
+    let candidate = match contain(settings.time_limit, job).await {
+        Ok(c) => c,
+        Err(message) => {
             return Finish {
                 rows: Some(n),
                 ..failed(message)
             }
         }
-        Ok(Ok(Ok(c))) => c,
     };
     let decision = settings.gate.decide(
         candidate.metric,
@@ -289,6 +274,27 @@ async fn execute(
     finish
 }
 
+/// Runs `job` on a blocking thread and turns every way it can fail into a
+/// message: its own error, a panic, or running past `limit` (the thread cannot be
+/// stopped; its result is dropped when it ends).
+pub async fn contain<T: Send + 'static>(
+    limit: Duration,
+    job: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(job)).await {
+        Err(_) => Err(format!(
+            "ran past training.time_limit_secs ({} s); its result will be discarded",
+            limit.as_secs()
+        )),
+        Ok(Err(join)) if join.is_panic() => Err(format!(
+            "training panicked: {}",
+            panic_message(join.into_panic())
+        )),
+        Ok(Err(_)) => Err("training was cancelled".into()),
+        Ok(Ok(result)) => result,
+    }
+}
+
 /// Trains and scores the candidate (blocking). Errors are messages for the run's row.
 fn train_candidate(
     rows: &[LabelledRow],
@@ -317,18 +323,11 @@ fn train_candidate(
         ..TrainOptions::new(&model.meta.label, settings.folds, settings.seed)
     };
     let trained = select::train(&train, &options).map_err(|e| e.to_string())?;
-    let finite = trained
-        .model
-        .network
-        .layers()
-        .iter()
-        .all(|l| l.weight.iter().chain(l.bias.iter()).all(|w| w.is_finite()));
-    if !finite || !trained.report.cv.mean.is_finite() {
-        return Err(format!(
-            "training produced non-finite weights or a non-finite CV {} ({})",
-            trained.report.cv.metric, trained.report.cv.mean
-        ));
-    }
+    check_finite(
+        &trained.model,
+        trained.report.cv.metric,
+        trained.report.cv.mean,
+    )?;
     let label = &model.meta.label;
     let scored =
         crate::train::evaluate(&trained.model, &holdout, label).map_err(|e| e.to_string())?;
@@ -349,6 +348,17 @@ fn train_candidate(
         train_rows: train.rows.len(),
         holdout_rows: holdout.rows.len(),
     })
+}
+
+/// Refuses a model with a non-finite weight or CV score.
+fn check_finite(model: &Model, metric: &str, cv: f64) -> Result<(), String> {
+    if !super::finite_weights(model) {
+        return Err("training produced non-finite weights (NaN or infinity)".into());
+    }
+    if !cv.is_finite() {
+        return Err(format!("training produced a non-finite CV {metric} ({cv})"));
+    }
+    Ok(())
 }
 
 /// The labelled rows as a table with the model's feature columns and label,
@@ -463,4 +473,69 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn contain_turns_errors_and_panics_into_messages_and_passes_results() {
+        assert_eq!(
+            contain(Duration::from_secs(5), || Ok::<_, String>(7)).await,
+            Ok(7)
+        );
+        let err = contain(Duration::from_secs(5), || {
+            Err::<(), _>("no rows".to_string())
+        })
+        .await;
+        assert_eq!(err, Err("no rows".to_string()));
+        let panicked = contain(Duration::from_secs(5), || -> Result<(), String> {
+            panic!("index out of bounds")
+        })
+        .await;
+        assert_eq!(
+            panicked,
+            Err("training panicked: index out of bounds".to_string())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn contain_gives_up_at_the_time_limit() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // A job that runs until released. A blocking thread keeps tokio's paused
+        // clock from advancing by itself, so the test moves it.
+        let run = tokio::spawn(contain(Duration::from_secs(1800), move || {
+            let _ = rx.recv();
+            Ok::<_, String>(())
+        }));
+        // Let the task start its timer, then move the clock.
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(1799)).await;
+        assert!(!run.is_finished(), "gave up before the limit");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let message = run.await.unwrap().unwrap_err();
+        assert!(
+            message.contains("ran past training.time_limit_secs (1800 s)"),
+            "{message}"
+        );
+        tx.send(()).unwrap();
+    }
+
+    #[test]
+    fn nan_weights_or_cv_are_refused() {
+        let table =
+            crate::data::Table::parse(BUNDLED_DATA, crate::BUNDLED_PENGUINS.as_bytes()).unwrap();
+        let mut options = TrainOptions::new("label", 2, 1);
+        options.grid = Some(vec![select::Candidate::Linear { alpha: 1.0 }]);
+        let mut model = select::train(&table, &options).unwrap().model;
+        assert_eq!(check_finite(&model, "accuracy", 0.9), Ok(()));
+        assert!(check_finite(&model, "accuracy", f64::NAN)
+            .unwrap_err()
+            .contains("non-finite CV accuracy"));
+        model.network.layers_mut()[0].weight[[0, 0]] = f32::NAN;
+        assert!(check_finite(&model, "accuracy", 0.9)
+            .unwrap_err()
+            .contains("non-finite weights"));
+    }
 }
