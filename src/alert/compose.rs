@@ -1,7 +1,7 @@
 //! What a mail says: subject, plain text and HTML for a group's notification.
 //!
 //! Subject: `[steward] FIRING: feature drift on 3 features (model v7)`, or
-//! `RESOLVED: ...`, or `FIRING: ..., 1 resolved`. The body lists each alert with
+//! `RESOLVED: ...`, or `FIRING: ..., 1 resolved`, or `INFO: model promoted ...`. The body lists each alert with
 //! its numbers (test, statistic, p-value, PSI, window, time; for a retraining
 //! run its trigger, both models' metric, the rows and a link to the run; for the
 //! online guard both metrics and the versions), the model version, what the
@@ -74,6 +74,9 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         .unwrap_or("?");
     let (status, kind) = if n.firing.is_empty() {
         ("RESOLVED", "resolved")
+    } else if n.group == "retrain_promoted" {
+        // News, not a problem: nobody needs to act on it.
+        ("INFO", "firing")
     } else {
         ("FIRING", "firing")
     };
@@ -498,7 +501,7 @@ mod tests {
     #[test]
     fn a_promotion_names_both_metrics_the_run_and_the_way_back() {
         let m = mail(&Event::RetrainPromoted(retrain(Some("4"), 0.93456)), &cx());
-        assert_eq!(m.subject, "[steward] FIRING: model promoted (model v4)");
+        assert_eq!(m.subject, "[steward] INFO: model promoted (model v4)");
         assert_has(
             &m,
             &[
