@@ -523,6 +523,64 @@ mod tests {
     }
 
     #[test]
+    fn original_rows_are_reordered_to_the_window_and_mixed_at_the_share() {
+        let headers: Vec<String> = [
+            "sex",
+            "island",
+            "bill_length_mm",
+            "bill_depth_mm",
+            "flipper_length_mm",
+            "body_mass_g",
+            "label",
+        ]
+        .map(String::from)
+        .to_vec();
+        let original = original_table(BUNDLED_DATA, &headers).unwrap();
+        assert_eq!(original.headers, headers);
+        // The bundled file's first row: Torgersen,39.1,18.7,181,3750,male,Adelie.
+        assert_eq!(
+            original.rows[0],
+            ["male", "Torgersen", "39.1", "18.7", "181", "3750", "Adelie"]
+        );
+        let missing = original_table(BUNDLED_DATA, &["wing_span".to_string()]).unwrap_err();
+        assert!(missing.contains("has no column `wing_span`"), "{missing}");
+
+        let mut train = Table {
+            path: "window".into(),
+            headers: headers.clone(),
+            rows: vec![vec!["x".to_string(); 7]; 300],
+            lines: (2..302).collect(),
+        };
+        // A quarter of the mixed set from the original data: 300 · 0.25 / 0.75 = 100.
+        mix(&mut train, original.clone(), 0.25, 7);
+        assert_eq!(train.rows.len(), 400);
+        assert_eq!(train.lines.len(), 400);
+        let added = &train.rows[300..];
+        assert!(added.iter().all(|r| original.rows.contains(r)));
+        // Seeded: the same sample every time.
+        let mut again = Table {
+            rows: train.rows[..300].to_vec(),
+            lines: (2..302).collect(),
+            ..train.clone()
+        };
+        mix(&mut again, original, 0.25, 7);
+        assert_eq!(again.rows, train.rows);
+    }
+
+    #[test]
+    fn the_newest_share_is_held_out() {
+        let t = Table {
+            path: "w".into(),
+            headers: vec!["a".into()],
+            rows: (0..10).map(|i| vec![i.to_string()]).collect(),
+            lines: (2..12).collect(),
+        };
+        let (train, held) = split_newest(t, 0.2);
+        assert_eq!(held.rows, [["8"], ["9"]]);
+        assert_eq!(train.rows.len(), 8);
+    }
+
+    #[test]
     fn nan_weights_or_cv_are_refused() {
         let table =
             crate::data::Table::parse(BUNDLED_DATA, crate::BUNDLED_PENGUINS.as_bytes()).unwrap();

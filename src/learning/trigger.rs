@@ -45,7 +45,7 @@ pub async fn on_drift(
     cooldown: Duration,
     stop: CancellationToken,
 ) {
-    let mut last: Option<tokio::time::Instant> = None;
+    let mut cooldown = Cooldown::new(cooldown);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
@@ -64,18 +64,60 @@ pub async fn on_drift(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if let Some(at) = last.filter(|at| at.elapsed() < cooldown) {
+        if let Some(left) = cooldown.left() {
             tracing::info!(
                 trigger,
-                cooldown_left_secs = (cooldown - at.elapsed()).as_secs(),
+                cooldown_left_secs = left.as_secs(),
                 "drift retrain not started: training.drift_cooldown_secs has not passed"
             );
             continue;
         }
         match retrain::start(learning.clone(), settings.clone(), trigger).await {
-            Ok(Started::Run(_)) => last = Some(tokio::time::Instant::now()),
+            Ok(Started::Run(_)) => cooldown.started(),
             Ok(Started::Busy) => {}
             Err(e) => tracing::error!(error = %e, trigger, "cannot start a drift retrain"),
         }
+    }
+}
+
+/// The drift trigger's cool-down: the time since the last run drift started.
+#[derive(Debug, Clone)]
+struct Cooldown {
+    length: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Cooldown {
+    fn new(length: Duration) -> Cooldown {
+        Cooldown { length, last: None }
+    }
+
+    /// The time left, or `None` when a run may start.
+    fn left(&self) -> Option<Duration> {
+        let elapsed = self.last?.elapsed();
+        (elapsed < self.length).then(|| self.length - elapsed)
+    }
+
+    /// A run started now.
+    fn started(&mut self) {
+        self.last = Some(tokio::time::Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cooldown_holds_drift_runs_apart() {
+        let mut c = Cooldown::new(Duration::from_secs(3600));
+        assert_eq!(c.left(), None, "the first drift starts a run");
+        c.started();
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        assert_eq!(c.left(), Some(Duration::from_secs(1800)));
+        tokio::time::advance(Duration::from_secs(1799)).await;
+        assert_eq!(c.left(), Some(Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(c.left(), None);
     }
 }

@@ -125,7 +125,7 @@ pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), S
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!(
-        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)"
+        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, {NEXT_ACTIVATION})"
     ))
     .bind(&rec.version)
     .bind(rec.created)
@@ -142,6 +142,11 @@ pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), S
     tx.commit().await?;
     Ok(())
 }
+
+/// The activation time: now, or just after the latest one, so that activations are
+/// strictly ordered even within one millisecond (the previous version is the
+/// inactive one activated last).
+const NEXT_ACTIVATION: &str = "MAX(?, COALESCE((SELECT MAX(activated) FROM models), 0) + 1)";
 
 /// Makes the registered, not retired `version` the only active one. Returns
 /// false when there is no such version.
@@ -204,4 +209,78 @@ pub async fn retire(
         .await?;
     }
     Ok(retired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(version: &str, created: i64) -> ModelRecord {
+        ModelRecord {
+            version: version.into(),
+            created,
+            path: format!("v{version}.safetensors"),
+            metrics: serde_json::json!({}),
+            sparsity: 0.0,
+            bits: 32,
+            status: "active".into(),
+            parent: None,
+            source: "test".into(),
+            online_updates: 0,
+            activated: None,
+        }
+    }
+
+    fn statuses(all: &[ModelRecord]) -> Vec<(String, String)> {
+        all.iter()
+            .map(|r| (r.version.clone(), r.status.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn versions_activation_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
+        assert_eq!(next_version(&pool).await.unwrap(), "1");
+        insert_active(&pool, &rec("1", 1)).await.unwrap();
+        assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.1");
+        insert_active(&pool, &rec("1.1", 2)).await.unwrap();
+        insert_active(&pool, &rec("1.2", 3)).await.unwrap();
+        // Minor versions do not move the major count.
+        assert_eq!(next_version(&pool).await.unwrap(), "2");
+        assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.3");
+        assert_eq!(major("1.2"), "1");
+        assert_eq!(major("12"), "12");
+        insert_active(&pool, &rec("2", 4)).await.unwrap();
+        insert_active(&pool, &rec("2.1", 5)).await.unwrap();
+        // Roll back to 1.1: it is active, 2.1 is the previous version.
+        assert!(activate(&pool, "1.1").await.unwrap());
+        assert!(!activate(&pool, "9").await.unwrap());
+        assert_eq!(active(&pool).await.unwrap().unwrap().version, "1.1");
+        // Keep 1 newest: 2.1 (newest, and previous) stays; so do 1.1 (active) and
+        // 1 (its major); 2 and 1.2 go.
+        let retired: Vec<String> = retire(&pool, 1, "1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(retired, vec!["2", "1.2"]);
+        let all = list(&pool).await.unwrap();
+        assert_eq!(
+            statuses(&all),
+            [
+                ("2.1", "inactive"),
+                ("2", "retired"),
+                ("1.2", "retired"),
+                ("1.1", "active"),
+                ("1", "inactive")
+            ]
+            .map(|(v, s)| (v.to_string(), s.to_string()))
+            .to_vec()
+        );
+        // A retired version cannot be activated, and a second pass retires nothing.
+        assert!(!activate(&pool, "2").await.unwrap());
+        assert!(retire(&pool, 1, "1").await.unwrap().is_empty());
+    }
 }
