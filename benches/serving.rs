@@ -403,6 +403,10 @@ fn bench_router(c: &mut Criterion) {
         retrain: Arc::new(steward::learning::retrain::RetrainSettings::from_config(
             &config,
         )),
+        feedback: {
+            let _guard = rt.enter();
+            steward::store::feedback::Committer::spawn(pool.clone()).0
+        },
     };
     let app = steward::server::router(
         state,

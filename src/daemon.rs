@@ -97,6 +97,7 @@ pub async fn run(
     let (learning, labels) = Learning::new(pool.clone(), slot.clone(), monitoring.clone(), &config);
     let learning = Arc::new(learning);
     let retrain = Arc::new(RetrainSettings::from_config(&config));
+    let (feedback, feedback_task) = store::feedback::Committer::spawn(pool.clone());
     let state = AppState {
         live: slot.clone(),
         log: log.clone(),
@@ -106,6 +107,7 @@ pub async fn run(
         monitoring: monitoring.clone(),
         learning: learning.clone(),
         retrain: retrain.clone(),
+        feedback: feedback.clone(),
     };
     let limits = Limits {
         max_body_bytes: config.raw.server.max_body_bytes,
@@ -212,6 +214,9 @@ pub async fn run(
             "in-flight requests did not finish before the shutdown deadline"
         );
     }
+    // Feedback requests are answered only once committed: none is waiting now.
+    drop(feedback);
+    let _ = feedback_task.await;
     // Every answered prediction is queued by now: write them all.
     let flushed = tokio::time::timeout(Duration::from_secs(5), log.flush())
         .await

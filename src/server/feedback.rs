@@ -113,7 +113,9 @@ pub async fn feedback(
         ));
     }
     let accepted = rows.len();
-    let replaced = feedback::upsert(&state.pool, &rows)
+    let replaced = state
+        .feedback
+        .store(rows.clone())
         .await
         .map_err(|e| ApiError::internal(&e))?;
     state

@@ -52,6 +52,8 @@ pub struct AppState {
     pub settings: Arc<ArcSwap<Settings>>,
     pub monitoring: Arc<crate::monitoring::Monitoring>,
     pub learning: Arc<crate::learning::Learning>,
+    /// Stores feedback labels (group commit).
+    pub feedback: crate::store::feedback::Committer,
     pub retrain: Arc<crate::learning::retrain::RetrainSettings>,
 }
 

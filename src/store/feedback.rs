@@ -1,8 +1,15 @@
 //! Feedback labels, joined to logged predictions by id. A second label for the
 //! same prediction replaces the first and counts a revision: labels get corrected
 //! upstream, and the newest is the one to learn from.
+//!
+//! Writes go through one [`Committer`] task that commits the labels of every
+//! request waiting at that moment in one transaction (group commit) and then
+//! answers each request: SQLite has one writer, and a transaction per request
+//! left concurrent requests queueing on its lock (about 600 single-label requests
+//! a second). A request is answered only after its labels are committed.
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 
@@ -41,14 +48,95 @@ pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, Stor
     Ok(known)
 }
 
-/// Stores the labels in one transaction; returns how many replaced an earlier label.
-/// The transaction takes the write lock at its start (`BEGIN IMMEDIATE`): a
-/// deferred one that reads first fails at once with `SQLITE_BUSY_SNAPSHOT` when
-/// another connection commits between its read and its write, instead of waiting
-/// out the busy timeout.
-pub async fn upsert(pool: &SqlitePool, rows: &[FeedbackRow]) -> Result<u64, StoreError> {
+/// Labels waiting for the committer, at most this many requests.
+const QUEUE: usize = 4096;
+/// Labels committed in one transaction, at most (a request is never split).
+const MAX_ROWS: usize = 10_000;
+
+type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// The handle requests store labels through.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<(Vec<FeedbackRow>, Reply)>,
+}
+
+impl Committer {
+    /// Starts the committer task; it ends when every handle is dropped, after
+    /// committing what was sent.
+    pub fn spawn(pool: SqlitePool) -> (Committer, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(Vec<FeedbackRow>, Reply)>(QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                let mut rows = group[0].0.len();
+                while rows < MAX_ROWS {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            rows += next.0.len();
+                            group.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let batches: Vec<&[FeedbackRow]> =
+                    group.iter().map(|(r, _)| r.as_slice()).collect();
+                let result = match upsert_groups(&pool, &batches).await {
+                    // One request's failure must not fail the others: alone, each
+                    // gets its own answer.
+                    Err(_) if group.len() > 1 => {
+                        let mut each = Vec::with_capacity(group.len());
+                        for rows in &batches {
+                            each.push(upsert_groups(&pool, &[rows]).await.map(|n| n[0]));
+                        }
+                        each
+                    }
+                    Err(e) => vec![Err(e)],
+                    Ok(counts) => counts.into_iter().map(Ok).collect(),
+                };
+                for ((_, reply), r) in group.into_iter().zip(result) {
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                }
+            }
+        });
+        (Committer { tx }, task)
+    }
+
+    /// Stores `rows` (committed when this returns `Ok`); returns how many replaced
+    /// an earlier label.
+    pub async fn store(&self, rows: Vec<FeedbackRow>) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Committer("the feedback committer has stopped".into());
+        self.tx.send((rows, reply)).await.map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(StoreError::Committer)
+    }
+}
+
+/// Stores every group's labels in one transaction; returns, per group, how many
+/// replaced an earlier label (counted before the group is written, so a later
+/// group that labels the same prediction again counts it).
+async fn upsert_groups(
+    pool: &SqlitePool,
+    groups: &[&[FeedbackRow]],
+) -> Result<Vec<u64>, StoreError> {
     let now = crate::time::now_millis();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut counts = Vec::with_capacity(groups.len());
+    for rows in groups {
+        counts.push(upsert_in(&mut tx, rows, now).await?);
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+async fn upsert_in(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    rows: &[FeedbackRow],
+    now: i64,
+) -> Result<u64, StoreError> {
     let mut replaced = 0;
     for chunk in rows.chunks(500) {
         let ids: Vec<&str> = chunk.iter().map(|r| r.prediction_id.as_str()).collect();
@@ -59,7 +147,7 @@ pub async fn upsert(pool: &SqlitePool, rows: &[FeedbackRow]) -> Result<u64, Stor
             sep.push_bind(*id);
         }
         q.push(")");
-        let (existing,): (i64,) = q.build_query_as().fetch_one(&mut *tx).await?;
+        let (existing,): (i64,) = q.build_query_as().fetch_one(&mut **tx).await?;
         replaced += existing as u64;
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
@@ -72,8 +160,68 @@ pub async fn upsert(pool: &SqlitePool, rows: &[FeedbackRow]) -> Result<u64, Stor
             " ON CONFLICT (prediction_id) DO UPDATE SET time = excluded.time, label = excluded.label, \
              revisions = revisions + 1",
         );
-        q.build().execute(&mut *tx).await?;
+        q.build().execute(&mut **tx).await?;
     }
-    tx.commit().await?;
     Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_requests_are_committed_together_and_each_gets_its_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("f.db")).await.unwrap();
+        for i in 0..200 {
+            sqlx::query(
+                "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
+                 VALUES (?, 0, '1', '{}', '{}', 0)",
+            )
+            .bind(format!("p{i}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let (committer, task) = Committer::spawn(pool.clone());
+        let row = |i: usize, label: &str| FeedbackRow {
+            prediction_id: format!("p{i}"),
+            label: format!("\"{label}\""),
+        };
+        // 200 single-label requests at once, then 50 of them again.
+        let first = futures_join(&committer, (0..200).map(|i| vec![row(i, "a")]).collect()).await;
+        assert!(first.iter().all(|r| *r == 0), "{first:?}");
+        let again = futures_join(&committer, (0..50).map(|i| vec![row(i, "b")]).collect()).await;
+        assert!(again.iter().all(|r| *r == 1), "{again:?}");
+        let (n, b): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), SUM(label = '\"b\"' AND revisions = 1) FROM feedback")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((n, b), (200, 50));
+        // An unknown prediction fails its own request, not the others sent with it.
+        let c2 = committer.clone();
+        let bad = tokio::spawn(async move { c2.store(vec![row(999, "a")]).await });
+        let good = futures_join(&committer, (50..60).map(|i| vec![row(i, "c")]).collect()).await;
+        assert!(good.iter().all(|r| *r == 1), "{good:?}");
+        let err = bad.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        drop(committer);
+        task.await.unwrap();
+    }
+
+    async fn futures_join(c: &Committer, requests: Vec<Vec<FeedbackRow>>) -> Vec<u64> {
+        let handles: Vec<_> = requests
+            .into_iter()
+            .map(|rows| {
+                let c = c.clone();
+                tokio::spawn(async move { c.store(rows).await.unwrap() })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
 }

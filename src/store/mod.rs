@@ -39,6 +39,9 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
+    /// A failure of a write shared by several requests (group commit).
+    #[error("database: {0}")]
+    Committer(String),
 }
 
 /// Opens (creating if needed) the database at `path`, applies the migrations and
