@@ -5,7 +5,9 @@
 //! Over the last `online.guard_window` labels the guard keeps both metrics
 //! (accuracy, or R² with the window's own label variance, the same for both); it
 //! trips when the window is full and the online copy's metric is more than
-//! `online.guard_margin` below the base model's.
+//! `online.guard_margin` below the base model's. A classifier's counts are kept as
+//! labels come and go; regression recounts the window (sums of squares kept
+//! running in floating point would drift).
 
 use std::collections::VecDeque;
 
@@ -34,6 +36,9 @@ pub struct Guard {
     window: usize,
     margin: f64,
     rows: VecDeque<Scored>,
+    /// Right classes in the window (online, base), kept as labels come and go so
+    /// that a classifier's check costs the same at any window size.
+    hits: (usize, usize),
 }
 
 impl Guard {
@@ -42,13 +47,21 @@ impl Guard {
             window: window.max(1),
             margin,
             rows: VecDeque::with_capacity(window.max(1)),
+            hits: (0, 0),
         }
     }
 
     /// Adds one label, dropping the oldest beyond the window.
     pub fn observe(&mut self, s: Scored) {
         if self.rows.len() == self.window {
-            self.rows.pop_front();
+            if let Some(Scored::Class { online, base }) = self.rows.pop_front() {
+                self.hits.0 -= usize::from(online);
+                self.hits.1 -= usize::from(base);
+            }
+        }
+        if let Scored::Class { online, base } = s {
+            self.hits.0 += usize::from(online);
+            self.hits.1 += usize::from(base);
         }
         self.rows.push_back(s);
     }
@@ -56,6 +69,7 @@ impl Guard {
     /// Forgets every label (a new base model).
     pub fn reset(&mut self) {
         self.rows.clear();
+        self.hits = (0, 0);
     }
 
     /// Both metrics over the window; `None` while it is empty.
@@ -65,16 +79,7 @@ impl Guard {
             return None;
         }
         let (online, base) = match task {
-            Task::Classification => {
-                let (mut a, mut b) = (0usize, 0usize);
-                for s in &self.rows {
-                    if let Scored::Class { online, base } = s {
-                        a += usize::from(*online);
-                        b += usize::from(*base);
-                    }
-                }
-                (a as f64 / n as f64, b as f64 / n as f64)
-            }
+            Task::Classification => (self.hits.0 as f64 / n as f64, self.hits.1 as f64 / n as f64),
             Task::Regression => {
                 let values = || {
                     self.rows.iter().filter_map(|s| match s {
@@ -154,6 +159,23 @@ mod tests {
         assert_eq!(g.tripped(Task::Classification), None);
         g.reset();
         assert_eq!(g.metrics(Task::Classification), None);
+    }
+
+    #[test]
+    fn the_counts_follow_the_window_as_it_slides() {
+        let labels: Vec<(bool, bool)> = (0..23).map(|i| (i % 3 == 0, i % 2 == 0)).collect();
+        let mut g = Guard::new(5, 0.0);
+        for (i, &(online, base)) in labels.iter().enumerate() {
+            g.observe(Scored::Class { online, base });
+            let last = &labels[(i + 1).saturating_sub(5)..=i];
+            let count = |f: fn(&(bool, bool)) -> bool| last.iter().filter(|l| f(l)).count() as f64;
+            let m = g.metrics(Task::Classification).unwrap();
+            let n = last.len() as f64;
+            assert_eq!(
+                (m.online, m.base, m.rows),
+                (count(|l| l.0) / n, count(|l| l.1) / n, last.len())
+            );
+        }
     }
 
     #[test]
