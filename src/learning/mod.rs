@@ -203,34 +203,44 @@ impl Learning {
                 changed: false,
             });
         }
+        let started = Instant::now();
+        let warm = self.warm_up_inputs().await;
+        let live = self.load(version, warm).await?;
+        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
+        if !registry::activate(&self.pool, version).await? {
+            return Err(LearningError::Unknown(version.into()));
+        }
+        self.swap_in(live, &previous, prepared_ms, "activate");
+        Ok(Activation {
+            model_version: version.into(),
+            previous: previous.version.to_string(),
+            changed: true,
+        })
+    }
+
+    /// Loads the registered, not retired `version` as a live model timed on
+    /// `warm` (logged inputs; its reference sample when empty), without making it live.
+    pub async fn load(
+        &self,
+        version: &str,
+        warm: Vec<String>,
+    ) -> Result<Arc<LiveModel>, LearningError> {
         let record = registry::get(&self.pool, version)
             .await?
             .ok_or_else(|| LearningError::Unknown(version.into()))?;
         if record.status == "retired" {
             return Err(LearningError::Retired(version.into()));
         }
-        let started = Instant::now();
-        let warm = self.warm_up_inputs().await;
         let budget = self.budget;
         let path = PathBuf::from(&record.path);
-        let rec = record.clone();
         let live = tokio::task::spawn_blocking(move || {
             let model = artifact::load(&path)?;
             let warm = encode_logged(&model, &warm);
-            Ok::<_, artifact::ArtifactError>(LiveModel::with_warm_up(model, rec, budget, &warm))
+            Ok::<_, artifact::ArtifactError>(LiveModel::with_warm_up(model, record, budget, &warm))
         })
         .await
         .map_err(|_| LearningError::Join)??;
-        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        if !registry::activate(&self.pool, version).await? {
-            return Err(LearningError::Unknown(version.into()));
-        }
-        self.swap_in(Arc::new(live), &previous, prepared_ms, "activate");
-        Ok(Activation {
-            model_version: version.into(),
-            previous: previous.version.to_string(),
-            changed: true,
-        })
+        Ok(Arc::new(live))
     }
 
     /// Makes an already loaded model live again in place of `expected` (the

@@ -29,7 +29,7 @@ use super::{Kind, Learning};
 use crate::config::OnlineConfig;
 use crate::live::LiveModel;
 use crate::model::quant::QuantNetwork;
-use crate::model::{artifact, Prediction, Task};
+use crate::model::{Prediction, Task};
 use crate::monitor::events::{Event, OnlineEvent};
 use crate::store::registry;
 use crate::train::online::{Label, Learner, OnlineParams};
@@ -150,23 +150,12 @@ async fn start_from(learning: &Learning, live: Arc<LiveModel>, settings: &Online
 
 /// The registered `version`, loaded, when its artifact is still there.
 async fn load_version(learning: &Learning, version: &str) -> Option<Arc<LiveModel>> {
-    let record = registry::get(&learning.pool, version).await.ok()??;
-    if record.status == "retired" {
-        return None;
-    }
-    let path = std::path::PathBuf::from(&record.path);
-    let budget = learning.budget;
-    let loaded = tokio::task::spawn_blocking(move || {
-        artifact::load(&path).map(|m| LiveModel::new(m, record, budget))
-    })
-    .await;
-    match loaded {
-        Ok(Ok(live)) => Some(Arc::new(live)),
-        Ok(Err(e)) => {
+    match learning.load(version, Vec::new()).await {
+        Ok(live) => Some(live),
+        Err(e) => {
             tracing::warn!(version, error = %e, "cannot load the base version for the online guard; comparing with the live one");
             None
         }
-        Err(_) => None,
     }
 }
 

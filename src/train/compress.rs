@@ -295,10 +295,15 @@ fn score(data: &Prepared, net: &Network, quant: Option<&QuantNetwork>, x: ArrayV
         Some(q) => q.forward_batch(x),
         None => net.forward_batch(x),
     };
-    match &data.targets {
+    metric_of(&out, net, &data.classes, &data.targets)
+}
+
+/// Accuracy or R² of `net`'s outputs `out` against `targets`.
+fn metric_of(out: &Array2<f32>, net: &Network, classes: &[String], targets: &Targets) -> f64 {
+    match targets {
         Targets::Classes { index, .. } => {
-            let p = metrics::classes_from_outputs(&out, net.output());
-            metrics::classification(&data.classes, &p, index).accuracy
+            let p = metrics::classes_from_outputs(out, net.output());
+            metrics::classification(classes, &p, index).accuracy
         }
         Targets::Values(v) => {
             let p: Vec<f64> = out.column(0).iter().map(|v| f64::from(*v)).collect();
@@ -320,18 +325,7 @@ fn choose(
     let y_tune = data.targets.subset(tune);
     let x_held = data.x.select(Axis(0), held);
     let y_held = data.targets.subset(held);
-    let score = |out: Array2<f32>, net: &Network| -> f64 {
-        match &y_held {
-            Targets::Classes { index, .. } => {
-                let p = metrics::classes_from_outputs(&out, net.output());
-                metrics::classification(&data.classes, &p, index).accuracy
-            }
-            Targets::Values(v) => {
-                let p: Vec<f64> = out.column(0).iter().map(|v| f64::from(*v)).collect();
-                metrics::regression(&p, v).r2
-            }
-        }
-    };
+    let score = |out: Array2<f32>, net: &Network| metric_of(&out, net, &data.classes, &y_held);
     let metric_f32 = |net: &Network| score(net.forward_batch(x_held.view()), net);
     let params = fine_tune_params(options.seed);
 
