@@ -283,8 +283,8 @@ fn bench_online(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             guard.observe(black_box(Scored::Class {
-                online: i % 50 != 0,
-                base: i % 40 != 0,
+                online: !i.is_multiple_of(50),
+                base: !i.is_multiple_of(40),
             }));
             guard.tripped(model.meta.task)
         })

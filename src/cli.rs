@@ -169,6 +169,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => {
             let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
+            crate::preflight::check(&c).map_err(|e| Failure::Input(e.into()))?;
             print!("{}", c.render_masked());
             eprintln!("config ok: {}", c.source);
             Ok(())
@@ -453,17 +454,19 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Other(e.into()))?;
-    runtime
-        .block_on(daemon::run(c, config, levels))
-        .map_err(|e| match e {
-            DaemonError::Config(_)
-            | DaemonError::Live(crate::live::LiveError::Artifact(_))
-            | DaemonError::Mail(
-                crate::alert::mail::MailError::Config(_)
-                | crate::alert::mail::MailError::CaFile { .. },
-            ) => Failure::Input(e.into()),
-            _ => Failure::Other(e.into()),
-        })
+    let result = runtime.block_on(daemon::run(c, config, levels));
+    // Everything is written by now; a retraining thread still running is not
+    // waited for (it cannot be interrupted, and its run is marked failed).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result.map_err(|e| match e {
+        DaemonError::Config(_)
+        | DaemonError::Preflight(_)
+        | DaemonError::Live(crate::live::LiveError::Artifact(_))
+        | DaemonError::Mail(
+            crate::alert::mail::MailError::Config(_) | crate::alert::mail::MailError::CaFile { .. },
+        ) => Failure::Input(e.into()),
+        _ => Failure::Other(e.into()),
+    })
 }
 
 fn human_card(card: &serde_json::Value) -> String {

@@ -66,6 +66,9 @@ section!(
         max_body_bytes: usize = 1_048_576,
         request_timeout_ms: u64 = 10_000,
         shutdown_timeout_secs: u64 = 20,
+        max_connections: usize = 1024,
+        header_timeout_ms: u64 = 30_000,
+        max_header_bytes: usize = 32_768,
         base_url: String = String::new(),
     }
 );
@@ -277,16 +280,15 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = if env_overrides(env).next().is_none() {
             // Straight from the text, so that positions point into the user's file.
-            toml::from_str(text).map_err(|e| syntax(source, text, &e))?
+            serde_path_to_error::deserialize(toml::Deserializer::new(text))
+                .map_err(|e| located(source, text, &e))?
         } else {
             let mut table: toml::Table = text.parse().map_err(|e| syntax(source, text, &e))?;
             apply_env(&mut table, env)?;
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    path: source.to_string(),
-                    message: format!("after environment overrides: {}", e.message()),
-                })?
+            match serde_path_to_error::deserialize(toml::Value::Table(table)) {
+                Ok(raw) => raw,
+                Err(e) => return Err(after_overrides(source, text, env, &e)),
+            }
         };
         raw.validate(source)
     }
@@ -351,6 +353,57 @@ fn read(path: &Path) -> Result<String, ConfigError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// A type error with the key it is at (`server.max_batch`) and its position.
+fn located(
+    source: &str,
+    text: &str,
+    e: &serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let mut err = syntax(source, text, e.inner());
+    let key = e.path().to_string();
+    if let ConfigError::Syntax { message, .. } = &mut err {
+        // An unknown key's message names it already, at its own position.
+        if !key.is_empty() && key != "." && !message.starts_with("unknown field") {
+            *message = format!("{key}: {message}");
+        }
+    }
+    err
+}
+
+/// A type error found once the environment overrides were applied: blamed on
+/// the variable that set the key, else on the file (with its position).
+fn after_overrides(
+    source: &str,
+    text: &str,
+    env: &[(String, String)],
+    e: &serde_path_to_error::Error<toml::de::Error>,
+) -> ConfigError {
+    let key = e.path().to_string();
+    let var = env_overrides(env).find(|(section, name, _)| {
+        format!(
+            "{}.{}",
+            section.to_ascii_lowercase(),
+            name.to_ascii_lowercase()
+        ) == key
+    });
+    if let Some((section, name, _)) = var {
+        return ConfigError::Env {
+            var: format!("STEWARD_{section}__{name}"),
+            message: format!("{key}: {}", e.inner().message()),
+        };
+    }
+    match serde_path_to_error::deserialize::<_, RawConfig>(toml::Deserializer::new(text)) {
+        Err(file_error) => located(source, text, &file_error),
+        Ok(_) => ConfigError::Invalid {
+            path: source.to_string(),
+            message: format!(
+                "after environment overrides: {key}: {}",
+                e.inner().message()
+            ),
+        },
+    }
 }
 
 fn syntax(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
@@ -509,6 +562,22 @@ impl RawConfig {
             "server.shutdown_timeout_secs",
             self.server.shutdown_timeout_secs,
         )?;
+        positive(
+            &bad,
+            "server.max_connections",
+            self.server.max_connections as u64,
+        )?;
+        positive(
+            &bad,
+            "server.header_timeout_ms",
+            self.server.header_timeout_ms,
+        )?;
+        if !(1024..=1 << 20).contains(&self.server.max_header_bytes) {
+            return Err(bad(
+                "server.max_header_bytes",
+                format!("{} is outside 1024..=1048576", self.server.max_header_bytes),
+            ));
+        }
         let database_path = database_path(&self.database.url).ok_or_else(|| {
             bad(
                 "database.url",
@@ -783,7 +852,32 @@ mod tests {
         );
         let err =
             Config::from_parts("f.toml", "[server]\nmax_batch = \"many\"\n", &[]).unwrap_err();
-        assert!(err.to_string().starts_with("f.toml:2:13:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("f.toml:2:13: server.max_batch: invalid type"),
+            "{err}"
+        );
+    }
+
+    /// A type error keeps its key and position when environment overrides are
+    /// in play too, and an override's own type error names the variable.
+    #[test]
+    fn type_errors_name_the_key_with_overrides_present() {
+        let env = vec![("STEWARD_MODEL__DIR".to_string(), "/tmp/m".to_string())];
+        let err = Config::from_parts("f.toml", "[drift]\nwindow = \"big\"\n", &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("f.toml:2:10: drift.window: invalid type"),
+            "{err}"
+        );
+        let env = vec![("STEWARD_SERVER__MAX_BATCH".to_string(), "many".to_string())];
+        let err = Config::from_parts("f.toml", "", &env).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "environment variable STEWARD_SERVER__MAX_BATCH: server.max_batch: invalid type"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

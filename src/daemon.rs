@@ -30,7 +30,7 @@ use crate::live::{self, LiveError};
 use crate::logging::LevelHandle;
 use crate::monitoring::{self, Monitoring};
 use crate::scheduler::Cron;
-use crate::server::{self, metrics::Metrics, AppState, Limits, Settings};
+use crate::server::{self, listen, metrics::Metrics, AppState, Limits, Settings};
 use crate::store::{self, writer, StoreError};
 
 /// Everything that can stop the daemon from starting or running.
@@ -49,6 +49,10 @@ pub enum DaemonError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Instance(#[from] store::lock::LockError),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
@@ -61,7 +65,11 @@ pub async fn run(
     config_path: Option<PathBuf>,
     levels: LevelHandle,
 ) -> Result<(), DaemonError> {
+    // What check-config checks, serve checks first; then, before anything touches
+    // the database, one daemon per database.
+    crate::preflight::check(&config)?;
     let mailer = Mailer::from_config(&config)?;
+    let _instance = store::lock::InstanceLock::acquire(&config.database_path)?;
     let pool = store::open(&config.database_path).await?;
     let first = live::start(&pool, &config).await?;
     let version = first.version.clone();
@@ -98,11 +106,12 @@ pub async fn run(
     let learning = Arc::new(learning);
     let retrain = Arc::new(RetrainSettings::from_config(&config));
     let (feedback, feedback_task) = store::feedback::Committer::spawn(pool.clone());
+    let metrics = Arc::new(Metrics::default());
     let state = AppState {
         live: slot.clone(),
         log: log.clone(),
         pool: pool.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
         settings: settings.clone(),
         monitoring: monitoring.clone(),
         learning: learning.clone(),
@@ -121,6 +130,21 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+    let server_cfg = &config.raw.server;
+    let (max_connections, nofile) = listen::fit_to_file_limit(server_cfg.max_connections);
+    if max_connections < server_cfg.max_connections {
+        tracing::warn!(
+            max_connections,
+            configured = server_cfg.max_connections,
+            open_file_limit = nofile,
+            "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+        );
+    }
+    let conn_limits = listen::ConnLimits {
+        max_connections,
+        header_timeout: Duration::from_millis(server_cfg.header_timeout_ms),
+        max_header_bytes: server_cfg.max_header_bytes,
+    };
 
     tracker.spawn(signals(
         stop.clone(),
@@ -196,16 +220,23 @@ pub async fn run(
     }
     tracker.close();
 
-    tracing::info!(%addr, model_version = %version, database = %config.database_path.display(), "listening");
+    tracing::info!(%addr, model_version = %version, database = %config.database_path.display(),
+        max_connections, open_file_limit = nofile, "listening");
     notify(&[
         NotifyState::Ready,
         NotifyState::Status(&format!("serving model version {version} on {addr}")),
     ]);
 
     let deadline = Duration::from_secs(config.raw.server.shutdown_timeout_secs);
-    let serve = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let serve = listen::serve(
+        listener,
+        app,
+        conn_limits,
+        metrics.connections.clone(),
+        stop.clone(),
+    );
     let drained = tokio::select! {
-        r = serve => { r.map_err(DaemonError::Serve)?; true }
+        () = serve => true,
         () = async { stop.cancelled().await; tokio::time::sleep(deadline).await } => false,
     };
     if !drained {
@@ -231,6 +262,17 @@ pub async fn run(
         "stopped"
     );
     tracker.wait().await;
+    if learning.flight.busy() {
+        // A training thread cannot be interrupted; it is left behind when the
+        // process exits, so its run is recorded as failed now.
+        match store::retrain::interrupted(&pool, crate::time::now_millis()).await {
+            Ok(n) => tracing::warn!(
+                runs = n,
+                "a retraining run was still going at the stop: marked failed, not waited for"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot mark the interrupted retrain as failed"),
+        }
+    }
     pool.close().await;
     Ok(())
 }

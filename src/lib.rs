@@ -15,6 +15,7 @@ pub mod logging;
 pub mod model;
 pub mod monitor;
 pub mod monitoring;
+pub mod preflight;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -90,14 +90,15 @@ impl Monitoring {
 
     /// Logs, counts and broadcasts an event.
     pub fn publish(&self, event: Event) {
+        // Counted before it is logged: whoever reads the log line finds it counted.
+        if let Ok(mut raised) = self.raised.lock() {
+            *raised.entry(event.name()).or_default() += 1;
+        }
         let json = serde_json::to_string(&event).unwrap_or_default();
         if event.is_firing() {
             tracing::warn!(event = event.name(), details = %json, "monitoring event");
         } else {
             tracing::info!(event = event.name(), details = %json, "monitoring event");
-        }
-        if let Ok(mut raised) = self.raised.lock() {
-            *raised.entry(event.name()).or_default() += 1;
         }
         // No subscriber is not an error: the log line above is the record.
         let _ = self.events.send(event);

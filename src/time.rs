@@ -104,8 +104,16 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
             && matches!(rest.as_bytes()[0], b'+' | b'-')
             && rest.as_bytes()[3] == b':' =>
         {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            let two = |r: std::ops::Range<usize>| -> Option<i64> {
+                let t = rest.get(r)?;
+                t.bytes()
+                    .all(|c| c.is_ascii_digit())
+                    .then(|| t.parse().ok())?
+            };
+            let (oh, om) = (two(1..3)?, two(4..6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (oh * 60 + om)
         }
@@ -172,6 +180,9 @@ mod tests {
             "2026-13-01T00:00:00Z",
             "2026-11-28T21:31:00",
             "2026-11-28T21:31:00+2",
+            "2026-11-28T21:31:00+99:00",
+            "2026-11-28T21:31:00+05:60",
+            "2026-11-28T21:31:00++1:00",
         ] {
             assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
         }

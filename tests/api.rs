@@ -60,12 +60,12 @@ async fn feedback_is_joined_by_id_and_a_second_label_replaces_the_first() {
     // Sent at once: the prediction may still be in the log queue.
     let (status, body) = d.feedback(&c, &json!({"id": id, "label": "Gentoo"})).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body, json!({"accepted": 1, "replaced": 0}));
+    assert_eq!(body, json!({"accepted": 1, "replaced": 0, "unchanged": 0}));
     let (status, body) = d
         .feedback(&c, &json!({"feedback": [{"id": id, "label": "Adelie"}]}))
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body, json!({"accepted": 1, "replaced": 1}));
+    assert_eq!(body, json!({"accepted": 1, "replaced": 1, "unchanged": 0}));
 
     let (status, dir, _) = d.stop();
     assert!(status.success());
@@ -107,6 +107,12 @@ fn bad_requests(
     };
     let mut unknown = penguin();
     unknown["wingspan"] = json!(3);
+    let silence = |body: Value| {
+        c.post(format!("{url}/v1/silences"))
+            .bearer_auth("s3cret")
+            .json(&body)
+    };
+    let in_a_day = "2099-01-01T00:00:00Z";
     vec![
         (
             "malformed JSON",
@@ -235,6 +241,69 @@ fn bad_requests(
             feedback(Some("s3cret"), json!({"id": "nope", "label": ["x"]})),
             422,
             "invalid_label",
+        ),
+        (
+            "a feature named twice",
+            json_post(
+                with("island", json!("Biscoe"))
+                    .replacen("\"island\":\"Biscoe\"", "\"island\":\"Dream\",\"island\":\"Biscoe\"", 1),
+            ),
+            422,
+            "duplicate_feature",
+        ),
+        (
+            "a number too far out for the model",
+            json_post(with("body_mass_g", json!(1e300))),
+            422,
+            "non_finite_feature",
+        ),
+        (
+            "a number too far out, in a batch",
+            json_post(
+                json!({"instances": [penguin(), serde_json::from_str::<Value>(&with("bill_depth_mm", json!(-1e300))).unwrap()["features"]]})
+                    .to_string(),
+            ),
+            422,
+            "non_finite_feature",
+        ),
+        (
+            "a category value far too long",
+            json_post(with("island", json!("B".repeat(2000)))),
+            422,
+            "value_too_long",
+        ),
+        (
+            "a path parameter that is not UTF-8",
+            c.get(format!("{url}/v1/retrain/%FF%FE")),
+            400,
+            "invalid_path",
+        ),
+        (
+            "feedback labelling one prediction twice",
+            feedback(
+                Some("s3cret"),
+                json!({"feedback": [{"id": "a", "label": "Adelie"}, {"id": "b", "label": "Adelie"}, {"id": "a", "label": "Adelie"}]}),
+            ),
+            422,
+            "duplicate_prediction",
+        ),
+        (
+            "a silence matcher with an unknown field",
+            silence(json!({"matchers": [{"name": "rule", "value": "x", "regex": true}], "ends_at": in_a_day})),
+            422,
+            "invalid_request",
+        ),
+        (
+            "a silence ending at an impossible offset",
+            silence(json!({"matchers": [{"name": "rule", "value": "x"}], "ends_at": "2099-01-01T00:00:00+99:00"})),
+            422,
+            "invalid_silence",
+        ),
+        (
+            "a silence with too many matchers",
+            silence(json!({"matchers": vec![json!({"name": "rule", "value": "x"}); 33], "ends_at": in_a_day})),
+            422,
+            "invalid_silence",
         ),
         (
             "feedback without the token",

@@ -239,6 +239,40 @@ pub async fn count(path: &Path, table: &str) -> i64 {
     n
 }
 
+/// The value of an unlabelled metric (or one series, `name{label="x"}`).
+pub async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
+    let text = metrics_text(c, url).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+/// Polls `f` until it returns true (a condition on the daemon's state), at most
+/// `limit`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `PRAGMA integrity_check` of the SQLite file at `path` says `ok`.
+pub async fn assert_sound(path: &Path) {
+    let pool = open_db(path).await;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    pool.close().await;
+}
+
 /// GETs `url` and parses the JSON answer.
 pub async fn get_json(c: &reqwest::Client, url: &str) -> Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
@@ -274,4 +308,46 @@ pub async fn post(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) 
     let r = c.post(url).json(body).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A tmpfs of a given size mounted on a fresh directory (a disk that can fill
+/// up and be grown again), unmounted when dropped. Mounting needs root, as CI
+/// runs the tests.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs the tests as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { path, _dir: dir }
+    }
+
+    /// Grows (or shrinks) the file system in place.
+    pub fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

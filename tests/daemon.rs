@@ -2,30 +2,15 @@
 //! systemd notifications.
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, penguin, post, Daemon};
+use crate::common::{client, count, metric, penguin, post, Daemon};
 
-async fn metric(c: &reqwest::Client, url: &str, name: &str) -> f64 {
-    let text = crate::common::metrics_text(c, url).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
-}
-
-/// Polls `f` until it returns true (a condition on the daemon's state), at most 30 s.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Polls `f` until it returns true, at most 30 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, f: impl FnMut() -> F) {
+    crate::common::eventually(what, Duration::from_secs(30), f).await
 }
 
 /// The queue-full policy: with the database locked by another process the writer

@@ -79,13 +79,7 @@ async fn kill_9_under_load_leaves_a_sound_database_and_serving_resumes() {
     drop(d);
 
     let db = dir.path().join("data/steward.db");
-    let pool = crate::common::open_db(&db).await;
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(check, "ok");
-    pool.close().await;
+    crate::common::assert_sound(&db).await;
     let logged = count(&db, "predictions").await;
     assert!(logged > 0 && logged <= ok.load(Ordering::Relaxed) as i64);
 

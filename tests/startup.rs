@@ -103,11 +103,77 @@ fn an_unwritable_database_path_is_named() {
         "[database]\nurl = \"sqlite://a-file/steward.db\"\n",
     );
     let (code, stderr) = serve_fails(dir.path());
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("database a-file/steward.db: cannot create its directory"),
+        stderr.contains("database.url = a-file: exists and is not a directory"),
         "{stderr}"
     );
+}
+
+/// An artifact whose encoding makes every answer NaN (a standard deviation of
+/// 0) passes the types; `inspect` and `serve` refuse it, naming the feature.
+#[test]
+fn an_artifact_whose_encoding_gives_nan_is_refused() {
+    use steward::model::schema::FeatureKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = steward::model::artifact::load(shared_model()).unwrap();
+    let feature = model
+        .schema
+        .features
+        .iter_mut()
+        .find(|f| matches!(f.kind, FeatureKind::Numeric { .. }))
+        .unwrap();
+    feature.kind = FeatureKind::Numeric {
+        mean: 40.0,
+        std: 0.0,
+    };
+    let name = feature.name.clone();
+    steward::model::artifact::save(&model, &dir.path().join("nan.safetensors")).unwrap();
+    let want =
+        format!("nan.safetensors: metadata: schema: feature `{name}`: standard deviation 0e0");
+    let (code, _, stderr) = run(&["inspect", "--model", "nan.safetensors"], dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}");
+    write_config(dir.path(), "[model]\ninitial = \"nan.safetensors\"\n");
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}");
+}
+
+/// `check-config` and `serve` refuse the same configs for the same reasons:
+/// a model.dir that cannot be created, a CA file that is missing, a device as
+/// the first model (which `serve` used to read until memory ran out).
+#[test]
+fn check_config_refuses_what_serve_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
+    for (sections, want) in [
+        (
+            "[model]\ndir = \"a-file/models\"\n".to_string(),
+            "model.dir = a-file/models: cannot create it",
+        ),
+        (
+            "[alerts]\ntransport = \"smtp\"\nto = [\"ops@example.com\"]\nca_file = \"absent-ca.pem\"\n"
+                .to_string(),
+            "absent-ca.pem",
+        ),
+        (
+            "[model]\ninitial = \"/dev/zero\"\n".to_string(),
+            "/dev/zero: cannot read model file: not a regular file",
+        ),
+    ] {
+        write_config(dir.path(), &sections);
+        let (code, _, stderr) = run(&["check-config", "--config", "steward.toml"], dir.path());
+        assert_eq!(code, 2, "check-config {sections}: {stderr}");
+        assert!(stderr.contains(want), "check-config {sections}: {stderr}");
+        let (code, stderr) = serve_fails(dir.path());
+        assert_eq!(code, 2, "serve {sections}: {stderr}");
+        assert!(stderr.contains(want), "serve {sections}: {stderr}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "nothing was created for {sections}"
+        );
+    }
 }
 
 #[test]

@@ -70,3 +70,23 @@ fn the_unit_exposure_is_at_most_2() {
         .unwrap_or_else(|| panic!("{line}"));
     assert!(level <= 2.0, "{line}");
 }
+
+/// The unit's open-file limit leaves room for the default connection cap and
+/// the daemon's own files (without it, idle sockets once exhausted the default
+/// 1,024 and every request timed out).
+#[test]
+fn the_unit_allows_the_default_connections_and_the_daemons_own_files() {
+    let text = std::fs::read_to_string(unit()).unwrap();
+    let limit: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("the unit sets LimitNOFILE")
+        .trim()
+        .parse()
+        .unwrap();
+    let defaults = steward::config::RawConfig::default();
+    assert!(
+        limit >= defaults.server.max_connections as u64 + steward::server::listen::RESERVED_FDS,
+        "LimitNOFILE={limit}"
+    );
+}

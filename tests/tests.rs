@@ -16,6 +16,7 @@ mod config;
 mod daemon;
 mod detection;
 mod drift;
+mod faults;
 mod learning;
 mod monitoring;
 mod reliability;

@@ -24,11 +24,6 @@ pub enum MailError {
     CaFile { path: String, message: String },
     #[error("alerts: {0}")]
     Setup(String),
-    #[error("alerts.dir {path}: {source}")]
-    Dir {
-        path: String,
-        source: std::io::Error,
-    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -44,7 +39,8 @@ pub struct SendError {
 #[derive(Debug, Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// Writes `.eml` files into the directory (created on the first write).
+    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
 }
 
 /// Sends stored notifications.
@@ -67,13 +63,11 @@ impl Mailer {
             .map_err(|e| MailError::Setup(format!("alerts.from `{}`: {e}", a.from)))?;
         let send_timeout = Duration::from_secs(a.send_timeout_secs);
         if a.transport == "file" {
+            // Created when a mail is written (building a mailer changes nothing,
+            // so that `check-config` can build one).
             let dir = PathBuf::from(&a.dir);
-            std::fs::create_dir_all(&dir).map_err(|source| MailError::Dir {
-                path: a.dir.clone(),
-                source,
-            })?;
             return Ok(Mailer {
-                transport: Transport::File(AsyncFileTransport::new(&dir)),
+                transport: Transport::File(AsyncFileTransport::new(&dir), dir.clone()),
                 from,
                 send_timeout,
                 describe: format!("file {}", dir.display()),
@@ -128,10 +122,16 @@ impl Mailer {
         let sent = tokio::time::timeout(self.send_timeout, async {
             match &self.transport {
                 Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(smtp_error),
-                Transport::File(t) => t.send(message).await.map(|_| ()).map_err(|e| SendError {
-                    permanent: false,
-                    message: format!("file transport: {e}"),
-                }),
+                Transport::File(t, dir) => {
+                    let failed = |e: &dyn std::fmt::Display| SendError {
+                        permanent: false,
+                        message: format!("file transport: {e}"),
+                    };
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|e| failed(&e))?;
+                    t.send(message).await.map(|_| ()).map_err(|e| failed(&e))
+                }
             }
         })
         .await;

@@ -131,6 +131,7 @@ pub fn from_event(event: &Event, now: i64) -> Alert {
 
 /// A matcher of a silence: label `name` (or `rule`) equal to `value`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Matcher {
     pub name: String,
     pub value: String,

@@ -182,13 +182,43 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Reads and checks an artifact.
+/// The largest artifact this build reads: far above any model steward trains
+/// (a 30-256-256-2 network with its reference sample is well under 10 MiB), and
+/// a bound on what a wrong path (a device, a huge file) can make it allocate.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Reads and checks an artifact. Only a regular file of at most
+/// [`MAX_ARTIFACT_BYTES`] is read (`/dev/zero` would otherwise be read until
+/// memory ran out).
 pub fn load(path: &Path) -> Result<Model, ArtifactError> {
+    use std::io::Read;
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ArtifactError::Read {
+    let read_err = |source| ArtifactError::Read {
         path: name.clone(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        )));
+    }
+    if meta.len() > MAX_ARTIFACT_BYTES {
+        return Err(read_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} bytes, more than the {MAX_ARTIFACT_BYTES} a model file may have",
+                meta.len()
+            ),
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // `take` also bounds a file that grows while it is read.
+    file.take(MAX_ARTIFACT_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     from_bytes(&name, &bytes)
 }
 
@@ -475,6 +505,75 @@ mod tests {
         assert_eq!(back.network, m.network);
         assert_eq!(back.schema, m.schema);
         assert_eq!(to_bytes(&back).unwrap(), bytes);
+    }
+
+    /// Encodings that pass the types but make every answer NaN, and names given
+    /// twice, are refused at load with the feature or class named.
+    #[test]
+    fn an_encoding_the_network_cannot_use_is_rejected() {
+        use crate::model::schema::FeatureKind;
+        let numeric = |mean: f64, std: f64| {
+            let mut m = tiny_model();
+            m.schema.features[0].kind = FeatureKind::Numeric { mean, std };
+            m
+        };
+        let cases: Vec<(Model, &str)> = vec![
+            (numeric(2.0, 0.0), "feature `x`: standard deviation 0e0"),
+            (
+                numeric(2.0, 1e-300),
+                "feature `x`: standard deviation 1e-300",
+            ),
+            (numeric(2.0, -1.0), "feature `x`: standard deviation -1e0"),
+            (numeric(1e308, 1.0), "feature `x`: mean 1e308"),
+            (
+                {
+                    let mut m = tiny_model();
+                    m.schema.features[1].name = "x".into();
+                    m
+                },
+                "feature `x`: named twice",
+            ),
+            (
+                {
+                    let mut m = tiny_model();
+                    m.meta.classes = vec!["y".into(), "y".into()];
+                    m
+                },
+                "class `y` is listed twice",
+            ),
+            (
+                {
+                    let mut m = tiny_model();
+                    if let FeatureKind::Categorical { categories, .. } =
+                        &mut m.schema.features[1].kind
+                    {
+                        categories[1] = categories[0].clone();
+                    }
+                    m
+                },
+                "feature `c`: category `a` is listed twice",
+            ),
+        ];
+        for (model, want) in cases {
+            let bytes = to_bytes(&model).unwrap();
+            let err = from_bytes("m.safetensors", &bytes).unwrap_err().to_string();
+            assert!(
+                err.starts_with("m.safetensors: metadata: ") && err.contains(want),
+                "{err} (wanted {want})"
+            );
+        }
+        assert!(from_bytes("m", &to_bytes(&numeric(2.0, 1e-30)).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_device_or_a_directory_is_refused_without_reading_it() {
+        for path in ["/dev/zero", "/tmp"] {
+            let err = load(Path::new(path)).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{path}: cannot read model file: not a regular file")
+            );
+        }
     }
 
     #[test]

@@ -148,9 +148,37 @@ pub enum Prediction {
     Value(f64),
 }
 
+impl Prediction {
+    /// Whether every number of the answer is finite.
+    pub fn is_finite(&self) -> bool {
+        match self {
+            Prediction::Class { probabilities, .. } => probabilities.iter().all(|p| p.is_finite()),
+            Prediction::Value(v) => v.is_finite(),
+        }
+    }
+}
+
 impl Model {
     /// Checks that schema, network, task and classes agree.
     pub fn check(&self) -> Result<(), String> {
+        self.schema.check()?;
+        let mut classes = std::collections::HashSet::new();
+        if let Some(c) = self
+            .meta
+            .classes
+            .iter()
+            .find(|c| !classes.insert(c.as_str()))
+        {
+            return Err(format!("class `{c}` is listed twice"));
+        }
+        if let Some(t) = &self.meta.target {
+            if !(t.mean.is_finite() && t.std.is_finite() && t.std > 0.0) {
+                return Err(format!(
+                    "target scale: mean {:e} and standard deviation {:e} must be finite, the std positive",
+                    t.mean, t.std
+                ));
+            }
+        }
         if self.schema.width() != self.network.inputs() {
             return Err(format!(
                 "the schema encodes {} inputs, the network takes {}",

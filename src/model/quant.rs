@@ -368,7 +368,7 @@ impl Kernel {
 }
 
 fn check_gemv(w: &[i8], p: usize, u: &[u8], out: &[i32]) -> bool {
-    p % LANES == 0 && u.len() >= p && w.len() >= out.len() * p
+    p.is_multiple_of(LANES) && u.len() >= p && w.len() >= out.len() * p
 }
 
 fn gemv_portable(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {

@@ -6,11 +6,21 @@
 //! "other" slot for values never seen; a missing value is imputed with the most
 //! frequent training category. The schema is stored in the artifact so training and
 //! serving encode identically. This module owns encoding only, not the network.
+//!
+//! A request value that cannot be encoded is refused, never guessed at: a number
+//! whose standardised value does not fit a 32-bit float (`non_finite_feature`:
+//! the network would answer NaN), and a categorical value longer than
+//! [`MAX_VALUE_BYTES`] that the vocabulary does not hold (`value_too_long`: it
+//! would only be stored in the log, in full).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::{ColumnKind, DataError, Table};
+
+/// The longest categorical value a request may send, in bytes, unless the
+/// model's vocabulary holds it (any unseen value encodes to the same "other" slot).
+pub const MAX_VALUE_BYTES: usize = 1024;
 
 /// How one feature is encoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +142,45 @@ impl Schema {
         Ok(Schema { features })
     }
 
+    /// Checks what a damaged or hand-made artifact could get wrong and the
+    /// types allow: every name once, and encoding statistics that the network's
+    /// 32-bit arithmetic can use (a finite mean, a positive finite standard
+    /// deviation; with a std of 0 or 1e-300 every answer would be NaN), each
+    /// category once.
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for f in &self.features {
+            let at = |m: String| format!("schema: feature `{}`: {m}", f.name);
+            if f.name.is_empty() {
+                return Err("schema: a feature has an empty name".into());
+            }
+            if !names.insert(f.name.as_str()) {
+                return Err(at("named twice".into()));
+            }
+            match &f.kind {
+                FeatureKind::Numeric { mean, std } => {
+                    let f32_max = f64::from(f32::MAX);
+                    if !(mean.is_finite() && mean.abs() <= f32_max) {
+                        return Err(at(format!("mean {mean:e} is not a finite 32-bit number")));
+                    }
+                    if !(std.is_finite() && *std >= f64::from(f32::MIN_POSITIVE) && *std <= f32_max)
+                    {
+                        return Err(at(format!(
+                            "standard deviation {std:e} is not a positive finite 32-bit number"
+                        )));
+                    }
+                }
+                FeatureKind::Categorical { categories, .. } => {
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(c) = categories.iter().find(|c| !seen.insert(c.as_str())) {
+                        return Err(at(format!("category `{c}` is listed twice")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The length of the encoded input vector.
     pub fn width(&self) -> usize {
         self.features.iter().map(Feature::width).sum()
@@ -168,11 +217,34 @@ impl Schema {
                     FeatureKind::Numeric { .. } => f.encode_number(slot, None),
                     FeatureKind::Categorical { .. } => f.encode_category(slot, None),
                 },
-                (FeatureKind::Numeric { .. }, Value::Number(n)) => {
-                    f.encode_number(slot, Some(n.as_f64().ok_or_else(|| wrong("a number"))?))
+                (FeatureKind::Numeric { mean, std }, Value::Number(n)) => {
+                    let v = n.as_f64().ok_or_else(|| wrong("a number"))?;
+                    f.encode_number(slot, Some(v));
+                    if !slot[0].is_finite() {
+                        return Err(EncodeError {
+                            code: "non_finite_feature",
+                            message: format!(
+                                "feature `{}` = {v:e} is {:.1e} standard deviations from the \
+                                 training mean {mean}: too far out for the model to compute with",
+                                f.name,
+                                (v - mean).abs() / std
+                            ),
+                        });
+                    }
                 }
                 (FeatureKind::Numeric { .. }, _) => return Err(wrong("a number")),
-                (FeatureKind::Categorical { .. }, Value::String(s)) => {
+                (FeatureKind::Categorical { categories, .. }, Value::String(s)) => {
+                    if s.len() > MAX_VALUE_BYTES && !categories.contains(s) {
+                        return Err(EncodeError {
+                            code: "value_too_long",
+                            message: format!(
+                                "feature `{}`: a value of {} bytes, more than the {MAX_VALUE_BYTES} \
+                                 allowed for a value the model has not seen",
+                                f.name,
+                                s.len()
+                            ),
+                        });
+                    }
                     f.encode_category(slot, Some(s))
                 }
                 (FeatureKind::Categorical { .. }, _) => return Err(wrong("a string")),
@@ -190,6 +262,23 @@ impl Schema {
             }
         }
         Ok(())
+    }
+
+    /// The numeric feature whose encoded value in `x` lies farthest from the
+    /// training mean, with that distance in standard deviations: what to name
+    /// when a row is too far out for the network.
+    pub fn most_extreme(&self, x: &[f32]) -> Option<(&str, f32)> {
+        let mut offset = 0;
+        let mut worst: Option<(&str, f32)> = None;
+        for f in &self.features {
+            if let (FeatureKind::Numeric { .. }, Some(z)) = (&f.kind, x.get(offset)) {
+                if worst.is_none_or(|(_, w)| z.abs() > w) {
+                    worst = Some((f.name.as_str(), z.abs()));
+                }
+            }
+            offset += f.width();
+        }
+        worst
     }
 
     /// Encodes CSV cells (already typed by [`Schema::fit`]) for feature `columns`.
@@ -288,6 +377,15 @@ mod tests {
                 .code,
             "unknown_feature"
         );
+        let e = encode(&s, json!({"x": 1e40, "colour": "red"})).unwrap_err();
+        assert_eq!(e.code, "non_finite_feature");
+        assert!(e.message.contains("`x` = 1e40"), "{}", e.message);
+        // The largest value whose standardised form still fits a 32-bit float.
+        assert!(encode(&s, json!({"x": 3.0e38, "colour": "red"})).is_ok());
+        let long = "r".repeat(MAX_VALUE_BYTES + 1);
+        let e = encode(&s, json!({"x": 1, "colour": long})).unwrap_err();
+        assert_eq!(e.code, "value_too_long");
+        assert!(encode(&s, json!({"x": 1, "colour": "r".repeat(MAX_VALUE_BYTES)})).is_ok());
         let e = encode(&s, json!({"x": "1", "colour": "red"})).unwrap_err();
         assert_eq!(e.code, "invalid_feature_type");
         assert!(e.message.contains("`x` must be a number"), "{}", e.message);

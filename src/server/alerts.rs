@@ -5,13 +5,13 @@
 //! A matcher named `rule` matches the alert's rule (`feature_drift`, ...), any
 //! other name the label of that name (`feature`, `detector`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::JsonBody;
+use super::body::{JsonBody, PathParam};
 use super::error::ApiError;
 use super::AppState;
 use crate::alert::rules::Matcher;
@@ -43,6 +43,12 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({ "alerts": list })))
 }
 
+/// At most this many matchers in one silence.
+const MAX_MATCHERS: usize = 32;
+/// At most this many bytes in a matcher's name or value (`created_by` and
+/// `comment`: four times as many).
+const MAX_TEXT: usize = 256;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSilence {
@@ -66,15 +72,39 @@ pub async fn create_silence(
             "`matchers` is empty: a silence must say which alerts it silences".into(),
         ));
     }
-    if let Some(m) = req
+    if req.matchers.len() > MAX_MATCHERS {
+        return Err(invalid(format!(
+            "{} matchers, at most {MAX_MATCHERS} are allowed",
+            req.matchers.len()
+        )));
+    }
+    if let Some((i, m)) = req
         .matchers
         .iter()
-        .find(|m| m.name.is_empty() || m.value.is_empty())
+        .enumerate()
+        .find(|(_, m)| m.name.is_empty() || m.value.is_empty())
     {
         return Err(invalid(format!(
-            "matcher {{\"name\": {:?}, \"value\": {:?}}} needs a non-empty name and value",
+            "matchers[{i}] {{\"name\": {:?}, \"value\": {:?}}} needs a non-empty name and value",
             m.name, m.value
         )));
+    }
+    if let Some(i) = req
+        .matchers
+        .iter()
+        .position(|m| m.name.len() > MAX_TEXT || m.value.len() > MAX_TEXT)
+    {
+        return Err(invalid(format!(
+            "matchers[{i}]: a name or value longer than {MAX_TEXT} bytes"
+        )));
+    }
+    for (field, text) in [("created_by", &req.created_by), ("comment", &req.comment)] {
+        if text.len() > MAX_TEXT * 4 {
+            return Err(invalid(format!(
+                "`{field}` is longer than {} bytes",
+                MAX_TEXT * 4
+            )));
+        }
     }
     let now = crate::time::now_millis();
     let parse = |field: &str, v: &str| {
@@ -132,7 +162,7 @@ pub async fn silences(State(state): State<AppState>) -> Result<Json<Value>, ApiE
 
 pub async fn delete_silence(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
     if outbox::delete_silence(&state.pool, &id)
         .await

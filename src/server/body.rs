@@ -2,10 +2,12 @@
 //! Content-Type, the size limit (`server.max_body_bytes`, via axum's
 //! `DefaultBodyLimit`), emptiness and JSON syntax, and answers each failure with its
 //! own code: `unsupported_media_type`, `body_too_large`, `empty_body`,
-//! `malformed_json`, `nesting_too_deep`, `number_out_of_range`, `invalid_request`.
+//! `malformed_json`, `nesting_too_deep`, `number_out_of_range`,
+//! `duplicate_feature`, `invalid_request`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -45,6 +47,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// One path parameter (`/v1/retrain/{id}`); a segment that does not decode
+/// (percent-encoded bytes that are not UTF-8) is a 400 `invalid_path` in the
+/// JSON error shape, not axum's plain-text rejection.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| PathParam(p))
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
 /// Parses a JSON body, classifying the failure.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -63,6 +81,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 "number_out_of_range",
                 format!("a number does not fit in a 64-bit float {at}"),
             )
+        } else if text.starts_with(super::predict::DUPLICATE_FEATURE) {
+            ApiError::unprocessable("duplicate_feature", text)
         } else if e.is_data() {
             ApiError::unprocessable("invalid_request", text)
         } else {

@@ -1,14 +1,21 @@
 //! `POST /v1/feedback`: labels for logged predictions, `{"id", "label"}` or
 //! `{"feedback": [{"id", "label"}, ..]}`. All or nothing: if any id is unknown the
-//! answer is 404 naming it and nothing is stored. A prediction answered a moment ago
+//! answer is 404 naming it and nothing is stored; a batch that labels one id twice
+//! is refused (422 `duplicate_prediction`). A prediction answered a moment ago
 //! may still be in the log queue, so an id not found is looked up again after a
-//! flush of the queue before it is called unknown. A second label for the same id
-//! replaces the first (see `store::feedback`). Each stored label's outcome (wrong
-//! class, or absolute error) goes to the concept-drift detectors, and the label
-//! with its logged input to the online learner.
+//! flush of the queue before it is called unknown; while the log cannot be written
+//! (disk full) the answer is 503 `log_unavailable` instead, since the id may well
+//! be one of the rows waiting. A second, different label for the same id replaces
+//! the first; the same label again changes nothing (see `store::feedback`).
+//!
+//! A label that is new for its prediction sends the outcome (wrong class, or
+//! absolute error) to the concept-drift detectors, which count each prediction
+//! once; a new or replaced label goes with its logged input to the online learner.
+//! An unchanged one goes nowhere, so a retried request is never learned twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,7 +30,7 @@ use crate::learning::online::LabelItem;
 use crate::model::{ModelMeta, Task};
 use crate::monitor::watch::Outcome;
 use crate::monitoring::Labelled;
-use crate::store::feedback::{self, FeedbackRow, Logged};
+use crate::store::feedback::{self, FeedbackRow, LabelOutcome, Logged};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,11 +98,21 @@ pub async fn feedback(
             label,
         });
     }
+    if let Some((first, again)) = first_duplicate(&items) {
+        return Err(ApiError::unprocessable(
+            "duplicate_prediction",
+            format!(
+                "feedback[{first}] and feedback[{again}] both label prediction `{}`; \
+                 send one label per prediction",
+                items[first].id
+            ),
+        ));
+    }
     let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
     let mut known = logged(&state, &ids).await?;
     let mut unknown: Vec<String> = missing(&known, &ids);
     if !unknown.is_empty() {
-        state.log.flush().await;
+        flush_log(&state).await?;
         let again: Vec<&str> = unknown.iter().map(String::as_str).collect();
         known.extend(logged(&state, &again).await?);
         unknown = missing(&known, &ids);
@@ -113,24 +130,35 @@ pub async fn feedback(
         ));
     }
     let accepted = rows.len();
-    let replaced = state
-        .feedback
-        .store(rows.clone())
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let outcomes = state.feedback.store(rows.clone()).await?;
+    let count = |o: LabelOutcome| outcomes.iter().filter(|x| **x == o).count();
+    let (new, replaced, unchanged) = (
+        count(LabelOutcome::New),
+        count(LabelOutcome::Replaced),
+        count(LabelOutcome::Unchanged),
+    );
     state
         .metrics
         .feedback
-        .fetch_add(accepted as u64, Ordering::Relaxed);
+        .fetch_add((new + replaced) as u64, Ordering::Relaxed);
+    state
+        .metrics
+        .feedback_unchanged
+        .fetch_add(unchanged as u64, Ordering::Relaxed);
     let live = state.live.load();
-    for (item, row) in items.iter().zip(rows) {
-        if let Some(p) = known.get(&item.id) {
-            if let Some(outcome) = outcome(&live.model.meta, &p.output, &item.label) {
+    for ((item, row), outcome) in items.iter().zip(rows).zip(outcomes) {
+        let Some(p) = known.get(&item.id) else {
+            continue;
+        };
+        if outcome == LabelOutcome::New {
+            if let Some(outcome) = outcome_of(&live.model.meta, &p.output, &item.label) {
                 state.monitoring.labelled(Labelled {
                     model_version: p.model_version.clone(),
                     outcome,
                 });
             }
+        }
+        if outcome != LabelOutcome::Unchanged {
             state.learning.label(LabelItem {
                 features: p.features.clone(),
                 label: row.label,
@@ -139,15 +167,54 @@ pub async fn feedback(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"accepted": accepted, "replaced": replaced})),
+        Json(serde_json::json!({
+            "accepted": accepted,
+            "replaced": replaced,
+            "unchanged": unchanged,
+        })),
     ))
+}
+
+/// The positions of the first two items that label the same prediction.
+fn first_duplicate(items: &[Item]) -> Option<(usize, usize)> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(first) = seen.insert(item.id.as_str(), i) {
+            return Some((first, i));
+        }
+    }
+    None
+}
+
+/// How long a feedback request waits for the prediction log to commit what it
+/// holds before its ids are looked up again.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the predictions answered so far are in the database. While the
+/// log cannot be written, an id not found may be one of the rows held for retry:
+/// that is a 503 to retry, not an unknown prediction.
+async fn flush_log(state: &AppState) -> Result<(), ApiError> {
+    let unavailable = || {
+        ApiError::unavailable(
+            "log_unavailable",
+            "some of these predictions may not be in the database yet: its writes are \
+             failing (disk full, locked or read-only); nothing was stored, retry later",
+        )
+        .retry_after(5)
+    };
+    if state.log.stats().error().is_some() {
+        return Err(unavailable());
+    }
+    match tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await {
+        Ok(true) => Ok(()),
+        _ => Err(unavailable()),
+    }
 }
 
 /// The logged predictions among `ids`, by id.
 async fn logged(state: &AppState, ids: &[&str]) -> Result<HashMap<String, Logged>, ApiError> {
     Ok(feedback::logged(&state.pool, ids)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
+        .await?
         .into_iter()
         .map(|l| (l.id.clone(), l))
         .collect())
@@ -164,7 +231,7 @@ fn missing(known: &HashMap<String, Logged>, ids: &[&str]) -> Vec<String> {
 /// How the logged prediction fared against its label: a wrong class, or the
 /// absolute error in target standard deviations. `None` when the output cannot
 /// be read (never for a row this daemon logged).
-fn outcome(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
+fn outcome_of(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
     let output: Value = serde_json::from_str(output).ok()?;
     let predicted = output.get("prediction")?;
     match meta.task {

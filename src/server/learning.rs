@@ -5,11 +5,12 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::body::PathParam;
 use super::error::ApiError;
 use super::metrics::{get, push};
 use super::AppState;
@@ -34,7 +35,7 @@ pub async fn start(State(state): State<AppState>) -> Result<(StatusCode, Json<Va
 
 pub async fn run(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<runs::Run>, ApiError> {
     let unknown = || {
         ApiError::new(
@@ -62,7 +63,7 @@ pub async fn runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 
 pub async fn activate(
     State(state): State<AppState>,
-    Path(version): Path<String>,
+    PathParam(version): PathParam,
 ) -> Result<Json<Value>, ApiError> {
     match state.learning.activate(&version).await {
         Ok(a) => {

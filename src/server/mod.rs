@@ -11,8 +11,9 @@ mod drift;
 pub mod error;
 mod feedback;
 mod learning;
+pub mod listen;
 pub mod metrics;
-mod predict;
+pub mod predict;
 mod status;
 
 use std::sync::Arc;
@@ -100,6 +101,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     )
                 }))
                 .timeout(limits.request_timeout)
+                .layer(middleware::from_fn(move |req, next| {
+                    refuse_declared_too_large(limits.max_body_bytes, req, next)
+                }))
                 .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
         )
         .with_state(state)
@@ -128,6 +132,26 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .metrics
         .observe(route, response.status().as_u16(), start.elapsed());
     response
+}
+
+/// A body whose declared length is over the limit is refused before any of it
+/// is read: in particular, a client that sent `Expect: 100-continue` gets the 413
+/// instead of `100 Continue` (hyper sends that only once the body is read).
+async fn refuse_declared_too_large(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than server.max_body_bytes ({limit})"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Write endpoints need `Authorization: Bearer <token>` when a token is configured.

@@ -1,7 +1,11 @@
 //! `POST /v1/predict`: one row (`{"features": {..}}`) or a batch
 //! (`{"instances": [{..}, ..]}`). Every row is validated and encoded by the schema
 //! before anything is predicted or logged: a batch with one bad instance is refused
-//! whole, and nothing of it is logged.
+//! whole, and nothing of it is logged. A feature named twice in one row is refused
+//! (`duplicate_feature`) rather than letting the last one win; a row for which the
+//! network's answer is not finite (an input far beyond anything it was trained
+//! on) is refused with `non_finite_feature`, naming the most extreme feature:
+//! an answer of NaN is never sent.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -24,8 +28,77 @@ use crate::store::writer::PredictionRow;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    features: Option<Map<String, Value>>,
-    instances: Option<Vec<Map<String, Value>>>,
+    features: Option<Row>,
+    instances: Option<Vec<Row>>,
+}
+
+/// One row: a JSON object of named features, each named once.
+#[derive(Debug)]
+pub struct Row(pub Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Row;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of named features")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Row, A::Error> {
+                let mut row = Map::new();
+                while let Some(name) = a.next_key::<String>()? {
+                    let value = a.next_value::<Value>()?;
+                    if row.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "{DUPLICATE_FEATURE} `{name}` (each feature once per row)"
+                        )));
+                    }
+                    row.insert(name, value);
+                }
+                Ok(Row(row))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// How the message of a row naming a feature twice begins (`body::parse` gives
+/// it the code `duplicate_feature`).
+pub const DUPLICATE_FEATURE: &str = "duplicate feature";
+
+impl PredictRequest {
+    /// The rows to predict, and whether they came as a batch (`instances`).
+    pub fn into_rows(self, max_batch: usize) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+        match (self.features, self.instances) {
+            (Some(row), None) => Ok((vec![row.0], false)),
+            (None, Some(instances)) => {
+                if instances.is_empty() {
+                    return Err(ApiError::unprocessable(
+                        "empty_batch",
+                        "`instances` is empty",
+                    ));
+                }
+                if instances.len() > max_batch {
+                    return Err(ApiError::unprocessable(
+                        "batch_too_large",
+                        format!(
+                            "{} instances, server.max_batch is {max_batch}",
+                            instances.len()
+                        ),
+                    ));
+                }
+                Ok((instances.into_iter().map(|r| r.0).collect(), true))
+            }
+            (Some(_), Some(_)) => Err(ApiError::unprocessable(
+                "invalid_request",
+                "give either `features` or `instances`, not both",
+            )),
+            (None, None) => Err(ApiError::unprocessable(
+                "invalid_request",
+                "the body needs `features` (one row) or `instances` (a batch)",
+            )),
+        }
+    }
 }
 
 /// One answered row.
@@ -78,60 +151,36 @@ pub async fn predict(
     JsonBody(req): JsonBody<PredictRequest>,
 ) -> Result<Response, ApiError> {
     let live = state.live.load_full();
-    match (req.features, req.instances) {
-        (Some(features), None) => {
-            let (answer, row) = answer_one(&live, features, None)?;
-            state.metrics.predictions.fetch_add(1, Ordering::Relaxed);
-            state.log.log(row).await;
-            let answer = Answer {
-                model_version: Some(&live.version),
-                ..answer
-            };
-            json_response(&answer)
-        }
-        (None, Some(instances)) => {
-            let max = state.settings.load().max_batch;
-            if instances.is_empty() {
-                return Err(ApiError::unprocessable(
-                    "empty_batch",
-                    "`instances` is empty",
-                ));
-            }
-            if instances.len() > max {
-                return Err(ApiError::unprocessable(
-                    "batch_too_large",
-                    format!("{} instances, server.max_batch is {max}", instances.len()),
-                ));
-            }
-            let mut answers = Vec::with_capacity(instances.len());
-            let mut rows = Vec::with_capacity(instances.len());
-            for (i, features) in instances.into_iter().enumerate() {
-                let (answer, row) = answer_one(&live, features, Some(i))?;
-                answers.push(answer);
-                rows.push(row);
-            }
-            state
-                .metrics
-                .predictions
-                .fetch_add(rows.len() as u64, Ordering::Relaxed);
-            for row in rows {
-                state.log.log(row).await;
-            }
-            let batch = BatchAnswer {
-                model_version: &live.version,
-                predictions: answers,
-            };
-            json_response(&batch)
-        }
-        (Some(_), Some(_)) => Err(ApiError::unprocessable(
-            "invalid_request",
-            "give either `features` or `instances`, not both",
-        )),
-        (None, None) => Err(ApiError::unprocessable(
-            "invalid_request",
-            "the body needs `features` (one row) or `instances` (a batch)",
-        )),
+    let (rows, batch) = req.into_rows(state.settings.load().max_batch)?;
+    if !batch {
+        let features = rows.into_iter().next().unwrap_or_default();
+        let (answer, row) = answer_one(&live, features, None)?;
+        state.metrics.predictions.fetch_add(1, Ordering::Relaxed);
+        state.log.log(row).await;
+        let answer = Answer {
+            model_version: Some(&live.version),
+            ..answer
+        };
+        return json_response(&answer);
     }
+    let mut answers = Vec::with_capacity(rows.len());
+    let mut logged = Vec::with_capacity(rows.len());
+    for (i, features) in rows.into_iter().enumerate() {
+        let (answer, row) = answer_one(&live, features, Some(i))?;
+        answers.push(answer);
+        logged.push(row);
+    }
+    state
+        .metrics
+        .predictions
+        .fetch_add(logged.len() as u64, Ordering::Relaxed);
+    for row in logged {
+        state.log.log(row).await;
+    }
+    json_response(&BatchAnswer {
+        model_version: &live.version,
+        predictions: answers,
+    })
 }
 
 /// Encodes, predicts and builds the log row for one instance.
@@ -143,14 +192,31 @@ fn answer_one<'a>(
     let start = Instant::now();
     let model = &live.model;
     let mut x = vec![0.0f32; model.schema.width()];
-    model.schema.encode_json(&features, &mut x).map_err(|e| {
+    let refuse = |code: &'static str, message: String| {
         let message = match index {
-            Some(i) => format!("instances[{i}]: {}", e.message),
-            None => e.message,
+            Some(i) => format!("instances[{i}]: {message}"),
+            None => message,
         };
-        ApiError::unprocessable(e.code, message)
-    })?;
-    let (prediction, probabilities) = match live.predict_encoded(&x) {
+        ApiError::unprocessable(code, message)
+    };
+    model
+        .schema
+        .encode_json(&features, &mut x)
+        .map_err(|e| refuse(e.code, e.message))?;
+    let prediction = live.predict_encoded(&x);
+    if !prediction.is_finite() {
+        let worst = match model.schema.most_extreme(&x) {
+            Some((name, z)) => {
+                format!(": feature `{name}` is {z:.1e} standard deviations from the training mean")
+            }
+            None => String::new(),
+        };
+        return Err(refuse(
+            "non_finite_feature",
+            format!("the model's answer is not finite for this input{worst}"),
+        ));
+    }
+    let (prediction, probabilities) = match prediction {
         Prediction::Class {
             label,
             probabilities,

@@ -1,6 +1,8 @@
 //! Read-only endpoints: the model card, the registry, liveness, readiness and
 //! `/metrics`.
 
+use std::fmt::Write as _;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -67,9 +69,53 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         &mut out,
         "steward_feedback_total",
         "counter",
-        "Feedback labels stored.",
+        "Feedback labels stored (new, or replacing a different label).",
         "",
         get(&state.metrics.feedback),
+    );
+    push(
+        &mut out,
+        "steward_feedback_unchanged_total",
+        "counter",
+        "Feedback labels that repeated the stored label (not stored or learned again).",
+        "",
+        get(&state.metrics.feedback_unchanged),
+    );
+    let conns = &state.metrics.connections;
+    push(
+        &mut out,
+        "steward_connections_open",
+        "gauge",
+        "Client connections open.",
+        "",
+        get(&conns.open),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP steward_connections_total Client connections by outcome: accepted; refused \
+         (503 at server.max_connections with every connection busy); evicted (the longest-idle \
+         connection closed to make room); header_timeout (no whole request head within \
+         server.header_timeout_ms).\n# TYPE steward_connections_total counter"
+    );
+    for (outcome, counter) in [
+        ("accepted", &conns.accepted),
+        ("refused", &conns.refused),
+        ("evicted", &conns.evicted),
+        ("header_timeout", &conns.header_timeouts),
+    ] {
+        let _ = writeln!(
+            out,
+            "steward_connections_total{{outcome=\"{outcome}\"}} {}",
+            get(counter)
+        );
+    }
+    push(
+        &mut out,
+        "steward_accept_errors_total",
+        "counter",
+        "Failed accepts (out of file descriptors?).",
+        "",
+        get(&conns.accept_errors),
     );
     push(
         &mut out,

@@ -1,12 +1,16 @@
-//! Feedback labels, joined to logged predictions by id. A second label for the
-//! same prediction replaces the first and counts a revision: labels get corrected
-//! upstream, and the newest is the one to learn from.
+//! Feedback labels, joined to logged predictions by id. A second, different label
+//! for the same prediction replaces the first and counts a revision: labels get
+//! corrected upstream, and the newest is the one to learn from. The same label
+//! sent again (a client retrying) changes nothing and is reported as unchanged,
+//! so that a label is learned from once however often it arrives.
 //!
 //! Writes go through one [`Committer`] task that commits the labels of every
 //! request waiting at that moment in one transaction (group commit) and then
 //! answers each request: SQLite has one writer, and a transaction per request
 //! left concurrent requests queueing on its lock (about 600 single-label requests
 //! a second). A request is answered only after its labels are committed.
+
+use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +22,17 @@ use super::StoreError;
 pub struct FeedbackRow {
     pub prediction_id: String,
     pub label: String,
+}
+
+/// What storing one label did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOutcome {
+    /// The prediction had no label before.
+    New,
+    /// It had a different label, now replaced (one more revision).
+    Replaced,
+    /// It had this very label already: nothing was written.
+    Unchanged,
 }
 
 /// A logged prediction that a label refers to.
@@ -53,7 +68,7 @@ const QUEUE: usize = 4096;
 /// Labels committed in one transaction, at most (a request is never split).
 const MAX_ROWS: usize = 10_000;
 
-type Reply = oneshot::Sender<Result<u64, String>>;
+type Reply = oneshot::Sender<Result<Vec<LabelOutcome>, (String, bool)>>;
 
 /// The handle requests store labels through.
 #[derive(Debug, Clone)]
@@ -87,86 +102,137 @@ impl Committer {
                     Err(_) if group.len() > 1 => {
                         let mut each = Vec::with_capacity(group.len());
                         for rows in &batches {
-                            each.push(upsert_groups(&pool, &[rows]).await.map(|n| n[0]));
+                            each.push(
+                                upsert_groups(&pool, &[rows])
+                                    .await
+                                    .map(|mut n| n.pop().unwrap_or_default()),
+                            );
                         }
                         each
                     }
                     Err(e) => vec![Err(e)],
-                    Ok(counts) => counts.into_iter().map(Ok).collect(),
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                 };
                 for ((_, reply), r) in group.into_iter().zip(result) {
-                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                    let _ = reply.send(r.map_err(|e| (e.to_string(), e.is_unavailable())));
                 }
             }
         });
         (Committer { tx }, task)
     }
 
-    /// Stores `rows` (committed when this returns `Ok`); returns how many replaced
-    /// an earlier label.
-    pub async fn store(&self, rows: Vec<FeedbackRow>) -> Result<u64, StoreError> {
+    /// Stores `rows` (committed when this returns `Ok`); returns what storing
+    /// each row did, in order.
+    pub async fn store(&self, rows: Vec<FeedbackRow>) -> Result<Vec<LabelOutcome>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Committer("the feedback committer has stopped".into());
+        let gone = || StoreError::Committer {
+            message: "the feedback committer has stopped".into(),
+            unavailable: true,
+        };
         self.tx.send((rows, reply)).await.map_err(|_| gone())?;
         answer
             .await
             .map_err(|_| gone())?
-            .map_err(StoreError::Committer)
+            .map_err(|(message, unavailable)| StoreError::Committer {
+                message,
+                unavailable,
+            })
     }
 }
 
-/// Stores every group's labels in one transaction; returns, per group, how many
-/// replaced an earlier label (counted before the group is written, so a later
-/// group that labels the same prediction again counts it).
+/// Stores every group's labels in one transaction; returns, per group, what
+/// storing each of its rows did (a later group that labels the same prediction
+/// sees the earlier group's label).
 async fn upsert_groups(
     pool: &SqlitePool,
     groups: &[&[FeedbackRow]],
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<Vec<LabelOutcome>>, StoreError> {
     let now = crate::time::now_millis();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut counts = Vec::with_capacity(groups.len());
+    let mut outcomes = Vec::with_capacity(groups.len());
     for rows in groups {
-        counts.push(upsert_in(&mut tx, rows, now).await?);
+        outcomes.push(upsert_in(&mut tx, rows, now).await?);
     }
     tx.commit().await?;
-    Ok(counts)
+    Ok(outcomes)
 }
 
 async fn upsert_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     rows: &[FeedbackRow],
     now: i64,
-) -> Result<u64, StoreError> {
-    let mut replaced = 0;
+) -> Result<Vec<LabelOutcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(500) {
-        let ids: Vec<&str> = chunk.iter().map(|r| r.prediction_id.as_str()).collect();
         let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT COUNT(*) FROM feedback WHERE prediction_id IN (");
+            QueryBuilder::new("SELECT prediction_id, label FROM feedback WHERE prediction_id IN (");
         let mut sep = q.separated(", ");
-        for id in &ids {
-            sep.push_bind(*id);
+        for r in chunk {
+            sep.push_bind(&r.prediction_id);
         }
         q.push(")");
-        let (existing,): (i64,) = q.build_query_as().fetch_one(&mut **tx).await?;
-        replaced += existing as u64;
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(&r.prediction_id)
-                .push_bind(now)
-                .push_bind(&r.label);
-        });
-        q.push(
-            " ON CONFLICT (prediction_id) DO UPDATE SET time = excluded.time, label = excluded.label, \
-             revisions = revisions + 1",
-        );
-        q.build().execute(&mut **tx).await?;
+        let mut stored: HashMap<String, String> = q
+            .build_query_as::<(String, String)>()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
+        let mut changed = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let outcome = match stored.get(&r.prediction_id) {
+                None => LabelOutcome::New,
+                Some(label) if *label == r.label => LabelOutcome::Unchanged,
+                Some(_) => LabelOutcome::Replaced,
+            };
+            if outcome != LabelOutcome::Unchanged {
+                // A row labelling the same prediction again within this chunk
+                // compares with this label, as a later request would.
+                stored.insert(r.prediction_id.clone(), r.label.clone());
+                changed.push(r);
+            }
+            outcomes.push(outcome);
+        }
+        // One statement per distinct prediction would be needed if a chunk held
+        // the same id twice (an upsert cannot touch one row twice); apply such
+        // rows one by one, in order.
+        for part in distinct_runs(&changed) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
+            q.push_values(part, |mut b, r| {
+                b.push_bind(&r.prediction_id)
+                    .push_bind(now)
+                    .push_bind(&r.label);
+            });
+            q.push(
+                " ON CONFLICT (prediction_id) DO UPDATE SET time = excluded.time, \
+                 label = excluded.label, revisions = revisions + 1",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
     }
-    Ok(replaced)
+    Ok(outcomes)
+}
+
+/// Splits `rows` into consecutive runs in which no prediction id repeats.
+fn distinct_runs<'a>(rows: &[&'a FeedbackRow]) -> Vec<Vec<&'a FeedbackRow>> {
+    let mut runs: Vec<Vec<&FeedbackRow>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        if runs.is_empty() || !seen.insert(r.prediction_id.as_str()) {
+            seen.clear();
+            seen.insert(r.prediction_id.as_str());
+            runs.push(Vec::new());
+        }
+        if let Some(run) = runs.last_mut() {
+            run.push(r);
+        }
+    }
+    runs
 }
 
 #[cfg(test)]
 mod tests {
+    use super::LabelOutcome::{New, Replaced, Unchanged};
     use super::*;
 
     #[tokio::test]
@@ -190,9 +256,12 @@ mod tests {
         };
         // 200 single-label requests at once, then 50 of them again.
         let first = futures_join(&committer, (0..200).map(|i| vec![row(i, "a")]).collect()).await;
-        assert!(first.iter().all(|r| *r == 0), "{first:?}");
+        assert!(first.iter().all(|r| *r == [New]), "{first:?}");
         let again = futures_join(&committer, (0..50).map(|i| vec![row(i, "b")]).collect()).await;
-        assert!(again.iter().all(|r| *r == 1), "{again:?}");
+        assert!(again.iter().all(|r| *r == [Replaced]), "{again:?}");
+        // The same label again is a retry: nothing written, no revision.
+        let retry = futures_join(&committer, (0..50).map(|i| vec![row(i, "b")]).collect()).await;
+        assert!(retry.iter().all(|r| *r == [Unchanged]), "{retry:?}");
         let (n, b): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), SUM(label = '\"b\"' AND revisions = 1) FROM feedback")
                 .fetch_one(&pool)
@@ -203,14 +272,48 @@ mod tests {
         let c2 = committer.clone();
         let bad = tokio::spawn(async move { c2.store(vec![row(999, "a")]).await });
         let good = futures_join(&committer, (50..60).map(|i| vec![row(i, "c")]).collect()).await;
-        assert!(good.iter().all(|r| *r == 1), "{good:?}");
+        assert!(good.iter().all(|r| *r == [Replaced]), "{good:?}");
         let err = bad.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
         drop(committer);
         task.await.unwrap();
     }
 
-    async fn futures_join(c: &Committer, requests: Vec<Vec<FeedbackRow>>) -> Vec<u64> {
+    #[tokio::test]
+    async fn one_request_labelling_a_prediction_twice_is_stored_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("f.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
+             VALUES ('p', 0, '1', '{}', '{}', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (committer, task) = Committer::spawn(pool.clone());
+        let row = |label: &str| FeedbackRow {
+            prediction_id: "p".into(),
+            label: format!("\"{label}\""),
+        };
+        let outcomes = committer
+            .store(vec![row("a"), row("a"), row("b"), row("b"), row("a")])
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [New, Unchanged, Replaced, Unchanged, Replaced]);
+        let (label, revisions): (String, i64) =
+            sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = 'p'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((label.as_str(), revisions), ("\"a\"", 2));
+        drop(committer);
+        task.await.unwrap();
+    }
+
+    async fn futures_join(
+        c: &Committer,
+        requests: Vec<Vec<FeedbackRow>>,
+    ) -> Vec<Vec<LabelOutcome>> {
         let handles: Vec<_> = requests
             .into_iter()
             .map(|rows| {

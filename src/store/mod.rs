@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod drift;
 pub mod feedback;
+pub mod lock;
 pub mod registry;
 pub mod retrain;
 pub mod writer;
@@ -39,9 +40,37 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
-    /// A failure of a write shared by several requests (group commit).
-    #[error("database: {0}")]
-    Committer(String),
+    /// A failure of a write shared by several requests (group commit), with
+    /// whether it was [`StoreError::is_unavailable`].
+    #[error("database: {message}")]
+    Committer { message: String, unavailable: bool },
+}
+
+impl StoreError {
+    /// Whether the database cannot take this write right now but may later: the
+    /// disk is full, the file is locked or read-only, an I/O error, or no
+    /// connection came free in time. Callers answer such a failure with 503 and a
+    /// retry, not as a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Sql(e) => sql_unavailable(e),
+            StoreError::Committer { unavailable, .. } => *unavailable,
+            _ => false,
+        }
+    }
+}
+
+/// [`StoreError::is_unavailable`] for a sqlx error: SQLITE_BUSY (5), LOCKED (6),
+/// READONLY (8), IOERR (10), FULL (13) and CANTOPEN (14), by primary result code.
+pub fn sql_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
 }
 
 /// Opens (creating if needed) the database at `path`, applies the migrations and
@@ -67,6 +96,7 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
         .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
         .connect_with(options)
         .await
         .map_err(|source| StoreError::Open {
@@ -84,6 +114,31 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
         .await
         .map_err(|source| StoreError::NotWritable { path: name, source })?;
     Ok(pool)
+}
+
+/// Whether a connection given back to the pool may be reused: only outside any
+/// transaction. When a statement fails with SQLITE_FULL or SQLITE_IOERR, SQLite
+/// may roll the whole transaction back by itself; sqlx's own ROLLBACK then fails
+/// ("no transaction is active") and sqlx goes on counting the connection as inside
+/// a transaction. Its next `begin` would be a SAVEPOINT, and after one more failed
+/// statement the connection would sit inside a real transaction whose RELEASEs
+/// commit nothing: writes on it would "succeed" and vanish when it closed, while
+/// its write lock kept every other connection out. Such a connection is closed
+/// (SQLite rolls back whatever it held) and the pool opens a fresh one.
+async fn released_outside_transaction(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's ROLLBACK may still be queued: let it run first.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("a database connection was left inside a failed transaction: closed");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Rewrites the heartbeat row: fails when the database cannot be written.

@@ -64,6 +64,10 @@ pub enum OnlineError {
     Value(f64),
     #[error("{0} rows but {1} labels")]
     Lengths(usize, usize),
+    /// An input, or the gradient it gives, is not finite: the row lies too far
+    /// out for the network's arithmetic. Nothing is learned from it.
+    #[error("the row or its gradient is not finite: not learned")]
+    NonFinite,
 }
 
 /// One layer's weights, row-major `outputs × inputs`.
@@ -236,9 +240,9 @@ impl Learner {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked on the line above.
-            return Ok(unsafe { self.step_avx2(x, label) });
+            return unsafe { self.step_avx2(x, label) };
         }
-        Ok(self.step(x, label))
+        self.step(x, label)
     }
 
     /// [`Self::step`] compiled for AVX2, so that its loops use 256-bit registers.
@@ -246,12 +250,14 @@ impl Learner {
     /// contraction), so both give identical weights.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn step_avx2(&mut self, x: &[f32], label: Label) -> f64 {
+    unsafe fn step_avx2(&mut self, x: &[f32], label: Label) -> Result<f64, OnlineError> {
         self.step(x, label)
     }
 
+    /// One gradient step; the weights are left as they were when the gradient is
+    /// not finite (one such step would make every weight NaN).
     #[inline(always)]
-    fn step(&mut self, x: &[f32], label: Label) -> f64 {
+    fn step(&mut self, x: &[f32], label: Label) -> Result<f64, OnlineError> {
         self.forward(x);
         let loss = self.output_delta(label);
         self.backward();
@@ -265,6 +271,9 @@ impl Learner {
                 dot(d, d) * (a2 + 1.0)
             })
             .sum();
+        if !norm2.is_finite() {
+            return Err(OnlineError::NonFinite);
+        }
         let factor = self.clip_factor(norm2);
         let last = self.layers.len() - 1;
         let decay = 1.0 - self.params.step_size * self.params.l2;
@@ -291,7 +300,7 @@ impl Learner {
             }
         }
         self.updates += 1;
-        loss
+        Ok(loss)
     }
 
     /// Predicts every row (scoring them against their labels), then takes one step
@@ -336,6 +345,9 @@ impl Learner {
             .iter()
             .map(|l| (dot(&l.grad_w, &l.grad_w) + dot(&l.grad_b, &l.grad_b)) / (n * n))
             .sum();
+        if !norm2.is_finite() {
+            return Err(OnlineError::NonFinite);
+        }
         let factor = self.clip_factor(norm2);
         let last = self.layers.len() - 1;
         let decay = 1.0 - self.params.step_size * self.params.l2;
@@ -402,6 +414,9 @@ impl Learner {
         let want = self.acts[0].len();
         if x.len() != want {
             return Err(OnlineError::Width { got: x.len(), want });
+        }
+        if !x.iter().all(|v| v.is_finite()) {
+            return Err(OnlineError::NonFinite);
         }
         match (self.task, label) {
             (Task::Classification, Label::Class(c)) => {
@@ -499,14 +514,14 @@ impl Learner {
         }
     }
 
+    /// The factor that scales a gradient of squared norm `norm2` (finite) down
+    /// to the clip norm.
     fn clip_factor(&self, norm2: f32) -> f32 {
         let norm = norm2.sqrt();
-        if norm > self.params.clip && norm.is_finite() {
+        if norm > self.params.clip {
             self.params.clip / norm
-        } else if norm.is_finite() {
-            1.0
         } else {
-            0.0
+            1.0
         }
     }
 }
@@ -561,7 +576,7 @@ mod tests {
             let x = [next() * 4.0, next(), next(), next()];
             let label = Label::Class(i % 2);
             dispatched.learn_one(&x, label).unwrap();
-            portable.step(&x, label);
+            portable.step(&x, label).unwrap();
         }
         let (a, b) = (dispatched.network().unwrap(), portable.network().unwrap());
         assert_eq!(a, b, "bit-identical whichever path ran");
@@ -731,7 +746,42 @@ mod tests {
             learner.learn_one(&[0.0; 4], Label::Value(1.0)),
             Err(OnlineError::Kind)
         );
+        assert_eq!(
+            learner.learn_one(&[f32::INFINITY, 0.0, 0.0, 0.0], Label::Class(0)),
+            Err(OnlineError::NonFinite)
+        );
         assert_eq!(learner.updates(), 0);
+    }
+
+    /// A row far out but finite (an input of 1e30 standard deviations) gives an
+    /// infinite gradient: the step is refused and the weights stay as they were,
+    /// where it once made every weight NaN.
+    #[test]
+    fn a_row_whose_gradient_overflows_leaves_the_weights_finite() {
+        let model = tiny_model();
+        let mut learner = Learner::new(&model, OnlineParams::default());
+        let before = learner.network().unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                learner.learn_one(&[1e30, -1e30, 1e30, 0.0], Label::Class(0)),
+                Err(OnlineError::NonFinite)
+            );
+        }
+        assert_eq!(learner.network().unwrap(), before);
+        let rows = ndarray::array![[1e30f32, -1e30, 1e30, 0.0], [0.0, 0.0, 0.0, 0.0]];
+        assert_eq!(
+            learner.learn_batch(rows.view(), &[Label::Class(0), Label::Class(1)]),
+            Err(OnlineError::NonFinite)
+        );
+        assert_eq!(learner.network().unwrap(), before);
+        learner
+            .learn_one(&[0.5, 0.1, 0.0, 0.0], Label::Class(1))
+            .unwrap();
+        assert_ne!(
+            learner.network().unwrap(),
+            before,
+            "an ordinary row is learned"
+        );
     }
 
     #[test]
