@@ -156,6 +156,7 @@ pub async fn run(
     )?);
     tracker.spawn(retention_job(pool.clone(), retention, stop.clone()));
     tracker.spawn(watchdog(stop.clone()));
+    tracker.spawn(memory_job(stop.clone()));
     tracker.spawn(monitoring::drift_job(
         pool.clone(),
         slot.clone(),
@@ -305,6 +306,18 @@ fn watchdog_usec() -> Option<u64> {
         Some(Err(_)) => None,
         _ if usec == 0 => None,
         _ => Some(usec),
+    }
+}
+
+/// Hands memory freed inside malloc's arenas back to the system (see `memory`).
+async fn memory_job(stop: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::memory::TRIM_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
     }
 }
 

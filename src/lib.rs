@@ -12,6 +12,7 @@ pub mod data;
 pub mod learning;
 pub mod live;
 pub mod logging;
+pub mod memory;
 pub mod model;
 pub mod monitor;
 pub mod monitoring;
