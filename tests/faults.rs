@@ -515,3 +515,36 @@ async fn a_stop_during_a_retrain_does_not_wait_for_it() {
         "{log}"
     );
 }
+
+/// What hyper's HTTP/1 parser refuses before a request exists gets its status
+/// and an empty body (documented in docs/API.md), the connection is closed,
+/// and the daemon goes on serving.
+#[tokio::test]
+async fn requests_the_http_parser_refuses_get_a_status_and_the_daemon_serves_on() {
+    let d = Daemon::start("");
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    for (request, status) in [
+        (big.as_str(), "431"),
+        (
+            "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n",
+            "400",
+        ),
+        ("NOT HTTP AT ALL\r\n\r\n", "400"),
+    ] {
+        let mut s = TcpStream::connect(addr(&d)).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("closed after the answer");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {answer}"
+        );
+    }
+    let c = client();
+    let (status, _) = d.predict(&c, &json!({"features": penguin()})).await;
+    assert_eq!(status, 200);
+}
