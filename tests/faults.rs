@@ -495,6 +495,11 @@ async fn a_stop_during_a_retrain_does_not_wait_for_it() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    let run: Value = r.json().await.unwrap();
+    // Training 6,000 rows over a 10-fold grid takes seconds; the stop comes
+    // while it runs (checked, not assumed).
+    let state = d.get_json(&c, &format!("/v1/retrain/{}", run["id"])).await;
+    assert_eq!(state["state"], "running", "{state}");
     let db = d.db_path();
     let (status, _dir, log) = d.stop();
     assert!(status.success(), "{log}");
