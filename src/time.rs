@@ -1,5 +1,5 @@
-//! Wall-clock helpers: Unix milliseconds and RFC 3339 text (UTC), without a date
-//! crate. Storage keeps times as integer Unix milliseconds.
+//! Wall-clock helpers: Unix milliseconds and RFC 3339 text (UTC, through chrono).
+//! Storage keeps times as integer Unix milliseconds.
 //!
 //! [`Clock`] is the wall time of the daemon's background tasks: it advances with
 //! tokio's clock, so their sleeps and their timestamps agree, and a test on a
@@ -51,101 +51,22 @@ pub fn now_rfc3339() -> String {
     rfc3339(now_millis())
 }
 
-/// Unix milliseconds as RFC 3339 UTC.
+/// Unix milliseconds as RFC 3339 UTC (milliseconds shown). A time chrono
+/// cannot represent (beyond ±262,000 years) is written as its milliseconds.
 pub fn rfc3339(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+    chrono::DateTime::from_timestamp_millis(millis).map_or_else(
+        || millis.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     )
 }
 
 /// Parses RFC 3339 (`2026-11-28T21:31:00Z`, optional fraction, `Z` or `±HH:MM`)
-/// into Unix milliseconds.
+/// into Unix milliseconds; `None` for anything else, an impossible date such as
+/// 31 February included.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
-    let (h, mi, sec) = (n(11..13)?, n(14..16)?, n(17..19)?);
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    if h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut ms = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded = format!("{:0<3}", &frac[..digits.min(3)]);
-        ms = padded.parse::<i64>().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && matches!(rest.as_bytes()[0], b'+' | b'-')
-            && rest.as_bytes()[3] == b':' =>
-        {
-            let two = |r: std::ops::Range<usize>| -> Option<i64> {
-                let t = rest.get(r)?;
-                t.bytes()
-                    .all(|c| c.is_ascii_digit())
-                    .then(|| t.parse().ok())?
-            };
-            let (oh, om) = (two(1..3)?, two(4..6)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo as u32, d as u32);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000) + ms)
-}
-
-/// Howard Hinnant's civil-to-days algorithm.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 #[cfg(test)]
@@ -183,6 +104,8 @@ mod tests {
             "2026-11-28T21:31:00+99:00",
             "2026-11-28T21:31:00+05:60",
             "2026-11-28T21:31:00++1:00",
+            "2026-02-31T00:00:00Z",
+            "2026-04-31T00:00:00Z",
         ] {
             assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
         }
