@@ -356,10 +356,16 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 if std::is_x86_feature_detected!("avx2") => {
-                // SAFETY: AVX2 is present (checked on this line); `gemv_avx2` reads
-                // `w[j·p .. j·p + p]` and `u[..p]`, which `check_gemv` guarantees.
                 if check_gemv(w, p, u, out) {
+                    // SAFETY: AVX2 is present (checked on the match arm); `gemv_avx2`
+                    // reads `w[j·p .. j·p + p]` and `u[..p]`, which `check_gemv`
+                    // guarantees.
                     unsafe { gemv_avx2(w, p, u, out) }
+                } else {
+                    // Never for a layer built by `QuantLayer`; the portable kernel
+                    // answers, or panics naming the shapes, rather than leaving
+                    // `out` as it was.
+                    gemv_portable(w, p, u, out)
                 }
             }
             _ => gemv_portable(w, p, u, out),
@@ -372,6 +378,14 @@ fn check_gemv(w: &[i8], p: usize, u: &[u8], out: &[i32]) -> bool {
 }
 
 fn gemv_portable(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
+    assert!(
+        u.len() >= p && w.len() >= out.len() * p,
+        "int8 gemv: {} outputs of {p} inputs need {} weights and {p} inputs, got {} and {}",
+        out.len(),
+        out.len() * p,
+        w.len(),
+        u.len()
+    );
     for (o, row) in out.iter_mut().zip(w.chunks_exact(p.max(1))) {
         *o = row
             .iter()
@@ -480,6 +494,21 @@ mod tests {
                 net.forward_with(Kernel::detect(), &r, &mut s)
             );
         }
+    }
+
+    /// A shape the SIMD kernel cannot take (inputs not a multiple of its lanes)
+    /// is computed by the portable one, never left as it was; an impossible one
+    /// panics naming the shapes.
+    #[test]
+    fn a_shape_the_simd_kernel_cannot_take_is_still_computed() {
+        let (w, u) = (vec![2i8; 3 * 5], vec![3u8; 5]);
+        let mut out = vec![-1; 3];
+        Kernel::detect().gemv(&w, 5, &u, &mut out);
+        assert_eq!(out, vec![30; 3]);
+        let short = std::panic::catch_unwind(|| {
+            Kernel::detect().gemv(&w, 5, &u[..2], &mut [0; 3]);
+        });
+        assert!(short.is_err());
     }
 
     /// The documented tolerance: on random He-initialised networks and inputs in
