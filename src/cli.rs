@@ -461,7 +461,9 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     result.map_err(|e| match e {
         DaemonError::Config(_)
         | DaemonError::Preflight(_)
-        | DaemonError::Live(crate::live::LiveError::Artifact(_))
+        | DaemonError::Live(
+            crate::live::LiveError::Artifact(_) | crate::live::LiveError::Active { .. },
+        )
         | DaemonError::Mail(
             crate::alert::mail::MailError::Config(_) | crate::alert::mail::MailError::CaFile { .. },
         ) => Failure::Input(e.into()),

@@ -244,3 +244,26 @@ fn terminate(mut child: crate::common::ChildGuard) {
     let status = crate::common::wait(&mut child.0, std::time::Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 }
+
+/// The active version's artifact damaged between two starts: exit 2 naming the
+/// version and the file (it was 1, where the docs promise 2 for a bad file).
+#[tokio::test]
+async fn a_damaged_artifact_of_the_active_version_stops_serve_with_exit_2() {
+    let d = crate::common::Daemon::start("");
+    let (status, dir, _) = d.stop();
+    assert!(status.success());
+    let artifact = dir.path().join("data/models/v1.safetensors");
+    let bytes = std::fs::read(&artifact).unwrap();
+    std::fs::write(&artifact, &bytes[..bytes.len() / 3]).unwrap();
+    let (code, stderr) = serve_fails(dir.path());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr
+            .contains("the active version 1 in the registry points at data/models/v1.safetensors"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not a readable safetensors file"),
+        "{stderr}"
+    );
+}
