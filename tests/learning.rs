@@ -295,14 +295,14 @@ async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving()
     assert_eq!(live_version(&d, &c).await, "1");
     mail_containing(&d, "retraining failed").await;
 
-    // 3,000 labelled rows take longer than the 1 s limit to train on.
-    let (inputs, labels) = labelled(3000, |r| {
+    // 12,000 labelled rows take many times the 1 s limit to train on (about
+    // 12 s in a release build on 2 cores; the tests run a debug build).
+    let (inputs, labels) = labelled(12_000, |r| {
         if let Some(m) = r["body_mass_g"].as_f64() {
             r["body_mass_g"] = json!(m + 1.0);
         }
     });
     feed(&d, &c, &inputs, &labels).await;
-    let started = Instant::now();
     let id = retrain(&d, &c).await;
     let run = finished(&d, &c, id).await;
     assert_eq!(run["state"], "failed", "{run}");
@@ -312,10 +312,6 @@ async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving()
             .unwrap()
             .contains("ran past training.time_limit_secs (1 s)"),
         "{run}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the limit did not cut the wait"
     );
     assert_eq!(live_version(&d, &c).await, "1");
     assert_eq!(registry(&d, &c).await.len(), 1);
@@ -327,12 +323,12 @@ async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving()
         metric(&d, &c, "steward_retrain_runs_total{state=\"skipped\"}").await,
         1.0
     );
-    // The abandoned thread keeps the flight until it ends: no overlapping run.
-    if metric(&d, &c, "steward_retrain_running").await == 1.0 {
-        let (status, body) = admin(&c, &format!("{}/v1/retrain", d.url), None).await;
-        assert_eq!(status, 409, "{body}");
-        assert_eq!(body["error"]["code"], "retrain_running");
-    }
+    // The run ended at the limit while its thread goes on training (so the limit
+    // cut the wait), and that thread keeps the flight: no overlapping run.
+    assert_eq!(metric(&d, &c, "steward_retrain_running").await, 1.0);
+    let (status, body) = admin(&c, &format!("{}/v1/retrain", d.url), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "retrain_running");
 }
 
 #[tokio::test]

@@ -39,15 +39,23 @@ fn load(
     (ok, tasks)
 }
 
+/// Waits until `n` answers are in, at most 60 s.
+async fn until_answered(ok: &AtomicU64, n: u64) {
+    crate::common::eventually(
+        &format!("{n} answers under load"),
+        Duration::from_secs(60),
+        || async { ok.load(Ordering::Relaxed) >= n },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_logs_every_answered_prediction() {
     let d = Daemon::start("");
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, tasks) = load(&d.url, 16, stop.clone());
     // Let the load run until a good number of answers are in.
-    while ok.load(Ordering::Relaxed) < 2_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_answered(&ok, 2_000).await;
     let db = d.db_path();
     let (status, _dir, log) = tokio::task::spawn_blocking(move || d.stop()).await.unwrap();
     stop.store(true, Ordering::Relaxed);
@@ -65,9 +73,7 @@ async fn kill_9_under_load_leaves_a_sound_database_and_serving_resumes() {
     let d = Daemon::start("");
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, tasks) = load(&d.url, 16, stop.clone());
-    while ok.load(Ordering::Relaxed) < 2_000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_answered(&ok, 2_000).await;
     d.signal("KILL");
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
