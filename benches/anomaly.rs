@@ -17,8 +17,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use steward::model::schema::{Feature, FeatureKind, Schema};
-use steward::monitor::anomaly::{Gaussian, DEFAULT_LEVEL};
-use steward::monitor::scorer::Scorer;
+use steward::model::scorer::Scorer;
+use steward::stats::gaussian::{Gaussian, DEFAULT_LEVEL};
 
 const SEED: u64 = 42;
 const FEATURES: usize = 30;

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use steward::monitor::drift::{compare, DriftOptions, Values};
-use steward::monitor::stats::ks_2samp;
+use steward::stats::ks_2samp;
 
 const SEED: u64 = 42;
 

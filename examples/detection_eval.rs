@@ -19,7 +19,10 @@ use serde_json::{json, Value};
 use steward::model::Reference;
 use steward::monitor::detect::{Ddm, Mode, PageHinkley};
 use steward::monitor::drift::{DriftOptions, Values};
-use steward::monitor::eval::{self, Change};
+#[path = "support/eval.rs"]
+mod eval;
+
+use eval::Change;
 use steward::monitor::events::Event;
 use steward::monitor::watch::ConceptWatch;
 

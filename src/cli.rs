@@ -249,7 +249,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             exclude,
             json,
         } => {
-            use crate::monitor::{drift, stats::Correction};
+            use crate::{monitor::drift, stats::Correction};
             if !(alpha > 0.0 && alpha < 1.0) {
                 return Err(Failure::Input(anyhow::anyhow!(
                     "--alpha {alpha}: must be between 0 and 1"

@@ -205,26 +205,13 @@ section!(
 
 impl DriftConfig {
     /// `drift.correction` as the enum, `None` when it names no correction.
-    pub fn correction_kind(&self) -> Option<crate::monitor::stats::Correction> {
-        use crate::monitor::stats::Correction;
+    pub fn correction_kind(&self) -> Option<crate::stats::Correction> {
+        use crate::stats::Correction;
         match self.correction.as_str() {
             "bonferroni" => Some(Correction::Bonferroni),
             "bh" => Some(Correction::BenjaminiHochberg),
             "none" => Some(Correction::None),
             _ => None,
-        }
-    }
-
-    /// The decision settings of the drift tests.
-    pub fn options(&self) -> crate::monitor::drift::DriftOptions {
-        crate::monitor::drift::DriftOptions {
-            alpha: self.alpha,
-            correction: self
-                .correction_kind()
-                .unwrap_or(crate::monitor::stats::Correction::Bonferroni),
-            psi_floor: self.psi_floor,
-            ks_floor: self.ks_floor,
-            dataset_share: self.dataset_share,
         }
     }
 }

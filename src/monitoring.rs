@@ -28,9 +28,10 @@ use crate::config::DriftConfig;
 use crate::live::{LiveModel, Slot};
 use crate::monitor::drift::{self, DriftOptions};
 use crate::monitor::events::{AnomalyRate, Event, Window};
-use crate::monitor::stats::Correction;
 use crate::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
-use crate::monitor::{anomaly, window};
+use crate::monitor::window;
+use crate::stats::gaussian as anomaly;
+use crate::stats::Correction;
 use crate::store::{self, drift::LoggedRow};
 
 /// Capacity of the event channel; a subscriber that lags further loses the oldest.
@@ -122,7 +123,7 @@ impl JobSettings {
             window: c.window,
             min_rows: c.min_rows,
             confirm: c.confirm_checks,
-            options: c.options(),
+            options: crate::monitor::drift::DriftOptions::from_config(c),
         }
     }
 }

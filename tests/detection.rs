@@ -8,7 +8,10 @@
 
 use steward::model::Reference;
 use steward::monitor::drift::DriftOptions;
-use steward::monitor::eval::{self, Change, Raised};
+#[path = "../examples/support/eval.rs"]
+mod eval;
+
+use eval::{Change, Raised};
 use steward::monitor::events::{Event, Subject};
 use steward::monitor::watch::ConceptWatch;
 

@@ -9,6 +9,7 @@ pub mod network;
 pub mod prune;
 pub mod quant;
 pub mod schema;
+pub mod scorer;
 
 use std::collections::BTreeMap;
 
@@ -99,7 +100,7 @@ pub struct ModelMeta {
     pub reference: Option<Reference>,
     /// The anomaly scorer fitted on the training rows' numeric inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anomaly: Option<crate::monitor::scorer::Scorer>,
+    pub anomaly: Option<scorer::Scorer>,
 }
 
 /// The location and scale of a regression label.

@@ -294,6 +294,30 @@ pub fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
+/// A network of the given widths with He-uniform weights and zero biases.
+pub fn initial_network(
+    inputs: usize,
+    hidden: &[usize],
+    outputs: usize,
+    output: Output,
+    rng: &mut impl rand::Rng,
+) -> Result<Network, NetworkError> {
+    let mut widths = vec![inputs];
+    widths.extend(hidden.iter().copied());
+    widths.push(outputs);
+    let layers = widths
+        .windows(2)
+        .map(|w| {
+            let bound = (6.0 / w[0].max(1) as f32).sqrt();
+            Dense {
+                weight: Array2::from_shape_simple_fn((w[1], w[0]), || rng.gen_range(-bound..bound)),
+                bias: Array1::zeros(w[1]),
+            }
+        })
+        .collect();
+    Network::new(layers, output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

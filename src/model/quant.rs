@@ -456,7 +456,7 @@ mod tests {
             &widths[1..widths.len() - 1],
             widths[widths.len() - 1],
         );
-        crate::train::sgd::initial_network(inputs, hidden, outputs, output, &mut rng).unwrap()
+        crate::model::network::initial_network(inputs, hidden, outputs, output, &mut rng).unwrap()
     }
 
     fn rows(n: usize, width: usize, seed: u64) -> Array2<f32> {

@@ -21,7 +21,7 @@
 
 use serde::Serialize;
 
-use super::stats::{self, Correction};
+use crate::stats::{self, Correction};
 
 /// Decision settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -31,6 +31,19 @@ pub struct DriftOptions {
     pub psi_floor: f64,
     pub ks_floor: f64,
     pub dataset_share: f64,
+}
+
+impl DriftOptions {
+    /// The settings of `[drift]`.
+    pub fn from_config(c: &crate::config::DriftConfig) -> DriftOptions {
+        DriftOptions {
+            alpha: c.alpha,
+            correction: c.correction_kind().unwrap_or(Correction::Bonferroni),
+            psi_floor: c.psi_floor,
+            ks_floor: c.ks_floor,
+            dataset_share: c.dataset_share,
+        }
+    }
 }
 
 impl Default for DriftOptions {

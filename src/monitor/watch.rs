@@ -271,7 +271,7 @@ impl ConceptWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::stats::Correction;
+    use crate::stats::Correction;
 
     fn feature(name: &str, drift: bool) -> FeatureDrift {
         FeatureDrift {

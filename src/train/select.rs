@@ -29,8 +29,8 @@ use super::metrics::{self, Scores};
 use super::sgd::{self, SgdParams, Targets};
 use super::{linear, prepare, Prepared, TrainError};
 use crate::data::Table;
+use crate::model::scorer::Scorer;
 use crate::model::{Model, ModelMeta, Reference, TargetScale, Task};
-use crate::monitor::scorer::Scorer;
 
 /// Largest over smallest class size at which balanced class weights join the grid.
 pub const IMBALANCE_RATIO: f64 = 3.0;
@@ -195,7 +195,7 @@ impl TrainOptions {
             grid: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_metric_drop: Some(0.01),
-            anomaly_level: crate::monitor::anomaly::DEFAULT_LEVEL,
+            anomaly_level: crate::stats::gaussian::DEFAULT_LEVEL,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -165,29 +165,7 @@ impl Targets {
     }
 }
 
-/// A network of the given widths with He-uniform weights and zero biases.
-pub fn initial_network(
-    inputs: usize,
-    hidden: &[usize],
-    outputs: usize,
-    output: Output,
-    rng: &mut impl Rng,
-) -> Result<Network, NetworkError> {
-    let mut widths = vec![inputs];
-    widths.extend(hidden.iter().copied());
-    widths.push(outputs);
-    let layers = widths
-        .windows(2)
-        .map(|w| {
-            let bound = (6.0 / w[0].max(1) as f32).sqrt();
-            Dense {
-                weight: Array2::from_shape_simple_fn((w[1], w[0]), || rng.gen_range(-bound..bound)),
-                bias: Array1::zeros(w[1]),
-            }
-        })
-        .collect();
-    Network::new(layers, output)
-}
+pub use crate::model::network::initial_network;
 
 /// Fits a new network to `x` (`rows × inputs`, encoded) and `y`.
 pub fn fit(x: ArrayView2<f32>, y: &Targets, params: &SgdParams) -> Result<Network, NetworkError> {

@@ -10,8 +10,8 @@
 use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
-use super::anomaly::{AnomalyError, Gaussian};
 use crate::model::schema::{FeatureKind, Schema};
+use crate::stats::gaussian::{AnomalyError, Gaussian};
 
 /// The most numeric slots scored without a heap buffer.
 const STACK: usize = 128;

@@ -18,18 +18,18 @@
 //!   own training; its mistakes on the stream are the error stream that
 //!   [`replay_concept`] feeds to a [`ConceptWatch`].
 //!
-//! [`Reference::MAX_ROWS`]: crate::model::Reference::MAX_ROWS
+//! [`Reference::MAX_ROWS`]: steward::model::Reference::MAX_ROWS
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::drift::{self, compare, DriftOptions, Values};
-use super::events::{Event, Window};
-use super::watch::{Check, ConceptWatch, DriftWatch, Outcome};
-use crate::data::Table;
-use crate::model::{Model, Prediction};
-use crate::train::select::{self, Candidate, TrainOptions};
-use crate::train::TrainError;
+use steward::data::Table;
+use steward::model::{Model, Prediction};
+use steward::monitor::drift::{self, compare, DriftOptions, Values};
+use steward::monitor::events::{Event, Window};
+use steward::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
+use steward::train::select::{self, Candidate, TrainOptions};
+use steward::train::TrainError;
 
 /// Numeric features in a feature stream.
 pub const NUMERIC: usize = 10;

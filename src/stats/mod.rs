@@ -1,4 +1,9 @@
-//! The statistics behind the drift tests, each checked against scipy:
+//! The statistics steward computes, each checked against scipy: plain math over
+//! slices, the bottom layer of the crate (it imports nothing of steward's).
+//!
+//! - [`gaussian`]: the anomaly model: a multivariate Gaussian of the training
+//!   rows, the squared Mahalanobis distance, its chi-square threshold and the
+//!   anomaly-rate test.
 //!
 //! - [`ks_2samp`]: the two-sided two-sample Kolmogorov–Smirnov test as scipy's
 //!   `ks_2samp(method='auto')` computes it: the statistic over the pooled sample
@@ -15,6 +20,8 @@
 //!   with `k − 1` degrees of freedom (statrs' chi-square distribution).
 //! - [`psi`]: the population stability index over given bins.
 //! - [`adjust`]: Bonferroni or Benjamini–Hochberg adjusted p-values.
+
+pub mod gaussian;
 
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
