@@ -13,6 +13,8 @@
 //! Code used only to evaluate steward (the drift evaluation streams) lives in
 //! examples/, outside the library.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod alert;
 pub mod cli;
 pub mod config;

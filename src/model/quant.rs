@@ -398,48 +398,54 @@ fn gemv_portable(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn gemv_avx2(w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let hsum = |v: __m256i| -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    };
-    let up = u.as_ptr();
-    let rows = out.len();
-    let mut j = 0;
-    // Four rows at a time share each load of the input.
-    while j + 4 <= rows {
-        let r = [0, 1, 2, 3].map(|k| w.as_ptr().add((j + k) * p));
-        let mut acc = [_mm256_setzero_si256(); 4];
-        let mut i = 0;
-        while i < p {
-            let x = _mm256_loadu_si256(up.add(i).cast());
-            for k in 0..4 {
-                let q = _mm256_loadu_si256(r[k].add(i).cast());
-                let pairs = _mm256_maddubs_epi16(x, q);
-                acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(pairs, ones));
+    // SAFETY: the caller checked `check_gemv`: `p` is a multiple of LANES,
+    // `u` holds at least `p` bytes and `w` at least `out.len() * p`, so every
+    // 32-byte load below (`u[i..i + 32]`, `w[row·p + i..+ 32]` with `i < p`)
+    // stays inside its slice; AVX2 is enabled for this function.
+    unsafe {
+        use std::arch::x86_64::*;
+        let ones = _mm256_set1_epi16(1);
+        let hsum = |v: __m256i| -> i32 {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+            _mm_cvtsi128_si32(s)
+        };
+        let up = u.as_ptr();
+        let rows = out.len();
+        let mut j = 0;
+        // Four rows at a time share each load of the input.
+        while j + 4 <= rows {
+            let r = [0, 1, 2, 3].map(|k| w.as_ptr().add((j + k) * p));
+            let mut acc = [_mm256_setzero_si256(); 4];
+            let mut i = 0;
+            while i < p {
+                let x = _mm256_loadu_si256(up.add(i).cast());
+                for k in 0..4 {
+                    let q = _mm256_loadu_si256(r[k].add(i).cast());
+                    let pairs = _mm256_maddubs_epi16(x, q);
+                    acc[k] = _mm256_add_epi32(acc[k], _mm256_madd_epi16(pairs, ones));
+                }
+                i += LANES;
             }
-            i += LANES;
+            for k in 0..4 {
+                out[j + k] = hsum(acc[k]);
+            }
+            j += 4;
         }
-        for k in 0..4 {
-            out[j + k] = hsum(acc[k]);
+        while j < rows {
+            let r = w.as_ptr().add(j * p);
+            let mut acc = _mm256_setzero_si256();
+            let mut i = 0;
+            while i < p {
+                let x = _mm256_loadu_si256(up.add(i).cast());
+                let q = _mm256_loadu_si256(r.add(i).cast());
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, q), ones));
+                i += LANES;
+            }
+            out[j] = hsum(acc);
+            j += 1;
         }
-        j += 4;
-    }
-    while j < rows {
-        let r = w.as_ptr().add(j * p);
-        let mut acc = _mm256_setzero_si256();
-        let mut i = 0;
-        while i < p {
-            let x = _mm256_loadu_si256(up.add(i).cast());
-            let q = _mm256_loadu_si256(r.add(i).cast());
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(x, q), ones));
-            i += LANES;
-        }
-        out[j] = hsum(acc);
-        j += 1;
     }
 }
 
