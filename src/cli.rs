@@ -20,6 +20,11 @@ use crate::train::{self, select, TrainError};
 #[derive(Debug, Parser)]
 #[command(name = "steward", version, about)]
 pub struct Cli {
+    /// Config file for serve, check-config and notify-test (default:
+    /// config/steward.toml if it exists, else the embedded defaults). Given
+    /// before or after the command, or as STEWARD_CONFIG.
+    #[arg(long, global = true, env = "STEWARD_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -27,16 +32,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
-    Serve {
-        /// Config file (default: config/steward.toml if it exists, else the embedded defaults).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-    /// Load and validate the config, print the effective values (secrets masked).
-    CheckConfig {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Serve,
+    /// Load and validate the config, and check what it points at as serve
+    /// would; print the effective values (secrets masked).
+    CheckConfig,
     /// k-fold CV over the candidate grid, fit the winner on all rows, write the artifact.
     Train {
         /// Labelled CSV: a header row, the label column, every other column a feature.
@@ -101,10 +100,7 @@ pub enum Command {
     },
     /// Send one test mail through the configured alert transport and report
     /// success or the error in one line.
-    NotifyTest {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    NotifyTest,
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
     Inspect {
         #[arg(long)]
@@ -165,16 +161,17 @@ impl Failure {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    let config = cli.config;
     match cli.command {
-        Command::Serve { config } => serve(config),
-        Command::CheckConfig { config } => {
+        Command::Serve => serve(config),
+        Command::CheckConfig => {
             let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
             crate::preflight::check(&c).map_err(|e| Failure::Input(e.into()))?;
             print!("{}", c.render_masked());
             eprintln!("config ok: {}", c.source);
             Ok(())
         }
-        Command::NotifyTest { config } => notify_test(config),
+        Command::NotifyTest => notify_test(config),
         Command::Train {
             data,
             label,

@@ -324,9 +324,14 @@ impl Config {
             .filter(|p| !p.is_empty()))
     }
 
-    /// Where mails point people: `alerts.base_url`, or the listen address.
+    /// Where mails point people: `alerts.base_url`, else `server.base_url` (the
+    /// daemon's public address), else the listen address.
     pub fn base_url(&self) -> String {
-        let url = &self.raw.alerts.base_url;
+        let url = [&self.raw.alerts.base_url, &self.raw.server.base_url]
+            .into_iter()
+            .find(|u| !u.is_empty())
+            .cloned()
+            .unwrap_or_default();
         if url.is_empty() {
             format!("http://{}", self.listen)
         } else {
@@ -895,6 +900,20 @@ mod tests {
     fn smtp_without_recipients_is_rejected() {
         let err = Config::from_parts("f", "[alerts]\ntransport = \"smtp\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("alerts.to"), "{err}");
+    }
+
+    #[test]
+    fn links_use_the_alerts_url_then_the_servers_then_the_listen_address() {
+        let c = |text: &str| Config::from_parts("t", text, &[]).unwrap().base_url();
+        assert_eq!(c(""), "http://127.0.0.1:8080");
+        assert_eq!(
+            c("[server]\nbase_url = \"https://models.example.com/\"\n"),
+            "https://models.example.com"
+        );
+        assert_eq!(
+            c("[server]\nbase_url = \"https://a\"\n[alerts]\nbase_url = \"https://b\"\n"),
+            "https://b"
+        );
     }
 
     #[test]

@@ -170,6 +170,14 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
                 source,
             })?;
         tracing::info!(version = %rec.version, path = %rec.path, "loaded the active model");
+        if !config.raw.model.initial.is_empty() {
+            tracing::warn!(
+                initial = %config.raw.model.initial,
+                active = %rec.version,
+                "model.initial is ignored: the registry already has versions (it seeds only the \
+                 first start; activate a stored version, or import a model, to change the live one)"
+            );
+        }
         return Ok(LiveModel::new(
             model,
             rec,

@@ -91,3 +91,30 @@ fn check_config_rejects_a_bad_training_schedule() {
         assert!(stderr.contains(&format!("`{schedule}`")), "{stderr}");
     }
 }
+
+/// The config file can be given before or after the command, or as
+/// STEWARD_CONFIG; the flag wins over the variable.
+#[test]
+fn the_config_is_found_by_flag_anywhere_or_by_steward_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), "[server]\nmax_batch = 7\n").unwrap();
+    std::fs::write(dir.path().join("b.toml"), "[server]\nmax_batch = 9\n").unwrap();
+    let check = |args: &[&str], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::common::BIN);
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("STEWARD_CONFIG");
+        if let Some(path) = env {
+            cmd.env("STEWARD_CONFIG", path);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(check(&["--config", "a.toml", "check-config"], None).contains("max_batch = 7"));
+    assert!(check(&["check-config", "--config", "a.toml"], None).contains("max_batch = 7"));
+    assert!(check(&["check-config"], Some("b.toml")).contains("max_batch = 9"));
+    assert!(
+        check(&["check-config", "--config", "a.toml"], Some("b.toml")).contains("max_batch = 7")
+    );
+}

@@ -105,4 +105,10 @@ async fn kill_9_under_load_leaves_a_sound_database_and_serving_resumes() {
         "{}",
         d.log_text()
     );
+    // The config still names model.initial, which only seeds a first start.
+    assert!(
+        d.log_text().contains("model.initial is ignored"),
+        "{}",
+        d.log_text()
+    );
 }
