@@ -40,18 +40,19 @@
 //! failed, or the daemon failed; 2 on bad usage.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, ValueEnum};
-use reqwest::header::CONTENT_TYPE;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, Mutex};
+
+#[path = "support/load.rs"]
+mod load;
+use load::{pct_ms, Row};
 
 /// The issue's goals.
 const GOAL_LABELS_PER_S: f64 = 5_000.0;
@@ -70,21 +71,17 @@ enum Phase {
 #[derive(Debug, Parser)]
 #[command(
     about = "Load test of steward's online learning and model swaps",
-    after_help = "See the header of examples/learning_load.rs for what each phase measures."
+    after_help = "See the header of examples/learning_load.rs for what each phase measures.",
+    // A fresh daemon per phase.
+    mut_arg("start", |a| a.help("Start `steward serve` in a temporary directory (a fresh one per phase)")),
+    mut_arg("keep", |a| a.help("Keep the temporary directories of --start (database, config, log)")),
 )]
 struct Args {
     /// Base URL of a running daemon.
     #[arg(long, required_unless_present = "start", conflicts_with = "start")]
     url: Option<String>,
-    /// Start `steward serve` in a temporary directory (a fresh one per phase).
-    #[arg(long)]
-    start: bool,
-    /// The steward binary for --start [default: target/release/steward].
-    #[arg(long, requires = "start")]
-    bin: Option<PathBuf>,
-    /// Keep the temporary directories of --start (database, config, log).
-    #[arg(long, requires = "start")]
-    keep: bool,
+    #[command(flatten)]
+    daemon: load::StartArgs,
     #[arg(long, value_enum, default_value = "all")]
     phase: Phase,
     /// Seconds of the feedback phase.
@@ -115,56 +112,18 @@ struct Args {
     /// Labelled predictions fed before the retrain that makes the second version.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=1024))]
     retrain_labels: u64,
-    /// Tokio worker threads of this client.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-    client_threads: u64,
-    /// Bearer token for the write endpoints of a --url daemon.
-    #[arg(long, env = "STEWARD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print one JSON document with every figure on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    tool: load::ToolArgs,
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(a) => a,
-        // clap prints the message; usage errors exit 2, --help 0.
-        Err(e) => e.exit(),
-    };
-    let threads = usize::try_from(args.client_threads).unwrap_or(1);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("learning_load: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(&args)) {
-        Ok(report) => {
-            if args.json {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{report:#}");
-            }
-            if report["ok"] == true {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("learning_load: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // clap prints its message: usage errors exit 2, --help 0.
+    let args = Args::parse();
+    load::run_tool("learning_load", &args.tool, run(&args))
 }
 
 async fn run(args: &Args) -> anyhow::Result<Value> {
-    let rows = penguin_rows()?;
+    let rows = load::penguin_rows()?;
     let mut report = Map::new();
     report.insert("settings".into(), settings(args));
     let mut ok = true;
@@ -174,25 +133,24 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         Phase::Swap => &[Phase::Swap],
     };
     for &phase in phases {
-        let daemon = if args.start {
-            Some(Daemon::start(&binary(args)?, args.keep).await?)
+        let daemon = if args.daemon.start {
+            let bin = load::steward_binary(args.daemon.bin.as_deref(), "cargo build --release")?;
+            Some(load::Daemon::start(&bin, "learning_load", CONFIG).await?)
         } else {
             None
         };
-        let base = match (&daemon, &args.url) {
-            (Some(d), _) => d.url.clone(),
-            (None, Some(url)) => url.trim_end_matches('/').to_string(),
-            (None, None) => bail!("give --url or --start"),
+        let base = load::base_url(daemon.as_ref(), args.url.as_deref())?;
+        let http = Http {
+            client: load::Client::new(base, args.tool.token.clone())?,
         };
-        let http = Http::new(base, args.token.clone())?;
-        http.wait_ready(Duration::from_secs(if args.start { 60 } else { 5 }))
+        http.wait_ready(Duration::from_secs(if args.daemon.start { 60 } else { 5 }))
             .await?;
         let result = match phase {
             Phase::Feedback => feedback_phase(&http, rows, args).await,
             Phase::Swap | Phase::All => swap_phase(&http, rows, args).await,
         };
         let stopped = match daemon {
-            Some(d) => Some(d.stop().await),
+            Some(d) => Some(stop(d, args.daemon.keep).await),
             None => None,
         };
         let (name, mut value) = match result {
@@ -222,130 +180,29 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
 
 fn settings(args: &Args) -> Value {
     json!({
-        "url": args.url, "start": args.start, "phase": format!("{:?}", args.phase).to_lowercase(),
+        "url": args.url, "start": args.daemon.start, "phase": format!("{:?}", args.phase).to_lowercase(),
         "feedback_secs": args.feedback_secs, "predictors": args.predictors,
         "feedbackers": args.feedbackers, "batch": args.batch,
         "swap_secs": args.swap_secs, "swap_workers": args.swap_workers,
         "swap_every_ms": args.swap_every_ms, "window_ms": args.window_ms,
-        "retrain_labels": args.retrain_labels, "client_threads": args.client_threads,
+        "retrain_labels": args.retrain_labels, "client_threads": args.tool.client_threads,
     })
-}
-
-fn binary(args: &Args) -> anyhow::Result<PathBuf> {
-    let bin = args
-        .bin
-        .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/steward"));
-    if !bin.is_file() {
-        bail!(
-            "no steward binary at {} (run `cargo build --release`, or give --bin)",
-            bin.display()
-        );
-    }
-    Ok(bin)
 }
 
 // ---------------------------------------------------------------------------
 // Requests
 
-/// One penguin: its `/v1/predict` body, its feature object and its true label.
-struct Row {
-    body: &'static str,
-    features: Value,
-    label: &'static str,
-}
-
-/// The rows of datasets/penguins.csv (compiled into the library as
-/// `steward::BUNDLED_PENGUINS`), each body built once and kept for the whole run.
-fn penguin_rows() -> anyhow::Result<&'static [Row]> {
-    let mut reader = csv::Reader::from_reader(steward::BUNDLED_PENGUINS.as_bytes());
-    let header: Vec<String> = reader
-        .headers()
-        .context("penguins.csv header")?
-        .iter()
-        .map(String::from)
-        .collect();
-    let label_at = header
-        .iter()
-        .position(|h| h == "label")
-        .ok_or_else(|| anyhow!("penguins.csv has no `label` column"))?;
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.context("penguins.csv")?;
-        let mut features = Map::new();
-        let mut label = "";
-        for (i, (name, cell)) in header.iter().zip(record.iter()).enumerate() {
-            if i == label_at {
-                label = Box::leak(cell.to_string().into_boxed_str());
-                continue;
-            }
-            let value = if cell.is_empty() {
-                Value::Null
-            } else if let Ok(n) = cell.parse::<i64>() {
-                json!(n)
-            } else if let Ok(x) = cell.parse::<f64>() {
-                json!(x)
-            } else {
-                json!(cell)
-            };
-            features.insert(name.clone(), value);
-        }
-        let features = Value::Object(features);
-        let body = json!({ "features": features }).to_string();
-        rows.push(Row {
-            body: Box::leak(body.into_boxed_str()),
-            features,
-            label,
-        });
-    }
-    if rows.is_empty() {
-        bail!("penguins.csv has no rows");
-    }
-    Ok(Box::leak(rows.into_boxed_slice()))
-}
-
-/// The client and where it sends.
+/// The shared client with this tool's calls, their answers read as JSON.
 #[derive(Clone)]
 struct Http {
-    client: reqwest::Client,
-    base: String,
-    token: Option<String>,
+    client: load::Client,
 }
 
 impl Http {
-    fn new(base: String, token: Option<String>) -> anyhow::Result<Http> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Http {
-            client,
-            base,
-            token: token.filter(|t| !t.is_empty()),
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// A POST with a JSON body (and the bearer token, when there is one).
-    fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
-        let req = self
-            .client
-            .post(self.url(path))
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        }
-    }
-
     /// POSTs `body`; the status and the answer as JSON (Null if it is not JSON).
     async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let resp = self
+            .client
             .post(path, body.to_string())
             .send()
             .await
@@ -361,7 +218,7 @@ impl Http {
     async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         let resp = self
             .client
-            .get(self.url(path))
+            .get(path)
             .send()
             .await
             .with_context(|| format!("GET {path}"))?;
@@ -374,25 +231,21 @@ impl Http {
     }
 
     async fn wait_ready(&self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let last = match self.get_json("/readyz").await {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => format!("{status} {body}"),
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() >= deadline {
-                bail!("{}/readyz is not ready: {last}", self.base);
+        let probe = || async {
+            match self.get_json("/readyz").await {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("{status} {body}")),
+                Err(e) => Err(format!("{e:#}")),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        };
+        self.client.wait_ready(limit, probe).await
     }
 
     /// The daemon's `/metrics` as a map from series (name and labels) to value.
     async fn metrics(&self) -> anyhow::Result<BTreeMap<String, f64>> {
         let resp = self
             .client
-            .get(self.url("/metrics"))
+            .get("/metrics")
             .send()
             .await
             .context("GET /metrics")?;
@@ -400,14 +253,7 @@ impl Http {
             bail!("GET /metrics answered {}", resp.status());
         }
         let text = resp.text().await.context("GET /metrics")?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect())
+        Ok(load::parse_metrics(&text))
     }
 }
 
@@ -455,7 +301,7 @@ impl FirstError {
 /// One single-instance prediction: its status, the answer's id and version, or
 /// the transport error.
 async fn predict(http: &Http, row: &Row) -> Result<(u16, Option<Answer>), reqwest::Error> {
-    let resp = http.post("/v1/predict", row.body).send().await?;
+    let resp = http.client.post("/v1/predict", row.body).send().await?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await?;
     let answer = if (200..300).contains(&status) {
@@ -470,16 +316,6 @@ async fn predict(http: &Http, row: &Row) -> Result<(u16, Option<Answer>), reqwes
 struct Answer {
     id: String,
     model_version: String,
-}
-
-/// Nearest-rank percentile of sorted values, in milliseconds (from µs).
-fn pct_ms(sorted_us: &[u64], q: f64) -> Option<f64> {
-    if sorted_us.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted_us.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted_us.len()) - 1;
-    Some(sorted_us[i] as f64 / 1e3)
 }
 
 fn ms(x: Option<f64>) -> String {
@@ -502,7 +338,7 @@ async fn feedback_phase(
     let duration = Duration::from_secs(args.feedback_secs);
     eprintln!(
         "== feedback phase: {} predict workers, {} feedback workers, batches of {batch}, {} s against {}",
-        args.predictors, args.feedbackers, args.feedback_secs, http.base
+        args.predictors, args.feedbackers, args.feedback_secs, http.client.base
     );
     let before = http.metrics().await?;
     let predictions = Arc::new(Counts::default());
@@ -737,7 +573,7 @@ async fn swap_phase(
     rows: &'static [Row],
     args: &Args,
 ) -> anyhow::Result<(&'static str, Value)> {
-    eprintln!("== swap phase against {}", http.base);
+    eprintln!("== swap phase against {}", http.client.base);
     let (old, new) = second_version(http, rows, args).await?;
     let before = http.metrics().await?;
     let duration = Duration::from_secs(args.swap_secs);
@@ -1034,17 +870,10 @@ async fn second_version(
 // ---------------------------------------------------------------------------
 // The daemon of --start
 
-/// Keys this tool sets; every other key keeps its default (files under `data/`
-/// of the temporary directory, which is the daemon's working directory).
-const CONFIG: &str = r#"# Written by examples/learning_load.rs --start.
-[server]
-listen = "127.0.0.1:0"
-
-[log]
-format = "json"
-level = "info"
-
-[training]
+/// Keys this tool sets after those of `load::Daemon::start`; every other key
+/// keeps its default (files under `data/` of the temporary directory, which is
+/// the daemon's working directory).
+const CONFIG: &str = r#"[training]
 min_rows = 100
 # Promote any candidate: the swap phase needs a second version.
 max_regression = 1.0
@@ -1057,140 +886,14 @@ republish_every = 5000
 republish_secs = 3600
 "#;
 
-struct Daemon {
-    child: Child,
-    dir: Option<tempfile::TempDir>,
-    keep: bool,
-    url: String,
-}
-
-impl Daemon {
-    /// Starts `bin serve` in a fresh temporary directory and waits for its
-    /// `listening` line (a first start trains the bundled model).
-    async fn start(bin: &Path, keep: bool) -> anyhow::Result<Daemon> {
-        let dir = tempfile::Builder::new()
-            .prefix("steward-learning-load.")
-            .tempdir()
-            .context("creating a temporary directory")?;
-        std::fs::write(dir.path().join("steward.toml"), CONFIG).context("writing steward.toml")?;
-        let log_path = dir.path().join("steward.log");
-        let mut log = std::fs::File::create(&log_path).context("creating steward.log")?;
-        let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--config", "steward.toml"])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Only this tool's config counts: no STEWARD_* overrides from the caller.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("STEWARD_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| anyhow!("no stderr pipe"))?;
-        // The daemon's log goes to steward.log; its `listening` line gives the address.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["fields"]["message"] == "listening" {
-                        if let Some(addr) = v["fields"]["addr"].as_str() {
-                            let _ = tx.send(addr.to_string());
-                        }
-                    }
-                }
-                let _ = writeln!(log, "{line}");
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            dir: Some(dir),
-            keep,
-            url: String::new(),
-        };
-        let started = Instant::now();
-        let addr = loop {
-            match rx.try_recv() {
-                Ok(addr) => break addr,
-                Err(std::sync::mpsc::TryRecvError::Empty) => {}
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    bail!(
-                        "the daemon exited before listening; see {}",
-                        log_path.display()
-                    )
-                }
-            }
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                bail!(
-                    "the daemon exited ({status}) before listening; see {}",
-                    log_path.display()
-                );
-            }
-            if started.elapsed() > Duration::from_secs(180) {
-                bail!(
-                    "the daemon did not listen within 180 s; see {}",
-                    log_path.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        daemon.url = format!("http://{addr}");
-        eprintln!(
-            "== started steward serve (pid {}) on {} in {:.1} s; log {}",
-            daemon.child.id(),
-            daemon.url,
-            started.elapsed().as_secs_f64(),
-            log_path.display()
-        );
-        Ok(daemon)
-    }
-
-    /// SIGTERM, then waits up to 60 s for a clean exit. Ok: a clean exit;
-    /// Err: what went wrong. Either way a description of the end.
-    async fn stop(mut self) -> Result<String, String> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        if !sent.is_ok_and(|s| s.success()) {
-            return Err(format!("could not send SIGTERM to {pid}"));
-        }
-        let started = Instant::now();
-        let result = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    break Ok(format!(
-                        "stopped cleanly in {:.1} s",
-                        started.elapsed().as_secs_f64()
-                    ))
-                }
-                Ok(Some(status)) => break Err(format!("exited with {status}")),
-                Ok(None) if started.elapsed() > Duration::from_secs(60) => {
-                    break Err("did not stop within 60 s of SIGTERM (killed)".into())
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) => break Err(format!("cannot wait for it: {e}")),
-            }
-        };
-        if self.keep {
-            if let Some(dir) = self.dir.take() {
-                eprintln!("  kept {}", dir.keep().display());
-            }
-        }
-        result
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+/// Stops a --start daemon (its directory kept with --keep): Ok, a clean exit;
+/// Err, what went wrong. Either way a description of the end.
+async fn stop(daemon: load::Daemon, keep: bool) -> Result<String, String> {
+    let (result, dir) = daemon.stop().await;
+    if keep {
+        if let Some(dir) = dir {
+            eprintln!("  kept {}", dir.keep().display());
         }
     }
+    result.map(|t| format!("stopped cleanly in {:.1} s", t.as_secs_f64()))
 }
