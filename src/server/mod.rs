@@ -93,7 +93,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(state.clone(), observe))
+                .layer(middleware::from_fn_with_state(
+                    (state.clone(), limits.max_body_bytes),
+                    observe,
+                ))
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
                     ApiError::unavailable(
                         "timeout",
@@ -101,9 +104,6 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     )
                 }))
                 .timeout(limits.request_timeout)
-                .layer(middleware::from_fn(move |req, next| {
-                    refuse_declared_too_large(limits.max_body_bytes, req, next)
-                }))
                 .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
         )
         .with_state(state)
@@ -121,12 +121,29 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Counts and times every request by matched route and status.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The edge of every request: counts and times it by matched route and status,
+/// and refuses a body whose declared length is over `server.max_body_bytes`
+/// before any of it is read (a client that sent `Expect: 100-continue` gets the
+/// 413 instead of `100 Continue`, which hyper sends once the body is read). One
+/// middleware for both: each `from_fn` layer costs a boxed future per request.
+async fn observe(
+    State((state, max_body)): State<(AppState, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     // MatchedPath is an Arc<str>: cloning it does not allocate.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(req).await;
+    let response = if declared_length(&req).is_some_and(|n| n > max_body as u64) {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body is larger than server.max_body_bytes ({max_body})"),
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     state
         .metrics
@@ -134,24 +151,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     response
 }
 
-/// A body whose declared length is over the limit is refused before any of it
-/// is read: in particular, a client that sent `Expect: 100-continue` gets the 413
-/// instead of `100 Continue` (hyper sends that only once the body is read).
-async fn refuse_declared_too_large(limit: usize, req: Request, next: Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than server.max_body_bytes ({limit})"),
-        )
-        .into_response();
-    }
-    next.run(req).await
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Write endpoints need `Authorization: Bearer <token>` when a token is configured.
