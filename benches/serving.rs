@@ -364,57 +364,32 @@ fn bench_router(c: &mut Criterion) {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    let (rt, _dir, pool) = runtime_and_db();
-    let cancel = CancellationToken::new();
-    let (log, task) = {
-        let _guard = rt.enter();
-        writer::spawn(pool.clone(), shipped_writer_config(), cancel.clone())
-    };
-    let record = steward::store::registry::ModelRecord {
-        version: "1".into(),
-        created: 0,
-        path: String::new(),
-        metrics: Value::Null,
-        sparsity: 0.0,
-        bits: 32,
-        status: "active".into(),
-        parent: None,
-        source: "bench".into(),
-        online_updates: 0,
-        activated: None,
-    };
-    let live = steward::live::LiveModel::new(bundled_model(), record, 0.01);
-    let slot: steward::live::Slot = Arc::new(arc_swap::ArcSwap::from_pointee(live));
-    let monitoring = steward::monitoring::Monitoring::new().0;
-    let config = steward::config::Config::from_parts("bench", "", &[]).expect("default config");
-    let (learning, _labels) =
-        steward::learning::Learning::new(pool.clone(), slot.clone(), monitoring.clone(), &config);
-    let state = steward::server::AppState {
-        live: slot,
-        log,
-        pool: pool.clone(),
-        metrics: Arc::default(),
-        settings: Arc::new(arc_swap::ArcSwap::from_pointee(steward::server::Settings {
-            token: None,
-            max_batch: 1024,
-        })),
-        monitoring,
-        learning: Arc::new(learning),
-        retrain: Arc::new(steward::learning::retrain::RetrainSettings::from_config(
-            &config,
-        )),
-        feedback: {
-            let _guard = rt.enter();
-            steward::store::feedback::Committer::spawn(pool.clone()).0
-        },
-    };
-    let app = steward::server::router(
-        state,
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[database]\nurl = \"sqlite://{db}\"\n[model]\ndir = \"{models}\"\n\
+         [alerts]\ndir = \"{outbox}\"\n[online]\nenabled = false\n",
+        db = dir.path().join("bench.db").display(),
+        models = dir.path().join("models").display(),
+        outbox = dir.path().join("outbox").display(),
+    );
+    let config = steward::config::Config::from_parts("bench", &text, &[]).expect("bench config");
+    // The daemon's own services: the bundled model trained as on a first start,
+    // the real log writer on a SQLite file (no background jobs are started).
+    let (app, parts) = rt
+        .block_on(steward::app::App::build(&config))
+        .expect("build the app");
+    let app_router = steward::server::router(
+        steward::server::AppState::new(app.clone()),
         steward::server::Limits {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
         },
     );
+    let app_for_drain = app;
     let body =
         serde_json::to_vec(&serde_json::json!({ "features": penguin_rows()[0] })).expect("json");
 
@@ -429,7 +404,7 @@ fn bench_router(c: &mut Criterion) {
                     .header("content-type", "application/json")
                     .body(Body::from(body.clone()))
                     .expect("request");
-                let resp = app.clone().oneshot(req).await.expect("infallible");
+                let resp = app_router.clone().oneshot(req).await.expect("infallible");
                 assert!(resp.status().is_success());
                 axum::body::to_bytes(resp.into_body(), 1 << 20)
                     .await
@@ -438,8 +413,10 @@ fn bench_router(c: &mut Criterion) {
         })
     });
     g.finish();
-    cancel.cancel();
-    rt.block_on(task).expect("writer task ends");
+    drop(app_router);
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracker.close();
+    rt.block_on(app_for_drain.drain(parts, &tracker));
 }
 
 criterion_group!(benches, bench_bundled, bench_64, bench_log, bench_router);

@@ -445,6 +445,7 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
 }
 
 fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
+    use crate::app::AppError;
     let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
     let levels = crate::logging::init(c.log_format, &c.raw.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -458,11 +459,14 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     result.map_err(|e| match e {
         DaemonError::Config(_)
         | DaemonError::Preflight(_)
-        | DaemonError::Live(
-            crate::live::LiveError::Artifact(_) | crate::live::LiveError::Active { .. },
-        )
-        | DaemonError::Mail(
-            crate::alert::mail::MailError::Config(_) | crate::alert::mail::MailError::CaFile { .. },
+        | DaemonError::App(
+            AppError::Live(
+                crate::live::LiveError::Artifact(_) | crate::live::LiveError::Active { .. },
+            )
+            | AppError::Mail(
+                crate::alert::mail::MailError::Config(_)
+                | crate::alert::mail::MailError::CaFile { .. },
+            ),
         ) => Failure::Input(e.into()),
         _ => Failure::Other(e.into()),
     })

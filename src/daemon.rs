@@ -11,27 +11,17 @@
 //! `database.retention_days`); any other changed key is logged as needing a restart.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alert::mail::Mailer;
-use crate::alert::service::{self, AlertSettings, Clock};
+use crate::app::{App, AppError, Settings};
 use crate::config::{Config, ConfigError};
-use crate::learning::online::OnlineSettings;
-use crate::learning::retrain::RetrainSettings;
-use crate::learning::{self, Learning};
-use crate::live::{self, LiveError};
 use crate::logging::LevelHandle;
-use crate::monitoring::{self, Monitoring};
-use crate::scheduler::Cron;
-use crate::server::{self, listen, metrics::Metrics, AppState, Limits, Settings};
-use crate::store::{self, writer, StoreError};
+use crate::server::{self, listen, AppState, Limits};
+use crate::store;
 
 /// Everything that can stop the daemon from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +29,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Live(#[from] LiveError),
+    App(#[from] AppError),
     #[error("cannot listen on {addr} (server.listen): {source}")]
     Bind {
         addr: String,
@@ -55,11 +43,9 @@ pub enum DaemonError {
     Preflight(#[from] crate::preflight::PreflightError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error(transparent)]
-    Mail(#[from] crate::alert::mail::MailError),
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT: build, serve, drain.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
@@ -68,61 +54,19 @@ pub async fn run(
     // What check-config checks, serve checks first; then, before anything touches
     // the database, one daemon per database.
     crate::preflight::check(&config)?;
-    let mailer = Mailer::from_config(&config)?;
     let _instance = store::lock::InstanceLock::acquire(&config.database_path)?;
-    let pool = store::open(&config.database_path).await?;
-    let first = live::start(&pool, &config).await?;
-    let version = first.version.clone();
-    let slot: live::Slot = Arc::new(ArcSwap::from_pointee(first));
+    let (app, mut parts) = App::build(&config).await?;
+    let version = app.live_version();
 
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
-    let stop_writer = CancellationToken::new();
-    let db = &config.raw.database;
-    let (log, writer_task) = writer::spawn(
-        pool.clone(),
-        writer::WriterConfig {
-            capacity: db.queue_capacity,
-            batch_rows: db.batch_rows,
-            flush: Duration::from_millis(db.flush_ms),
-            queue_wait: Duration::from_millis(db.queue_wait_ms),
-        },
-        stop_writer.clone(),
-    );
-    let settings = Arc::new(ArcSwap::from_pointee(Settings {
-        token: config.token(),
-        max_batch: config.raw.server.max_batch,
-    }));
-    let retention = Arc::new(AtomicU32::new(db.retention_days));
-    let (monitoring, outcomes) = Monitoring::new();
-    let interrupted = store::retrain::interrupted(&pool, crate::time::now_millis()).await?;
-    if interrupted > 0 {
-        tracing::warn!(
-            runs = interrupted,
-            "retrain runs cut short by the last stop are marked failed"
-        );
-    }
-    let (learning, labels) = Learning::new(pool.clone(), slot.clone(), monitoring.clone(), &config);
-    let learning = Arc::new(learning);
-    let retrain = Arc::new(RetrainSettings::from_config(&config));
-    let (feedback, feedback_task) = store::feedback::Committer::spawn(pool.clone());
-    let metrics = Arc::new(Metrics::default());
-    let state = AppState {
-        live: slot.clone(),
-        log: log.clone(),
-        pool: pool.clone(),
-        metrics: metrics.clone(),
-        settings: settings.clone(),
-        monitoring: monitoring.clone(),
-        learning: learning.clone(),
-        retrain: retrain.clone(),
-        feedback: feedback.clone(),
-    };
+    let state = AppState::new(app.clone());
+    let connections = state.metrics.connections.clone();
     let limits = Limits {
         max_body_bytes: config.raw.server.max_body_bytes,
         request_timeout: Duration::from_millis(config.raw.server.request_timeout_ms),
     };
-    let app = server::router(state, limits);
+    let router = server::router(state, limits);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| DaemonError::Bind {
@@ -150,75 +94,12 @@ pub async fn run(
         stop.clone(),
         config.clone(),
         config_path,
-        settings,
+        app.clone(),
         levels,
-        retention.clone(),
     )?);
-    tracker.spawn(retention_job(pool.clone(), retention, stop.clone()));
     tracker.spawn(watchdog(stop.clone()));
     tracker.spawn(memory_job(stop.clone()));
-    tracker.spawn(monitoring::drift_job(
-        pool.clone(),
-        slot.clone(),
-        monitoring.clone(),
-        monitoring::JobSettings::from_config(&config.raw.drift),
-        stop.clone(),
-    ));
-    let alerting = AlertSettings::from_config(&config);
-    let wake_mailer = Arc::new(tokio::sync::Notify::new());
-    let clock = Clock::start();
-    tracker.spawn(service::rules_task(
-        pool.clone(),
-        monitoring.events.subscribe(),
-        alerting.clone(),
-        mailer.domain(),
-        wake_mailer.clone(),
-        clock,
-        stop.clone(),
-    ));
-    tracing::info!(via = %mailer.describe, recipients = ?config.raw.alerts.to, "alert mail");
-    tracker.spawn(service::mailer_task(
-        pool.clone(),
-        mailer,
-        alerting,
-        wake_mailer,
-        clock,
-        stop.clone(),
-    ));
-    tracker.spawn(monitoring::concept_task(
-        outcomes,
-        monitoring.clone(),
-        stop.clone(),
-    ));
-    if let Some(labels) = labels {
-        tracker.spawn(learning::online::task(
-            learning.clone(),
-            labels,
-            OnlineSettings::from_config(&config.raw.online),
-            stop.clone(),
-        ));
-    }
-    match Cron::parse(&config.raw.training.schedule) {
-        Ok(cron) => {
-            tracker.spawn(learning::trigger::schedule(
-                learning.clone(),
-                retrain.clone(),
-                cron,
-                clock,
-                stop.clone(),
-            ));
-        }
-        Err(e) => tracing::error!(error = %e, "training.schedule: no scheduled retraining"),
-    }
-    if config.raw.training.drift_retrain {
-        tracker.spawn(learning::trigger::on_drift(
-            learning.clone(),
-            retrain.clone(),
-            monitoring.events.subscribe(),
-            Duration::from_secs(config.raw.training.drift_cooldown_secs),
-            stop.clone(),
-        ));
-    }
+    app.start_jobs(&config, &mut parts, &tracker, &stop);
     tracker.close();
 
     tracing::info!(%addr, model_version = %version, database = %config.database_path.display(),
@@ -229,13 +110,7 @@ pub async fn run(
     ]);
 
     let deadline = Duration::from_secs(config.raw.server.shutdown_timeout_secs);
-    let serve = listen::serve(
-        listener,
-        app,
-        conn_limits,
-        metrics.connections.clone(),
-        stop.clone(),
-    );
+    let serve = listen::serve(listener, router, conn_limits, connections, stop.clone());
     let drained = tokio::select! {
         () = serve => true,
         () = async { stop.cancelled().await; tokio::time::sleep(deadline).await } => false,
@@ -246,35 +121,7 @@ pub async fn run(
             "in-flight requests did not finish before the shutdown deadline"
         );
     }
-    // Feedback requests are answered only once committed: none is waiting now.
-    drop(feedback);
-    let _ = feedback_task.await;
-    // Every answered prediction is queued by now: write them all.
-    let flushed = tokio::time::timeout(Duration::from_secs(5), log.flush())
-        .await
-        .unwrap_or(false);
-    stop_writer.cancel();
-    let _ = writer_task.await;
-    let stats = log.stats();
-    tracing::info!(
-        written = stats.written.load(Ordering::Relaxed),
-        dropped = stats.dropped.load(Ordering::Relaxed),
-        flushed,
-        "stopped"
-    );
-    tracker.wait().await;
-    if learning.flight.busy() {
-        // A training thread cannot be interrupted; it is left behind when the
-        // process exits, so its run is recorded as failed now.
-        match store::retrain::interrupted(&pool, crate::time::now_millis()).await {
-            Ok(n) => tracing::warn!(
-                runs = n,
-                "a retraining run was still going at the stop: marked failed, not waited for"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot mark the interrupted retrain as failed"),
-        }
-    }
-    pool.close().await;
+    app.drain(parts, &tracker).await;
     Ok(())
 }
 
@@ -321,33 +168,13 @@ async fn memory_job(stop: CancellationToken) {
     }
 }
 
-/// Deletes old predictions hourly.
-async fn retention_job(pool: sqlx::SqlitePool, days: Arc<AtomicU32>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
-        let days = days.load(Ordering::Relaxed);
-        match store::apply_retention(&pool, days).await {
-            Ok(0) => {}
-            Ok(deleted) => {
-                tracing::info!(deleted, retention_days = days, "old predictions deleted")
-            }
-            Err(e) => tracing::error!(error = %e, "retention cleanup failed"),
-        }
-    }
-}
-
 /// Handles SIGTERM/SIGINT (stop) and SIGHUP (reload).
 fn signals(
     stop: CancellationToken,
     mut config: Config,
     path: Option<PathBuf>,
-    settings: Arc<ArcSwap<Settings>>,
+    app: App,
     levels: LevelHandle,
-    retention: Arc<AtomicU32>,
 ) -> Result<impl std::future::Future<Output = ()>, DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
@@ -363,7 +190,7 @@ fn signals(
                     notify(&[NotifyState::Reloading]);
                     match Config::load(path.as_deref()) {
                         Ok(new) => {
-                            apply_reload(&config, &new, &settings, &levels, &retention);
+                            apply_reload(&config, &new, &app, &levels);
                             config = new;
                         }
                         Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the running one"),
@@ -379,18 +206,8 @@ fn signals(
 }
 
 /// Applies what can change at run time and names what cannot.
-fn apply_reload(
-    old: &Config,
-    new: &Config,
-    settings: &ArcSwap<Settings>,
-    levels: &LevelHandle,
-    retention: &AtomicU32,
-) {
-    settings.store(Arc::new(Settings {
-        token: new.token(),
-        max_batch: new.raw.server.max_batch,
-    }));
-    retention.store(new.raw.database.retention_days, Ordering::Relaxed);
+fn apply_reload(old: &Config, new: &Config, app: &App, levels: &LevelHandle) {
+    app.set_settings(Settings::from_config(new));
     if let Err(e) = levels.set(&new.raw.log.level) {
         tracing::error!(error = %e, "SIGHUP: cannot apply log.level");
     }

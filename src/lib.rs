@@ -8,14 +8,17 @@
 //! (`store`); the model (`model`: schema, network, artifact, anomaly scorer),
 //! training (`train`) and the drift and concept detectors (`monitor`), all
 //! synchronous code over ndarray with no async runtime; then the daemon's parts
-//! (`live`, `monitoring`, `alert`, `learning`, `preflight`), the HTTP API
-//! (`server`), the composition root (`daemon`) and the command line (`cli`).
+//! (`live`, `monitoring`, `alert`, `learning`, `preflight`); the application
+//! layer (`app`: the services the outside calls, built from the config); the
+//! HTTP API (`server`, adapters over `app`), the composition root (`daemon`:
+//! build, serve, drain) and the command line (`cli`).
 //! Code used only to evaluate steward (the drift evaluation streams) lives in
 //! examples/, outside the library.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod alert;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -53,6 +56,7 @@ pub const LAYERS: &[&str] = &[
     "alert",
     "learning",
     "preflight",
+    "app",
     "server",
     "daemon",
     "cli",

@@ -18,10 +18,7 @@ use crate::monitor::drift::FeatureDrift;
 use crate::monitoring::Monitoring;
 
 pub async fn drift(State(state): State<AppState>) -> Result<Response, ApiError> {
-    match crate::store::drift::latest(&state.pool)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-    {
+    match state.app.health().drift_report().await? {
         Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

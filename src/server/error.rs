@@ -73,6 +73,83 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::app::predict::PredictError> for ApiError {
+    fn from(e: crate::app::predict::PredictError) -> ApiError {
+        use crate::app::predict::PredictError;
+        match e {
+            PredictError::Refused { code, message } => ApiError::unprocessable(code, message),
+            e @ PredictError::Output(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::app::feedback::FeedbackError> for ApiError {
+    fn from(e: crate::app::feedback::FeedbackError) -> ApiError {
+        use crate::app::feedback::FeedbackError as E;
+        let message = e.to_string();
+        match e {
+            E::Empty => ApiError::unprocessable("empty_batch", message),
+            E::TooMany { .. } => ApiError::unprocessable("batch_too_large", message),
+            E::InvalidLabel { .. } => ApiError::unprocessable("invalid_label", message),
+            E::Duplicate { .. } => ApiError::unprocessable("duplicate_prediction", message),
+            E::Unknown { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_prediction", message)
+            }
+            E::LogUnavailable => ApiError::unavailable("log_unavailable", message).retry_after(5),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::app::models::ModelsError> for ApiError {
+    fn from(e: crate::app::models::ModelsError) -> ApiError {
+        use crate::app::models::ModelsError as E;
+        let message = e.to_string();
+        match e {
+            E::UnknownVersion(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_version", message)
+            }
+            E::Retired(_) => ApiError::new(StatusCode::CONFLICT, "version_retired", message),
+            E::ArtifactInvalid { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "artifact_invalid", message)
+            }
+            E::Store(e) => e.into(),
+            e @ E::Learning(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::app::alerts::AlertsError> for ApiError {
+    fn from(e: crate::app::alerts::AlertsError) -> ApiError {
+        use crate::app::alerts::AlertsError as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidSilence(_) => ApiError::unprocessable("invalid_silence", message),
+            E::UnknownSilence(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_silence", message)
+            }
+            E::Store(e) => e.into(),
+            e @ E::Encode(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::app::health::HealthError> for ApiError {
+    fn from(e: crate::app::health::HealthError) -> ApiError {
+        use crate::app::health::HealthError as E;
+        match e {
+            E::DatabaseUnwritable(_) => ApiError::unavailable(
+                "database_unwritable",
+                "the database does not take writes; see the daemon's log",
+            ),
+            E::LogFailing(_) => ApiError::unavailable(
+                "log_writer_failing",
+                "prediction log writes are failing; see the daemon's log",
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});

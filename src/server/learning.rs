@@ -14,22 +14,22 @@ use super::body::PathParam;
 use super::error::ApiError;
 use super::metrics::{get, push};
 use super::AppState;
-use crate::learning::retrain::{self, Started};
-use crate::learning::LearningError;
+use crate::app::health::Health;
+use crate::learning::retrain::Started;
+use crate::learning::Activation;
 use crate::store::retrain as runs;
 
 pub async fn start(State(state): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match retrain::start(state.learning.clone(), state.retrain.clone(), "api").await {
-        Ok(Started::Run(id)) => Ok((
+    match state.app.models().retrain("api").await? {
+        Started::Run(id) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id, "state": "running", "url": format!("/v1/retrain/{id}")})),
         )),
-        Ok(Started::Busy) => Err(ApiError::new(
+        Started::Busy => Err(ApiError::new(
             StatusCode::CONFLICT,
             "retrain_running",
             "a retrain is already running; GET /v1/retrain lists it",
         )),
-        Err(e) => Err(ApiError::internal(&e)),
     }
 }
 
@@ -45,58 +45,30 @@ pub async fn run(
         )
     };
     let n: i64 = id.parse().map_err(|_| unknown())?;
-    runs::get(&state.pool, n)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
+    state
+        .app
+        .models()
+        .run(n)
+        .await?
         .map(Json)
         .ok_or_else(unknown)
 }
 
 pub async fn runs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list = runs::recent(&state.pool, 50)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(
-        json!({"runs": list, "running": state.learning.flight.busy()}),
-    ))
+    let (list, running) = state.app.models().runs().await?;
+    Ok(Json(json!({"runs": list, "running": running})))
 }
 
 pub async fn activate(
     State(state): State<AppState>,
     PathParam(version): PathParam,
-) -> Result<Json<Value>, ApiError> {
-    match state.learning.activate(&version).await {
-        Ok(a) => {
-            if a.changed {
-                tracing::info!(version = %a.model_version, previous = %a.previous, "model activated through the API");
-            }
-            Ok(Json(json!(a)))
-        }
-        Err(LearningError::Unknown(v)) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_version",
-            format!("no model version `{v}` in the registry; GET /v1/models lists them"),
-        )),
-        Err(e @ LearningError::Retired(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "version_retired",
-            e.to_string(),
-        )),
-        Err(LearningError::Artifact(e)) => {
-            tracing::error!(version, error = %e, "activation refused: the artifact does not load");
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "artifact_invalid",
-                format!("version `{version}` cannot be loaded: {e}; the live model keeps serving"),
-            ))
-        }
-        Err(e) => Err(ApiError::internal(&e)),
-    }
+) -> Result<Json<Activation>, ApiError> {
+    Ok(Json(state.app.models().activate(&version).await?))
 }
 
 /// The learning counters in Prometheus text.
-pub fn render(state: &AppState, out: &mut String) {
-    let s = &state.learning.stats;
+pub fn render(health: &Health, out: &mut String) {
+    let s = health.learning();
     push(
         out,
         "steward_model_swaps_total",
@@ -167,6 +139,6 @@ pub fn render(state: &AppState, out: &mut String) {
         "gauge",
         "1 while a retraining run holds the flight.",
         "",
-        u8::from(state.learning.flight.busy()),
+        u8::from(health.retrain_running()),
     );
 }

@@ -27,12 +27,6 @@ struct Series {
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: Mutex<HashMap<String, HashMap<u16, Series>>>,
-    /// Instances predicted (a batch counts each instance).
-    pub predictions: AtomicU64,
-    /// Feedback labels stored: new, or replacing a different label.
-    pub feedback: AtomicU64,
-    /// Feedback labels that repeated the stored label (nothing written).
-    pub feedback_unchanged: AtomicU64,
     /// The connection layer's counters.
     pub connections: std::sync::Arc<super::listen::ConnStats>,
 }

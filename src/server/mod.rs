@@ -1,9 +1,11 @@
 //! The HTTP API (axum): routes, shared state, and the layers every request passes
 //! (metrics, request timeout, body limit, bearer token on write endpoints).
 //!
-//! [`router`] builds the whole app from an [`AppState`], so tests can drive it
-//! without a socket; the daemon binds it to a listener. Handlers turn bodies into
-//! typed values through `body::JsonBody` and answer failures with `error::ApiError`.
+//! [`router`] builds the whole app from an [`AppState`] (the `app` layer's
+//! services), so tests can drive it without a socket; the daemon binds it to a
+//! listener. Handlers are adapters: they turn bodies into typed values through
+//! `body::JsonBody`, call one service method, and answer failures with
+//! `error::ApiError`, into which every service's error converts.
 
 mod alerts;
 pub mod body;
@@ -19,7 +21,6 @@ mod status;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
@@ -27,35 +28,27 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use sqlx::SqlitePool;
 use tower::ServiceBuilder;
 
-use crate::live::Slot;
-use crate::store::writer::LogHandle;
+use crate::app::App;
 use error::ApiError;
 use metrics::Metrics;
 
-/// Settings that a SIGHUP can change without a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// The bearer token for write endpoints; `None`: no auth.
-    pub token: Option<String>,
-    pub max_batch: usize,
-}
-
-/// What every handler can reach.
+/// What every handler can reach: the services, and the HTTP layer's own
+/// counters.
 #[derive(Clone)]
 pub struct AppState {
-    pub live: Slot,
-    pub log: LogHandle,
-    pub pool: SqlitePool,
+    pub app: App,
     pub metrics: Arc<Metrics>,
-    pub settings: Arc<ArcSwap<Settings>>,
-    pub monitoring: Arc<crate::monitoring::Monitoring>,
-    pub learning: Arc<crate::learning::Learning>,
-    /// Stores feedback labels (group commit).
-    pub feedback: crate::store::feedback::Committer,
-    pub retrain: Arc<crate::learning::retrain::RetrainSettings>,
+}
+
+impl AppState {
+    pub fn new(app: App) -> AppState {
+        AppState {
+            app,
+            metrics: Arc::default(),
+        }
+    }
 }
 
 /// Limits fixed at start-up.
@@ -163,7 +156,7 @@ fn declared_length(req: &Request) -> Option<u64> {
 
 /// Write endpoints need `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let settings = state.settings.load();
+    let settings = state.app.settings();
     if let Some(token) = &settings.token {
         let given = req
             .headers()

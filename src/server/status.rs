@@ -12,16 +12,13 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::metrics::{get, push};
 use super::AppState;
-use crate::store::registry;
 
 pub async fn model(State(state): State<AppState>) -> Json<Value> {
-    Json(state.live.load().card.clone())
+    Json(state.app.models().card())
 }
 
 pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list = registry::list(&state.pool)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let list = state.app.models().list().await?;
     Ok(Json(serde_json::json!({"models": list})))
 }
 
@@ -32,38 +29,25 @@ pub async fn healthz() -> Json<Value> {
 /// Ready when a model is loaded (always, once serving), the database takes a
 /// write, and the log writer's last write succeeded.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if let Err(e) = crate::store::heartbeat(&state.pool).await {
-        tracing::warn!(error = %e, "readiness: database not writable");
-        return Err(ApiError::unavailable(
-            "database_unwritable",
-            "the database does not take writes; see the daemon's log",
-        ));
-    }
-    if let Some(e) = state.log.stats().error() {
-        tracing::warn!(error = %e, "readiness: prediction log writes failing");
-        return Err(ApiError::unavailable(
-            "log_writer_failing",
-            "prediction log writes are failing; see the daemon's log",
-        ));
-    }
-    let live = state.live.load();
+    let version = state.app.health().ready().await?;
     Ok(Json(
-        serde_json::json!({"status": "ready", "model_version": &*live.version}),
+        serde_json::json!({"status": "ready", "model_version": version}),
     ))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(8192);
     state.metrics.render_requests(&mut out);
-    let stats = state.log.stats();
-    let live = state.live.load();
+    let health = state.app.health();
+    let stats = health.log_stats();
+    let live = health.live();
     push(
         &mut out,
         "steward_predictions_total",
         "counter",
         "Instances predicted.",
         "",
-        get(&state.metrics.predictions),
+        state.app.predictions().predicted(),
     );
     push(
         &mut out,
@@ -71,7 +55,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         "Feedback labels stored (new, or replacing a different label).",
         "",
-        get(&state.metrics.feedback),
+        state.app.feedback().stored(),
     );
     push(
         &mut out,
@@ -79,7 +63,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "counter",
         "Feedback labels that repeated the stored label (not stored or learned again).",
         "",
-        get(&state.metrics.feedback_unchanged),
+        state.app.feedback().unchanged(),
     );
     let conns = &state.metrics.connections;
     push(
@@ -123,7 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "gauge",
         "Prediction log rows waiting to be written.",
         "",
-        state.log.depth(),
+        health.log_depth(),
     );
     push(
         &mut out,
@@ -173,8 +157,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "",
         live.version.parse::<f64>().unwrap_or(f64::NAN),
     );
-    super::drift::render(&state.monitoring, &mut out);
-    super::learning::render(&state, &mut out);
+    super::drift::render(health.monitoring(), &mut out);
+    super::learning::render(health, &mut out);
     super::alerts::render(&state, &mut out).await;
     (
         StatusCode::OK,

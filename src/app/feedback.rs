@@ -1,0 +1,307 @@
+//! Feedback: labels for logged predictions. All or nothing: if any id is unknown
+//! the answer names it and nothing is stored; a batch that labels one id twice is
+//! refused. A prediction answered a moment ago may still be in the log queue, so
+//! an id not found is looked up again after a flush of the queue before it is
+//! called unknown; while the log cannot be written (disk full) the answer is
+//! [`FeedbackError::LogUnavailable`] instead, since the id may well be one of the
+//! rows waiting. A second, different label for the same id replaces the first;
+//! the same label again changes nothing (see `store::feedback`).
+//!
+//! A label that is new for its prediction sends the outcome (wrong class, or
+//! absolute error) to the concept-drift detectors, which count each prediction
+//! once; a new or replaced label goes with its logged input to the online learner.
+//! An unchanged one goes nowhere, so a retried request is never learned twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use sqlx::SqlitePool;
+
+use super::Settings;
+use crate::learning::online::LabelItem;
+use crate::learning::Learning;
+use crate::live::Slot;
+use crate::model::{ModelMeta, Task};
+use crate::monitor::watch::Outcome;
+use crate::monitoring::{Labelled, Monitoring};
+use crate::store::feedback::{self, Committer, FeedbackRow, LabelOutcome, Logged};
+use crate::store::writer::LogHandle;
+use crate::store::StoreError;
+
+/// Why labels were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error("`feedback` is empty")]
+    Empty,
+    #[error("{given} labels, server.max_batch is {max}")]
+    TooMany { given: usize, max: usize },
+    /// A label of the wrong kind for the model's task; `at` is its position
+    /// in a batch.
+    #[error("{}{message}", at.map(|i| format!("feedback[{i}]: ")).unwrap_or_default())]
+    InvalidLabel { at: Option<usize>, message: String },
+    #[error(
+        "feedback[{first}] and feedback[{again}] both label prediction `{id}`; \
+         send one label per prediction"
+    )]
+    Duplicate {
+        first: usize,
+        again: usize,
+        id: String,
+    },
+    #[error("no prediction with id `{first}`{}", if *more > 0 { format!(" (and {more} more)") } else { String::new() })]
+    Unknown { first: String, more: usize },
+    #[error(
+        "some of these predictions may not be in the database yet: its writes are \
+         failing (disk full, locked or read-only); nothing was stored, retry later"
+    )]
+    LogUnavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One label as given: a prediction id and its true class or value.
+#[derive(Debug, Clone)]
+pub struct Label {
+    pub id: String,
+    pub label: Value,
+}
+
+/// What happened to the labels of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Labels accepted (all of them, or the request was refused).
+    pub accepted: usize,
+    /// Labels that replaced a different stored label.
+    pub replaced: usize,
+    /// Labels equal to the stored one: nothing written or learned.
+    pub unchanged: usize,
+}
+
+/// What the service is built from.
+pub(super) struct Parts {
+    pub pool: SqlitePool,
+    pub slot: Slot,
+    pub log: LogHandle,
+    pub committer: Committer,
+    pub monitoring: Arc<Monitoring>,
+    pub learning: Arc<Learning>,
+    pub settings: Arc<ArcSwap<Settings>>,
+}
+
+/// The feedback service.
+#[derive(Clone)]
+pub struct Feedback {
+    pool: SqlitePool,
+    slot: Slot,
+    log: LogHandle,
+    committer: Committer,
+    monitoring: Arc<Monitoring>,
+    learning: Arc<Learning>,
+    settings: Arc<ArcSwap<Settings>>,
+    stored: Arc<AtomicU64>,
+    unchanged: Arc<AtomicU64>,
+}
+
+impl Feedback {
+    pub(super) fn new(p: Parts) -> Self {
+        Feedback {
+            pool: p.pool,
+            slot: p.slot,
+            log: p.log,
+            committer: p.committer,
+            monitoring: p.monitoring,
+            learning: p.learning,
+            settings: p.settings,
+            stored: Arc::default(),
+            unchanged: Arc::default(),
+        }
+    }
+
+    /// Labels stored since start (new, or replacing a different label).
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+
+    /// Labels since start that repeated the stored label.
+    pub fn unchanged(&self) -> u64 {
+        self.unchanged.load(Ordering::Relaxed)
+    }
+
+    /// Validates `items`, finds their predictions, stores the labels (one
+    /// transaction, answered once committed) and hands them on to the concept
+    /// detectors and the online learner.
+    pub async fn submit(&self, items: Vec<Label>) -> Result<Counts, FeedbackError> {
+        if items.is_empty() {
+            return Err(FeedbackError::Empty);
+        }
+        let max = self.settings.load().max_batch;
+        if items.len() > max {
+            return Err(FeedbackError::TooMany {
+                given: items.len(),
+                max,
+            });
+        }
+        let task = self.slot.load().model.meta.task;
+        let mut rows = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let label =
+                check_label(task, &item.label).map_err(|message| FeedbackError::InvalidLabel {
+                    at: (items.len() > 1).then_some(i),
+                    message,
+                })?;
+            rows.push(FeedbackRow {
+                prediction_id: item.id.clone(),
+                label,
+            });
+        }
+        if let Some((first, again)) = first_duplicate(&items) {
+            return Err(FeedbackError::Duplicate {
+                first,
+                again,
+                id: items[first].id.clone(),
+            });
+        }
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let mut known = logged(&self.pool, &ids).await?;
+        let mut unknown: Vec<String> = missing(&known, &ids);
+        if !unknown.is_empty() {
+            flush_log(&self.log).await?;
+            let again: Vec<&str> = unknown.iter().map(String::as_str).collect();
+            known.extend(logged(&self.pool, &again).await?);
+            unknown = missing(&known, &ids);
+        }
+        if let Some(first) = unknown.first() {
+            return Err(FeedbackError::Unknown {
+                first: first.clone(),
+                more: unknown.len() - 1,
+            });
+        }
+        let accepted = rows.len();
+        let outcomes = self.committer.store(rows.clone()).await?;
+        let count = |o: LabelOutcome| outcomes.iter().filter(|x| **x == o).count();
+        let (new, replaced, unchanged) = (
+            count(LabelOutcome::New),
+            count(LabelOutcome::Replaced),
+            count(LabelOutcome::Unchanged),
+        );
+        self.stored
+            .fetch_add((new + replaced) as u64, Ordering::Relaxed);
+        self.unchanged
+            .fetch_add(unchanged as u64, Ordering::Relaxed);
+        let live = self.slot.load();
+        for ((item, row), outcome) in items.iter().zip(rows).zip(outcomes) {
+            let Some(p) = known.get(&item.id) else {
+                continue;
+            };
+            if outcome == LabelOutcome::New {
+                if let Some(outcome) = outcome_of(&live.model.meta, &p.output, &item.label) {
+                    self.monitoring.labelled(Labelled {
+                        model_version: p.model_version.clone(),
+                        outcome,
+                    });
+                }
+            }
+            if outcome != LabelOutcome::Unchanged {
+                self.learning.label(LabelItem {
+                    features: p.features.clone(),
+                    label: row.label,
+                });
+            }
+        }
+        Ok(Counts {
+            accepted,
+            replaced,
+            unchanged,
+        })
+    }
+}
+
+/// The positions of the first two items that label the same prediction.
+fn first_duplicate(items: &[Label]) -> Option<(usize, usize)> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if let Some(first) = seen.insert(item.id.as_str(), i) {
+            return Some((first, i));
+        }
+    }
+    None
+}
+
+/// How long a feedback request waits for the prediction log to commit what it
+/// holds before its ids are looked up again.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the predictions answered so far are in the database. While the
+/// log cannot be written, an id not found may be one of the rows held for retry:
+/// that is a 503 to retry, not an unknown prediction.
+async fn flush_log(log: &LogHandle) -> Result<(), FeedbackError> {
+    if log.stats().error().is_some() {
+        return Err(FeedbackError::LogUnavailable);
+    }
+    match tokio::time::timeout(FLUSH_WAIT, log.flush()).await {
+        Ok(true) => Ok(()),
+        _ => Err(FeedbackError::LogUnavailable),
+    }
+}
+
+/// The logged predictions among `ids`, by id.
+async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<HashMap<String, Logged>, StoreError> {
+    Ok(feedback::logged(pool, ids)
+        .await?
+        .into_iter()
+        .map(|l| (l.id.clone(), l))
+        .collect())
+}
+
+/// The ids of `ids` that are not logged predictions, in request order.
+fn missing(known: &HashMap<String, Logged>, ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| !known.contains_key(**id))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// How the logged prediction fared against its label: a wrong class, or the
+/// absolute error in target standard deviations. `None` when the output cannot
+/// be read (never for a row this daemon logged).
+fn outcome_of(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
+    let output: Value = serde_json::from_str(output).ok()?;
+    let predicted = output.get("prediction")?;
+    match meta.task {
+        Task::Classification => {
+            let label = match label {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(Outcome::Class {
+                wrong: predicted.as_str()? != label,
+            })
+        }
+        Task::Regression => {
+            let scale = meta.target.map_or(1.0, |t| t.std).max(f64::MIN_POSITIVE);
+            Some(Outcome::Value {
+                error: (label.as_f64()? - predicted.as_f64()?).abs() / scale,
+            })
+        }
+    }
+}
+
+/// A class label is a string or a number; a regression label a finite number.
+/// Returns the label as JSON text.
+fn check_label(task: Task, label: &Value) -> Result<String, String> {
+    match (task, label) {
+        (Task::Classification, Value::String(s)) if !s.is_empty() => Ok(label.to_string()),
+        (Task::Classification, Value::Number(n)) => Ok(Value::String(n.to_string()).to_string()),
+        (Task::Classification, _) => Err(format!(
+            "a class label must be a non-empty string or a number, got {label}"
+        )),
+        (Task::Regression, Value::Number(n)) if n.as_f64().is_some_and(f64::is_finite) => {
+            Ok(label.to_string())
+        }
+        (Task::Regression, _) => Err(format!("a regression label must be a number, got {label}")),
+    }
+}

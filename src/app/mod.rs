@@ -1,0 +1,368 @@
+//! The application layer: the daemon's services, built once from the config.
+//!
+//! [`App::build`] opens the database, makes a model live and starts the two
+//! writers (the prediction log and the feedback committer); [`App::start_jobs`]
+//! starts the background work (drift checks, concept drift, alert rules and mail,
+//! online learning, scheduled and drift-triggered retraining, retention);
+//! [`App::drain`] stops it all in the order that loses nothing. In between, the
+//! HTTP layer (`server`) holds an [`App`] and calls one service method per
+//! request:
+//!
+//! | service | what it does |
+//! | --- | --- |
+//! | [`App::predictions`] | encode, predict, score, queue the log row ([`predict`]) |
+//! | [`App::feedback`] | validate labels, find their predictions, store, learn ([`feedback`]) |
+//! | [`App::models`] | the live card, the registry, activation, retraining runs ([`models`]) |
+//! | [`App::alerts`] | the outbox and silences ([`alerts`]) |
+//! | [`App::health`] | readiness, the latest drift report, the counters `/metrics` shows ([`health`]) |
+//!
+//! Services own their state privately and answer with their own error enums,
+//! which the HTTP layer maps to status codes in one place each. Nothing above
+//! this layer touches the database.
+
+pub mod alerts;
+pub mod feedback;
+pub mod health;
+pub mod models;
+pub mod predict;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alert::mail::Mailer;
+use crate::alert::service::{self as alerting, AlertSettings, Clock};
+use crate::config::Config;
+use crate::learning::online::{LabelItem, OnlineSettings};
+use crate::learning::retrain::RetrainSettings;
+use crate::learning::{self, Learning};
+use crate::live::{self, LiveError, Slot};
+use crate::monitoring::{self, Labelled, Monitoring};
+use crate::scheduler::Cron;
+use crate::store::{self, feedback::Committer, writer, writer::LogHandle, StoreError};
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error(transparent)]
+    Mail(#[from] crate::alert::mail::MailError),
+}
+
+/// Settings that a SIGHUP can change without a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The bearer token for write endpoints; `None`: no auth.
+    pub token: Option<String>,
+    pub max_batch: usize,
+    pub retention_days: u32,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            token: config.token(),
+            max_batch: config.raw.server.max_batch,
+            retention_days: config.raw.database.retention_days,
+        }
+    }
+}
+
+/// The services; cheap to clone (every field is shared).
+#[derive(Clone)]
+pub struct App {
+    predictions: predict::Predictions,
+    feedback: feedback::Feedback,
+    models: models::Models,
+    alerts: alerts::Alerts,
+    health: health::Health,
+    settings: Arc<ArcSwap<Settings>>,
+}
+
+/// What [`App::start_jobs`] and [`App::drain`] need besides the services: the
+/// ends of the queues the jobs read, the writers' tasks, and the parts the jobs
+/// are built from.
+pub struct Parts {
+    pool: SqlitePool,
+    slot: Slot,
+    monitoring: Arc<Monitoring>,
+    learning: Arc<Learning>,
+    retrain: Arc<RetrainSettings>,
+    mailer: Option<Mailer>,
+    outcomes: Option<mpsc::Receiver<Labelled>>,
+    labels: Option<mpsc::Receiver<LabelItem>>,
+    log: LogHandle,
+    stop_writer: CancellationToken,
+    writer_task: tokio::task::JoinHandle<()>,
+    committer: Option<Committer>,
+    committer_task: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Opens the database (migrations), makes a model live (the registry's
+    /// active version, `model.initial`, or one trained on `model.bootstrap_data`),
+    /// marks runs cut short by the last stop as failed and starts the writers.
+    /// The caller holds the instance lock (`store::lock`) before calling this.
+    pub async fn build(config: &Config) -> Result<(App, Parts), AppError> {
+        let mailer = Mailer::from_config(config)?;
+        let pool = store::open(&config.database_path).await?;
+        let slot: Slot = Arc::new(ArcSwap::from_pointee(live::start(&pool, config).await?));
+        let interrupted = store::retrain::interrupted(&pool, crate::time::now_millis()).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                runs = interrupted,
+                "retrain runs cut short by the last stop are marked failed"
+            );
+        }
+        let db = &config.raw.database;
+        let stop_writer = CancellationToken::new();
+        let (log, writer_task) = writer::spawn(
+            pool.clone(),
+            writer::WriterConfig {
+                capacity: db.queue_capacity,
+                batch_rows: db.batch_rows,
+                flush: Duration::from_millis(db.flush_ms),
+                queue_wait: Duration::from_millis(db.queue_wait_ms),
+            },
+            stop_writer.clone(),
+        );
+        let (committer, committer_task) = Committer::spawn(pool.clone());
+        let settings = Arc::new(ArcSwap::from_pointee(Settings::from_config(config)));
+        let (monitoring, outcomes) = Monitoring::new();
+        let (learning, labels) =
+            Learning::new(pool.clone(), slot.clone(), monitoring.clone(), config);
+        let learning = Arc::new(learning);
+        let retrain = Arc::new(RetrainSettings::from_config(config));
+        let app = App {
+            predictions: predict::Predictions::new(slot.clone(), log.clone(), settings.clone()),
+            feedback: feedback::Feedback::new(feedback::Parts {
+                pool: pool.clone(),
+                slot: slot.clone(),
+                log: log.clone(),
+                committer: committer.clone(),
+                monitoring: monitoring.clone(),
+                learning: learning.clone(),
+                settings: settings.clone(),
+            }),
+            models: models::Models::new(
+                pool.clone(),
+                slot.clone(),
+                learning.clone(),
+                retrain.clone(),
+            ),
+            alerts: alerts::Alerts::new(pool.clone()),
+            health: health::Health::new(
+                pool.clone(),
+                slot.clone(),
+                log.clone(),
+                monitoring.clone(),
+                learning.clone(),
+            ),
+            settings,
+        };
+        let parts = Parts {
+            pool,
+            slot,
+            monitoring,
+            learning,
+            retrain,
+            mailer: Some(mailer),
+            outcomes: Some(outcomes),
+            labels,
+            log,
+            stop_writer,
+            writer_task,
+            committer: Some(committer),
+            committer_task,
+        };
+        Ok((app, parts))
+    }
+
+    pub fn predictions(&self) -> &predict::Predictions {
+        &self.predictions
+    }
+
+    pub fn feedback(&self) -> &feedback::Feedback {
+        &self.feedback
+    }
+
+    pub fn models(&self) -> &models::Models {
+        &self.models
+    }
+
+    pub fn alerts(&self) -> &alerts::Alerts {
+        &self.alerts
+    }
+
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    /// The settings in force (the token, the batch limit, the retention).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Applies reloaded settings (SIGHUP).
+    pub fn set_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+
+    /// Starts the background jobs on `tracker`; they end when `stop` is cancelled.
+    pub fn start_jobs(
+        &self,
+        config: &Config,
+        parts: &mut Parts,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) {
+        let clock = Clock::start();
+        tracker.spawn(retention_job(
+            parts.pool.clone(),
+            self.settings.clone(),
+            stop.clone(),
+        ));
+        tracker.spawn(monitoring::drift_job(
+            parts.pool.clone(),
+            parts.slot.clone(),
+            parts.monitoring.clone(),
+            monitoring::JobSettings::from_config(&config.raw.drift),
+            stop.clone(),
+        ));
+        if let Some(mailer) = parts.mailer.take() {
+            let settings = AlertSettings::from_config(config);
+            let wake_mailer = Arc::new(tokio::sync::Notify::new());
+            tracker.spawn(alerting::rules_task(
+                parts.pool.clone(),
+                parts.monitoring.events.subscribe(),
+                settings.clone(),
+                mailer.domain(),
+                wake_mailer.clone(),
+                clock,
+                stop.clone(),
+            ));
+            tracing::info!(via = %mailer.describe, recipients = ?config.raw.alerts.to, "alert mail");
+            tracker.spawn(alerting::mailer_task(
+                parts.pool.clone(),
+                mailer,
+                settings,
+                wake_mailer,
+                clock,
+                stop.clone(),
+            ));
+        }
+        if let Some(outcomes) = parts.outcomes.take() {
+            tracker.spawn(monitoring::concept_task(
+                outcomes,
+                parts.monitoring.clone(),
+                stop.clone(),
+            ));
+        }
+        if let Some(labels) = parts.labels.take() {
+            tracker.spawn(learning::online::task(
+                parts.learning.clone(),
+                labels,
+                OnlineSettings::from_config(&config.raw.online),
+                stop.clone(),
+            ));
+        }
+        match Cron::parse(&config.raw.training.schedule) {
+            Ok(cron) => {
+                tracker.spawn(learning::trigger::schedule(
+                    parts.learning.clone(),
+                    parts.retrain.clone(),
+                    cron,
+                    clock,
+                    stop.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "training.schedule: no scheduled retraining"),
+        }
+        if config.raw.training.drift_retrain {
+            tracker.spawn(learning::trigger::on_drift(
+                parts.learning.clone(),
+                parts.retrain.clone(),
+                parts.monitoring.events.subscribe(),
+                Duration::from_secs(config.raw.training.drift_cooldown_secs),
+                stop.clone(),
+            ));
+        }
+    }
+
+    /// After the server has stopped answering: waits for the feedback committer,
+    /// writes every queued prediction, stops the log writer, waits for the jobs
+    /// (`tracker`, already cancelled), marks a retrain still running as failed
+    /// and closes the database.
+    pub async fn drain(self, mut parts: Parts, tracker: &TaskTracker) {
+        // Feedback requests are answered only once committed: none is waiting
+        // now. Every clone of the committer must go for its task to end.
+        drop(self);
+        drop(parts.committer.take());
+        let _ = (&mut parts.committer_task).await;
+        // Every answered prediction is queued by now: write them all.
+        let flushed = tokio::time::timeout(Duration::from_secs(5), parts.log.flush())
+            .await
+            .unwrap_or(false);
+        parts.stop_writer.cancel();
+        let _ = (&mut parts.writer_task).await;
+        let stats = parts.log.stats();
+        tracing::info!(
+            written = stats.written.load(Ordering::Relaxed),
+            dropped = stats.dropped.load(Ordering::Relaxed),
+            flushed,
+            "stopped"
+        );
+        tracker.wait().await;
+        if parts.learning.flight.busy() {
+            // A training thread cannot be interrupted; it is left behind when the
+            // process exits, so its run is recorded as failed now.
+            match store::retrain::interrupted(&parts.pool, crate::time::now_millis()).await {
+                Ok(n) => tracing::warn!(
+                    runs = n,
+                    "a retraining run was still going at the stop: marked failed, not waited for"
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot mark the interrupted retrain as failed")
+                }
+            }
+        }
+        parts.pool.close().await;
+    }
+
+    /// The live model's version (for the start-up log line).
+    pub fn live_version(&self) -> String {
+        self.health.live_version()
+    }
+}
+
+/// Deletes old predictions hourly, keeping `database.retention_days`.
+async fn retention_job(
+    pool: SqlitePool,
+    settings: Arc<ArcSwap<Settings>>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let days = settings.load().retention_days;
+        match store::apply_retention(&pool, days).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, retention_days = days, "old predictions deleted")
+            }
+            Err(e) => tracing::error!(error = %e, "retention cleanup failed"),
+        }
+    }
+}
