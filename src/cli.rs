@@ -448,6 +448,8 @@ fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     use crate::app::AppError;
     let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
     let levels = crate::logging::init(c.log_format, &c.raw.log.level);
+    let arenas_capped = crate::memory::limit_arenas();
+    tracing::debug!(arenas_capped, "malloc arenas");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

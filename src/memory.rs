@@ -6,13 +6,43 @@
 //! of mixed load with a retrain every three minutes the daemon's resident memory
 //! climbed from 50 MB to 190 MB that was free inside the arenas; one
 //! `malloc_trim(0)` on the running daemon brought it to 48 MB. [`trim`] runs that
-//! call; the daemon runs it every [`TRIM_EVERY`]. With another allocator it does
-//! nothing.
+//! call; the daemon runs it every [`TRIM_EVERY`].
+//!
+//! Trimming returns whole free pages; what it cannot return is memory left in
+//! partly used pages of many arenas (glibc makes up to 8 per core, one for each
+//! thread that met contention: tokio's workers, the blocking pool, training
+//! threads). With trimming alone the floor still crept by about 20 MB an hour.
+//! [`limit_arenas`] caps them at [`ARENAS`] at start: in an A/B of 25 minutes
+//! with a retrain every minute, resident memory stayed at 76-87 MB from minute 5
+//! on with the cap, and climbed from 88 to 110-137 MB without it (see
+//! docs/BENCHMARKS.md). An operator's own `MALLOC_ARENA_MAX` or
+//! `glibc.malloc.arena_max` tunable wins. With another allocator both do nothing.
 
 use std::time::Duration;
 
 /// How often the daemon hands free memory back.
 pub const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// The most malloc arenas the daemon uses.
+pub const ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas at [`ARENAS`], unless the environment already
+/// sets a cap. Call before any thread is started. Returns whether it set one.
+pub fn limit_arenas() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let operator_set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if operator_set {
+            return false;
+        }
+        // SAFETY: mallopt only sets a parameter of glibc's allocator; M_ARENA_MAX
+        // takes effect for arenas created afterwards and has no preconditions.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
 
 /// Returns free memory in every malloc arena to the operating system. Takes a
 /// few milliseconds on a heap of a few hundred MB; call it off the async workers.
@@ -27,6 +57,16 @@ pub fn trim() {
 
 #[cfg(test)]
 mod tests {
+    /// glibc accepts the cap (mallopt answers 1 on success, 0 on a refused
+    /// value), unless the environment set one first.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn glibc_takes_the_arena_cap() {
+        let operator_set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        assert_eq!(super::limit_arenas(), !operator_set);
+    }
+
     /// Freed memory is no longer resident after a trim (glibc on Linux).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
