@@ -2,9 +2,10 @@
 //! the answer names it and nothing is stored; a batch that labels one id twice is
 //! refused. A prediction answered a moment ago may still be in the log queue, so
 //! an id not found is looked up again after a flush of the queue before it is
-//! called unknown; while the log cannot be written (disk full) the answer is
-//! [`FeedbackError::LogUnavailable`] instead, since the id may well be one of the
-//! rows waiting. A second, different label for the same id replaces the first;
+//! called unknown; while the log cannot be written (disk full), or is not written
+//! within two seconds (a daemon far behind), the answer is
+//! [`FeedbackError::LogFailing`] or [`FeedbackError::LogBehind`] instead, since
+//! the id may well be one of the rows waiting. A second, different label for the same id replaces the first;
 //! the same label again changes nothing (see `store::feedback`).
 //!
 //! A label that is new for its prediction sends the outcome (wrong class, or
@@ -58,7 +59,13 @@ pub enum FeedbackError {
         "some of these predictions may not be in the database yet: its writes are \
          failing (disk full, locked or read-only); nothing was stored, retry later"
     )]
-    LogUnavailable,
+    LogFailing,
+    /// The log queue was not written within the wait (a daemon under heavy load).
+    #[error(
+        "some of these predictions may not be in the database yet: the prediction log \
+         is behind; nothing was stored, retry in a moment"
+    )]
+    LogBehind,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -240,11 +247,19 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 /// that is a 503 to retry, not an unknown prediction.
 async fn flush_log(log: &LogHandle) -> Result<(), FeedbackError> {
     if log.stats().error().is_some() {
-        return Err(FeedbackError::LogUnavailable);
+        return Err(FeedbackError::LogFailing);
     }
     match tokio::time::timeout(FLUSH_WAIT, log.flush()).await {
         Ok(true) => Ok(()),
-        _ => Err(FeedbackError::LogUnavailable),
+        Ok(false) => Err(FeedbackError::LogFailing),
+        Err(_) => {
+            tracing::warn!(
+                wait_ms = FLUSH_WAIT.as_millis() as u64,
+                queued = log.depth(),
+                "feedback answered 503: the prediction log was not written within the wait"
+            );
+            Err(FeedbackError::LogBehind)
+        }
     }
 }
 

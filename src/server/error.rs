@@ -95,7 +95,8 @@ impl From<crate::app::feedback::FeedbackError> for ApiError {
             E::Unknown { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_prediction", message)
             }
-            E::LogUnavailable => ApiError::unavailable("log_unavailable", message).retry_after(5),
+            E::LogFailing => ApiError::unavailable("log_unavailable", message).retry_after(5),
+            E::LogBehind => ApiError::unavailable("log_unavailable", message).retry_after(1),
             E::Store(e) => e.into(),
         }
     }
