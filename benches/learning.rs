@@ -114,7 +114,7 @@ fn live(model: Model) -> LiveModel {
         metrics: Value::Null,
         sparsity: 0.0,
         bits: 32,
-        status: "active".into(),
+        status: steward::store::registry::ModelStatus::Active,
         parent: None,
         source: "bench".into(),
         online_updates: 0,

@@ -236,7 +236,7 @@ pub fn record_for(model: &Model, version: &str, path: &Path, source: &str) -> Mo
         metrics: serde_json::to_value(&model.meta.metrics).unwrap_or_default(),
         sparsity: model.sparsity(),
         bits: if model.quant.is_some() { 8 } else { 32 },
-        status: "active".into(),
+        status: crate::store::registry::ModelStatus::Active,
         parent: model.meta.parent.clone(),
         source: source.into(),
         online_updates: i64::try_from(model.meta.online_updates).unwrap_or(i64::MAX),

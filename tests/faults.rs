@@ -388,13 +388,11 @@ async fn an_oversized_body_is_refused_before_it_is_sent() {
 async fn a_second_daemon_on_the_same_database_refuses_to_start() {
     let d = Daemon::start("");
     let pool = crate::common::open_db(&d.db_path()).await;
-    sqlx::query(
-        "INSERT INTO retrain_runs (started, state, trigger) VALUES (?, 'running', 'manual')",
-    )
-    .bind(steward::time::now_millis())
-    .execute(&pool)
-    .await
-    .unwrap();
+    sqlx::query("INSERT INTO retrain_runs (started, state, trigger) VALUES (?, 'running', 'api')")
+        .bind(steward::time::now_millis())
+        .execute(&pool)
+        .await
+        .unwrap();
     let (code, _, stderr) =
         crate::common::run(&["serve", "--config", "steward.toml"], d.dir.path());
     assert_eq!(code, 1, "{stderr}");

@@ -11,7 +11,7 @@ use crate::learning::retrain::{self, RetrainSettings, Started};
 use crate::learning::{Activation, Learning, LearningError};
 use crate::live::Slot;
 use crate::store::registry::{self, ModelRecord};
-use crate::store::retrain::{self as runs, Run};
+use crate::store::retrain::{self as runs, Run, Trigger};
 use crate::store::StoreError;
 
 /// Why a version was not activated.
@@ -93,7 +93,7 @@ impl Models {
     }
 
     /// Starts a retraining run in the background unless one is running.
-    pub async fn retrain(&self, trigger: &str) -> Result<Started, StoreError> {
+    pub async fn retrain(&self, trigger: Trigger) -> Result<Started, StoreError> {
         retrain::start(self.learning.clone(), self.retrain.clone(), trigger).await
     }
 

@@ -228,7 +228,7 @@ impl Learning {
         let record = registry::get(&self.pool, version)
             .await?
             .ok_or_else(|| LearningError::Unknown(version.into()))?;
-        if record.status == "retired" {
+        if record.status == registry::ModelStatus::Retired {
             return Err(LearningError::Retired(version.into()));
         }
         let budget = self.budget;

@@ -35,7 +35,7 @@ use crate::data::Table;
 use crate::live::LiveModel;
 use crate::model::Model;
 use crate::monitor::events::{Event, RetrainEvent};
-use crate::store::retrain::{self as runs, Finish, LabelledRow};
+use crate::store::retrain::{self as runs, Finish, LabelledRow, RunState, Trigger};
 use crate::store::StoreError;
 use crate::train::select::{self, TrainOptions};
 
@@ -96,18 +96,17 @@ pub enum Started {
 pub async fn start(
     learning: Arc<Learning>,
     settings: Arc<RetrainSettings>,
-    trigger: &str,
+    trigger: Trigger,
 ) -> Result<Started, StoreError> {
     let Some(flight) = learning.flight.try_start() else {
         tracing::info!(
-            trigger,
+            %trigger,
             "retrain not started: another run is still in progress"
         );
         return Ok(Started::Busy);
     };
     let id = runs::start(&learning.pool, trigger, crate::time::now_millis()).await?;
-    tracing::info!(run = id, trigger, "retrain started");
-    let trigger = trigger.to_string();
+    tracing::info!(run = id, %trigger, "retrain started");
     let flight = Arc::new(flight);
     tokio::spawn(async move {
         // The flight is held here until the run is recorded, and by the training
@@ -115,38 +114,38 @@ pub async fn start(
         let held = flight.clone();
         let live = learning.slot.load_full();
         let finish = execute(&learning, &settings, live.clone(), flight).await;
-        record(&learning, id, &trigger, &live, finish).await;
+        record(&learning, id, trigger, &live, finish).await;
         drop(held);
     });
     Ok(Started::Run(id))
 }
 
 /// Stores the end of the run, counts it, logs it and raises its event.
-async fn record(learning: &Learning, id: i64, trigger: &str, live: &LiveModel, f: Finish) {
+async fn record(learning: &Learning, id: i64, trigger: Trigger, live: &LiveModel, f: Finish) {
     if let Err(e) = runs::finish(&learning.pool, id, &f, crate::time::now_millis()).await {
         tracing::error!(run = id, error = %e, "cannot store the end of a retrain run");
     }
     let stats = &learning.stats;
-    let counter = match f.state.as_str() {
-        "promoted" => &stats.retrain_promoted,
-        "rejected" => &stats.retrain_rejected,
-        "skipped" => &stats.retrain_skipped,
-        _ => &stats.retrain_failed,
+    let counter = match f.state {
+        RunState::Promoted => &stats.retrain_promoted,
+        RunState::Rejected => &stats.retrain_rejected,
+        RunState::Skipped => &stats.retrain_skipped,
+        RunState::Failed | RunState::Running => &stats.retrain_failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
     let reason = f.error.clone().or(f.decision.clone()).unwrap_or_default();
-    match f.state.as_str() {
-        "skipped" => {
-            tracing::info!(run = id, trigger, reason = %reason, "retrain skipped");
+    match f.state {
+        RunState::Skipped => {
+            tracing::info!(run = id, %trigger, reason = %reason, "retrain skipped");
             return;
         }
-        "failed" => {
-            tracing::error!(run = id, trigger, reason = %reason, "retrain failed; the live model keeps serving")
+        RunState::Failed | RunState::Running => {
+            tracing::error!(run = id, %trigger, reason = %reason, "retrain failed; the live model keeps serving")
         }
         state => tracing::info!(
             run = id,
-            trigger,
-            state,
+            %trigger,
+            state = state.as_str(),
             live_metric = f.live_metric,
             candidate_metric = f.candidate_metric,
             reason = %reason,
@@ -166,10 +165,10 @@ async fn record(learning: &Learning, id: i64, trigger: &str, live: &LiveModel, f
         holdout_rows: f.holdout_rows.and_then(|r| u64::try_from(r).ok()),
         time: crate::time::now_millis(),
     };
-    learning.monitoring.publish(match f.state.as_str() {
-        "promoted" => Event::RetrainPromoted(event),
-        "rejected" => Event::RetrainRejected(event),
-        _ => Event::RetrainFailed(event),
+    learning.monitoring.publish(match f.state {
+        RunState::Promoted => Event::RetrainPromoted(event),
+        RunState::Rejected => Event::RetrainRejected(event),
+        RunState::Skipped | RunState::Failed | RunState::Running => Event::RetrainFailed(event),
     });
 }
 
@@ -193,7 +192,7 @@ async fn execute(
     flight: Arc<crate::scheduler::FlightGuard>,
 ) -> Finish {
     let failed = |error: String| Finish {
-        state: "failed".into(),
+        state: RunState::Failed,
         live_version: Some(live.version.to_string()),
         error: Some(error),
         ..Finish::default()
@@ -207,7 +206,7 @@ async fn execute(
     let n = rows.len() as i64;
     if rows.len() < settings.min_rows {
         return Finish {
-            state: "skipped".into(),
+            state: RunState::Skipped,
             rows: Some(n),
             live_version: Some(live.version.to_string()),
             decision: Some(format!(
@@ -240,11 +239,10 @@ async fn execute(
     );
     let mut finish = Finish {
         state: if decision.promote {
-            "promoted"
+            RunState::Promoted
         } else {
-            "rejected"
-        }
-        .to_string(),
+            RunState::Rejected
+        },
         rows: Some(n),
         train_rows: Some(candidate.train_rows as i64),
         holdout_rows: Some(candidate.holdout_rows as i64),
@@ -264,7 +262,7 @@ async fn execute(
         {
             Ok(new) => finish.candidate_version = Some(new.version.to_string()),
             Err(e) => {
-                finish.state = "failed".into();
+                finish.state = RunState::Failed;
                 finish.error = Some(format!(
                     "the candidate passed the gate but could not go live: {e}"
                 ));

@@ -15,6 +15,7 @@ use super::retrain::{self, RetrainSettings, Started};
 use super::Learning;
 use crate::monitor::events::Event;
 use crate::scheduler::{self, Cron};
+use crate::store::retrain::Trigger;
 use crate::time::Clock;
 
 /// Runs the cron schedule until `stop`.
@@ -29,7 +30,7 @@ pub async fn schedule(
         let (learning, settings) = (learning.clone(), settings.clone());
         tracing::info!(due = %crate::time::rfc3339(due), "scheduled retrain due");
         tokio::spawn(async move {
-            if let Err(e) = retrain::start(learning, settings, "schedule").await {
+            if let Err(e) = retrain::start(learning, settings, Trigger::Schedule).await {
                 tracing::error!(error = %e, "cannot start the scheduled retrain");
             }
         });
@@ -52,8 +53,8 @@ pub async fn on_drift(
             () = stop.cancelled() => return,
         };
         let trigger = match event {
-            Ok(Event::DatasetDriftDetected(_)) => "dataset_drift",
-            Ok(Event::ConceptDrift(_)) => "concept_drift",
+            Ok(Event::DatasetDriftDetected(_)) => Trigger::DatasetDrift,
+            Ok(Event::ConceptDrift(_)) => Trigger::ConceptDrift,
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -66,7 +67,7 @@ pub async fn on_drift(
         };
         if let Some(left) = cooldown.left() {
             tracing::info!(
-                trigger,
+                %trigger,
                 cooldown_left_secs = left.as_secs(),
                 "drift retrain not started: training.drift_cooldown_secs has not passed"
             );
@@ -75,7 +76,7 @@ pub async fn on_drift(
         match retrain::start(learning.clone(), settings.clone(), trigger).await {
             Ok(Started::Run(_)) => cooldown.started(),
             Ok(Started::Busy) => {}
-            Err(e) => tracing::error!(error = %e, trigger, "cannot start a drift retrain"),
+            Err(e) => tracing::error!(error = %e, %trigger, "cannot start a drift retrain"),
         }
     }
 }

@@ -17,10 +17,10 @@ use super::AppState;
 use crate::app::health::Health;
 use crate::learning::retrain::Started;
 use crate::learning::Activation;
-use crate::store::retrain as runs;
+use crate::store::retrain::{self as runs, Trigger};
 
 pub async fn start(State(state): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match state.app.models().retrain("api").await? {
+    match state.app.models().retrain(Trigger::Api).await? {
         Started::Run(id) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({"id": id, "state": "running", "url": format!("/v1/retrain/{id}")})),

@@ -15,6 +15,19 @@ use sqlx::{Row, SqlitePool};
 
 use super::StoreError;
 
+/// Where a registered version stands; stored and answered as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum ModelStatus {
+    /// The one version that answers requests.
+    Active,
+    /// Registered, with its artifact kept: it can be activated.
+    Inactive,
+    /// Its artifact was deleted (`model.keep_versions`): it cannot come back.
+    Retired,
+}
+
 /// One registered version.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelRecord {
@@ -25,7 +38,7 @@ pub struct ModelRecord {
     pub metrics: serde_json::Value,
     pub sparsity: f64,
     pub bits: i64,
-    pub status: String,
+    pub status: ModelStatus,
     pub parent: Option<String>,
     pub source: String,
     /// Online gradient steps since the model's last batch training.
@@ -184,17 +197,17 @@ pub async fn retire(
     let all = list(pool).await?;
     let previous = all
         .iter()
-        .filter(|r| r.status == "inactive")
+        .filter(|r| r.status == ModelStatus::Inactive)
         .max_by_key(|r| r.activated)
         .filter(|r| r.activated.is_some())
         .map(|r| r.version.clone());
     let retired: Vec<ModelRecord> = all
         .into_iter()
-        .filter(|r| r.status != "retired")
+        .filter(|r| r.status != ModelStatus::Retired)
         .enumerate()
         .filter(|(i, r)| {
             *i >= keep
-                && r.status != "active"
+                && r.status != ModelStatus::Active
                 && Some(&r.version) != previous.as_ref()
                 && r.version != keep_major
         })
@@ -223,7 +236,7 @@ mod tests {
             metrics: serde_json::json!({}),
             sparsity: 0.0,
             bits: 32,
-            status: "active".into(),
+            status: ModelStatus::Active,
             parent: None,
             source: "test".into(),
             online_updates: 0,
@@ -231,10 +244,8 @@ mod tests {
         }
     }
 
-    fn statuses(all: &[ModelRecord]) -> Vec<(String, String)> {
-        all.iter()
-            .map(|r| (r.version.clone(), r.status.clone()))
-            .collect()
+    fn statuses(all: &[ModelRecord]) -> Vec<(String, ModelStatus)> {
+        all.iter().map(|r| (r.version.clone(), r.status)).collect()
     }
 
     #[tokio::test]
@@ -270,14 +281,23 @@ mod tests {
         assert_eq!(
             statuses(&all),
             [
-                ("2.1", "inactive"),
-                ("2", "retired"),
-                ("1.2", "retired"),
-                ("1.1", "active"),
-                ("1", "inactive")
+                ("2.1", ModelStatus::Inactive),
+                ("2", ModelStatus::Retired),
+                ("1.2", ModelStatus::Retired),
+                ("1.1", ModelStatus::Active),
+                ("1", ModelStatus::Inactive)
             ]
-            .map(|(v, s)| (v.to_string(), s.to_string()))
+            .map(|(v, s)| (v.to_string(), s))
             .to_vec()
+        );
+        // Stored as the names the API shows.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT status FROM models ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored,
+            ["inactive", "active", "retired", "retired", "inactive"]
         );
         // A retired version cannot be activated, and a second pass retires nothing.
         assert!(!activate(&pool, "2").await.unwrap());

@@ -10,11 +10,73 @@ use sqlx::{Row, SqlitePool};
 
 use super::StoreError;
 
+/// Where a run stands; stored and answered as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum RunState {
+    /// Started, not yet ended (or cut short by a stop: see [`interrupted`]).
+    #[default]
+    Running,
+    /// The candidate went live.
+    Promoted,
+    /// The candidate did worse than the live model on the held-out rows.
+    Rejected,
+    /// Not enough labelled rows to train on.
+    Skipped,
+    /// An error, a time limit, or a stop before the end.
+    Failed,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Promoted => "promoted",
+            RunState::Rejected => "rejected",
+            RunState::Skipped => "skipped",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+/// What started a run; stored and answered as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `training.schedule`.
+    Schedule,
+    /// `POST /v1/retrain`.
+    Api,
+    /// A dataset drift event (`training.drift_retrain`).
+    DatasetDrift,
+    /// A concept drift event (`training.drift_retrain`).
+    ConceptDrift,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Api => "api",
+            Trigger::DatasetDrift => "dataset_drift",
+            Trigger::ConceptDrift => "concept_drift",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One run as stored and as `GET /v1/retrain/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Run {
     pub id: i64,
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Unix milliseconds.
     pub started: i64,
     pub finished: Option<i64>,
@@ -25,7 +87,7 @@ pub struct Run {
 /// How a run ended (`state` is `running` until it has).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Finish {
-    pub state: String,
+    pub state: RunState,
     pub rows: Option<i64>,
     pub train_rows: Option<i64>,
     pub holdout_rows: Option<i64>,
@@ -71,14 +133,14 @@ fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
 }
 
 /// Records the start of a run; returns its id.
-pub async fn start(pool: &SqlitePool, trigger: &str, now: i64) -> Result<i64, StoreError> {
-    let id =
-        sqlx::query("INSERT INTO retrain_runs (trigger, started, state) VALUES (?, ?, 'running')")
-            .bind(trigger)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .last_insert_rowid();
+pub async fn start(pool: &SqlitePool, trigger: Trigger, now: i64) -> Result<i64, StoreError> {
+    let id = sqlx::query("INSERT INTO retrain_runs (trigger, started, state) VALUES (?, ?, ?)")
+        .bind(trigger)
+        .bind(now)
+        .bind(RunState::Running)
+        .execute(pool)
+        .await?
+        .last_insert_rowid();
     Ok(id)
 }
 
@@ -90,7 +152,7 @@ pub async fn finish(pool: &SqlitePool, id: i64, f: &Finish, now: i64) -> Result<
          decision = ?, report = ?, error = ? WHERE id = ?",
     )
     .bind(now)
-    .bind(&f.state)
+    .bind(f.state)
     .bind(f.rows)
     .bind(f.train_rows)
     .bind(f.holdout_rows)
@@ -132,10 +194,12 @@ pub async fn recent(pool: &SqlitePool, limit: i64) -> Result<Vec<Run>, StoreErro
 /// Marks runs left `running` by a stop or crash as failed; returns how many.
 pub async fn interrupted(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
-        "UPDATE retrain_runs SET state = 'failed', finished = ?, \
-         error = 'the daemon stopped before the run finished' WHERE state = 'running'",
+        "UPDATE retrain_runs SET state = ?, finished = ?, \
+         error = 'the daemon stopped before the run finished' WHERE state = ?",
     )
+    .bind(RunState::Failed)
     .bind(now)
+    .bind(RunState::Running)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -180,10 +244,10 @@ mod tests {
     async fn a_run_is_stored_finished_listed_and_an_interrupted_one_marked_failed() {
         let dir = tempfile::tempdir().unwrap();
         let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
-        let a = start(&pool, "api", 1_000).await.unwrap();
-        let b = start(&pool, "schedule", 2_000).await.unwrap();
+        let a = start(&pool, Trigger::Api, 1_000).await.unwrap();
+        let b = start(&pool, Trigger::Schedule, 2_000).await.unwrap();
         let f = Finish {
-            state: "rejected".into(),
+            state: RunState::Rejected,
             rows: Some(300),
             metric: Some("accuracy".into()),
             live_metric: Some(0.9),
@@ -196,7 +260,7 @@ mod tests {
         let got = get(&pool, a).await.unwrap().unwrap();
         assert_eq!(got.finished, Some(1_500));
         let got = got.outcome;
-        assert_eq!(got.state, "rejected");
+        assert_eq!(got.state, RunState::Rejected);
         assert_eq!(got.rows, Some(300));
         assert_eq!(got.live_metric, Some(0.9));
         // NaN is not stored as a number.
@@ -204,7 +268,16 @@ mod tests {
         assert_eq!(got.report.unwrap()["cv"]["mean"], 0.5);
         assert_eq!(interrupted(&pool, 3_000).await.unwrap(), 1);
         let b = get(&pool, b).await.unwrap().unwrap();
-        assert_eq!(b.outcome.state, "failed");
+        assert_eq!(b.outcome.state, RunState::Failed);
+        assert_eq!(b.trigger, Trigger::Schedule);
+        // Stored as the names the API shows (and older rows hold).
+        let stored: (String, String) =
+            sqlx::query_as("SELECT state, trigger FROM retrain_runs WHERE id = ?")
+                .bind(b.id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored, ("failed".to_string(), "schedule".to_string()));
         assert!(b.outcome.error.unwrap().contains("stopped"));
         let ids: Vec<i64> = recent(&pool, 10)
             .await
