@@ -413,7 +413,7 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
         message_id: format!("{}@{}", uuid::Uuid::now_v7(), mailer.domain()),
         thread: "[]".into(),
         recipients: serde_json::to_string(&c.raw.alerts.to).unwrap_or_default(),
-        state: "pending".into(),
+        state: crate::store::alerts::MailState::Pending,
         attempts: 0,
         next_attempt: now,
         last_error: None,

@@ -207,7 +207,7 @@ mod tests {
             message_id: "m3@example.org".into(),
             thread: serde_json::to_string(thread).unwrap(),
             recipients: r#"["ops@example.org"]"#.into(),
-            state: "pending".into(),
+            state: crate::store::alerts::MailState::Pending,
             attempts: 0,
             next_attempt: 0,
             last_error: None,

@@ -29,7 +29,7 @@ use super::compose::{compose, Context};
 use super::mail::Mailer;
 use super::rules::{from_event, Rules, Silence, Timing};
 use crate::monitor::events::Event;
-use crate::store::alerts::{self as outbox, NewMail};
+use crate::store::alerts::{self as outbox, MailState, NewMail};
 use crate::store::StoreError;
 /// Re-exported: the clock moved to `crate::time`; `daemon` names it here.
 pub use crate::time::Clock;
@@ -163,9 +163,9 @@ pub async fn flush(
         let counted = outbox::counted_since(pool, now - 3_600_000).await?;
         let state = if counted >= settings.max_per_hour {
             tracing::warn!(subject = %m.subject, max_per_hour = settings.max_per_hour, "alert mail held: the hourly cap is reached");
-            "held"
+            MailState::Held
         } else {
-            "pending"
+            MailState::Pending
         };
         let alerts: Vec<&super::rules::Alert> = n.firing.iter().chain(&n.resolved).collect();
         let row = NewMail {
@@ -181,7 +181,7 @@ pub async fn flush(
             state,
         };
         let id = outbox::insert(pool, &row, now).await?;
-        tracing::info!(id, subject = %m.subject, state, "alert notification stored");
+        tracing::info!(id, subject = %m.subject, state = state.as_str(), "alert notification stored");
         next.sent(&n.group, &message_id);
     }
     *rules = next;
@@ -279,7 +279,7 @@ pub async fn send_due(
             thread: Vec::new(),
             recipients: settings.recipients.clone(),
             alerts: serde_json::Value::Array(Vec::new()),
-            state: "pending",
+            state: MailState::Pending,
         };
         outbox::insert(pool, &row, now).await?;
         let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
@@ -357,12 +357,12 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let states: Vec<String> = outbox::recent(&pool, 10)
+        let states: Vec<&str> = outbox::recent(&pool, 10)
             .await
             .unwrap()
             .into_iter()
             .rev()
-            .map(|m| m.state)
+            .map(|m| m.state.as_str())
             .collect();
         assert_eq!(states, vec!["pending", "pending", "held", "held"]);
         // Within the hour: the two are sent, the held ones wait.
@@ -375,7 +375,7 @@ mod tests {
         let rows = outbox::recent(&pool, 10).await.unwrap();
         let summary = &rows[0];
         assert_eq!(summary.kind, "summary");
-        assert_eq!(summary.state, "sent");
+        assert_eq!(summary.state, MailState::Sent);
         assert!(
             summary.body_text.contains("dataset drift")
                 && summary.body_text.contains("concept drift")
@@ -411,7 +411,7 @@ mod tests {
             thread: vec![],
             recipients: vec!["ops@example.org".into()],
             alerts: serde_json::json!([]),
-            state: "pending",
+            state: MailState::Pending,
         };
         let s = settings(20);
         let mut now = 1_000_000_000;

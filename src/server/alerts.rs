@@ -14,6 +14,7 @@ use super::body::{JsonBody, PathParam};
 use super::error::ApiError;
 use super::AppState;
 use crate::app::alerts::NewSilence;
+use crate::store::alerts::MailState;
 
 pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let rows = state.app.alerts().recent().await?;
@@ -30,7 +31,7 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
                 "message_id": m.message_id,
                 "state": m.state,
                 "attempts": m.attempts,
-                "next_attempt": (m.state == "pending").then(|| crate::time::rfc3339(m.next_attempt)),
+                "next_attempt": (m.state == MailState::Pending).then(|| crate::time::rfc3339(m.next_attempt)),
                 "last_error": m.last_error,
                 "sent_at": m.sent_at.map(crate::time::rfc3339),
             })

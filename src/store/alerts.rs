@@ -8,6 +8,34 @@ use sqlx::SqlitePool;
 
 use super::StoreError;
 
+/// Where a notification stands; stored and answered as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum MailState {
+    /// Waiting for its first or next attempt.
+    Pending,
+    Sent,
+    /// Refused for good (see `last_error`).
+    Failed,
+    /// Over `alerts.max_per_hour`: waits for a summary mail.
+    Held,
+    /// Named in a summary mail instead of being sent.
+    Summarized,
+}
+
+impl MailState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailState::Pending => "pending",
+            MailState::Sent => "sent",
+            MailState::Failed => "failed",
+            MailState::Held => "held",
+            MailState::Summarized => "summarized",
+        }
+    }
+}
+
 /// A notification to store.
 #[derive(Debug, Clone)]
 pub struct NewMail {
@@ -22,8 +50,8 @@ pub struct NewMail {
     pub recipients: Vec<String>,
     /// The alerts the mail is about (JSON array).
     pub alerts: serde_json::Value,
-    /// `pending` or `held`.
-    pub state: &'static str,
+    /// `Pending` or `Held`.
+    pub state: MailState,
 }
 
 /// A stored notification.
@@ -39,7 +67,7 @@ pub struct Mail {
     pub message_id: String,
     pub thread: String,
     pub recipients: String,
-    pub state: String,
+    pub state: MailState,
     pub attempts: i64,
     pub next_attempt: i64,
     pub last_error: Option<String>,
@@ -124,8 +152,8 @@ pub async fn mark_failed_attempt(
     next: Option<i64>,
 ) -> Result<(), StoreError> {
     let (state, next) = match next {
-        Some(t) => ("pending", t),
-        None => ("failed", 0),
+        Some(t) => (MailState::Pending, t),
+        None => (MailState::Failed, 0),
     };
     sqlx::query(
         "UPDATE alerts SET state = ?, attempts = attempts + 1, last_error = ?, \

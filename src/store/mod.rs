@@ -185,21 +185,25 @@ mod retention_tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = open(&dir.path().join("r.db")).await.unwrap();
         let old = crate::time::now_millis() - 3 * 86_400_000;
-        let mail = |state: &'static str| alerts::NewMail {
+        let mail = |state: alerts::MailState| alerts::NewMail {
             group_key: "g".into(),
             kind: "firing".into(),
-            subject: state.into(),
+            subject: state.as_str().into(),
             body_text: String::new(),
             body_html: String::new(),
-            message_id: format!("{state}@x"),
+            message_id: format!("{}@x", state.as_str()),
             thread: vec![],
             recipients: vec![],
             alerts: serde_json::json!([]),
             state,
         };
-        let sent = alerts::insert(&pool, &mail("pending"), old).await.unwrap();
+        let sent = alerts::insert(&pool, &mail(alerts::MailState::Pending), old)
+            .await
+            .unwrap();
         alerts::mark_sent(&pool, sent, old).await.unwrap();
-        alerts::insert(&pool, &mail("pending"), old).await.unwrap();
+        alerts::insert(&pool, &mail(alerts::MailState::Pending), old)
+            .await
+            .unwrap();
         drift::insert(
             &pool,
             &drift::ReportRow {
@@ -214,13 +218,13 @@ mod retention_tests {
         .await
         .unwrap();
         apply_retention(&pool, 1).await.unwrap();
-        let left: Vec<String> = alerts::recent(&pool, 10)
+        let left: Vec<alerts::MailState> = alerts::recent(&pool, 10)
             .await
             .unwrap()
             .into_iter()
             .map(|m| m.state)
             .collect();
-        assert_eq!(left, vec!["pending"]);
+        assert_eq!(left, vec![alerts::MailState::Pending]);
         assert_eq!(drift::latest(&pool).await.unwrap(), None);
     }
 }
