@@ -387,6 +387,7 @@ fn bench_router(c: &mut Criterion) {
         steward::server::Limits {
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
+            access_log: false,
         },
     );
     let app_for_drain = app;

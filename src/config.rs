@@ -185,6 +185,7 @@ section!(
     LogConfig {
         format: String = "auto".into(),
         level: String = "info".into(),
+        access: bool = false,
     }
 );
 

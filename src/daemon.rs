@@ -65,6 +65,7 @@ pub async fn run(
     let limits = Limits {
         max_body_bytes: config.raw.server.max_body_bytes,
         request_timeout: Duration::from_millis(config.raw.server.request_timeout_ms),
+        access_log: config.raw.log.access,
     };
     let router = server::router(state, limits);
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,6 +1,11 @@
-//! Log output: human-readable on a terminal, JSON under systemd (journald keeps the
-//! fields) or when `log.format = "json"`. The level filter can be changed at run
-//! time (SIGHUP re-reads `log.level`).
+//! Log output: human-readable on a terminal; under systemd (`JOURNAL_STREAM` set,
+//! `log.format = "auto"`) straight to journald through its native protocol
+//! (`tracing-journald`), so that levels become journal priorities (`journalctl -u
+//! steward -p warning` shows the warnings and errors) and fields stay fields
+//! (`journalctl -o verbose` shows `F_VERSION=...`, `TARGET=...`); JSON on stderr
+//! with `log.format = "json"`, or under systemd when the journal socket cannot be
+//! opened. The level filter can be changed at run time (SIGHUP re-reads
+//! `log.level`).
 
 use std::io::IsTerminal;
 
@@ -21,10 +26,13 @@ impl LevelHandle {
     }
 }
 
-/// Whether `Auto` means JSON here: stderr is connected to the journal.
+/// Whether `Auto` means the journal here: stderr is connected to it.
 fn under_systemd() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
 }
+
+/// The `SYSLOG_IDENTIFIER` of the daemon's journal entries.
+pub const IDENTIFIER: &str = "steward";
 
 /// Installs the global subscriber writing to stderr. `RUST_LOG`, when set, takes
 /// precedence over `level`.
@@ -35,29 +43,38 @@ pub fn init(format: LogFormat, level: &str) -> LevelHandle {
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Human => false,
-        LogFormat::Auto => under_systemd(),
+    let journal = match format {
+        LogFormat::Auto if under_systemd() => match tracing_journald::layer() {
+            Ok(layer) => Some(layer.with_syslog_identifier(IDENTIFIER.to_string())),
+            Err(e) => {
+                eprintln!("steward: cannot open the journal socket ({e}); logging JSON to stderr");
+                None
+            }
+        },
+        _ => None,
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    };
+    let json = journal.is_none()
+        && match format {
+            LogFormat::Json => true,
+            LogFormat::Human => false,
+            LogFormat::Auto => under_systemd(),
+        };
+    let stderr_json = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let stderr_human = (journal.is_none() && !json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(journal)
+        .with(stderr_json)
+        .with(stderr_human)
+        .try_init();
     // A subscriber already installed (tests) is fine: keep it.
     let _ = result;
     LevelHandle(handle)

@@ -459,3 +459,63 @@ async fn model_card_registry_health_and_metrics() {
     let needle = format!("steward_model_form{{form=\"{form}\"}} 1\n");
     assert!(m.contains(&needle), "missing {needle:?} in\n{m}");
 }
+
+/// Every answer carries `x-request-id`: the client's when it is usable, else a
+/// new UUID; with `log.access` the request's log line has the same id, its
+/// route and its status.
+#[tokio::test]
+async fn every_answer_has_a_request_id_and_the_access_log_names_it() {
+    let d = Daemon::start_with_env("", &[("STEWARD_LOG__ACCESS", "true")]);
+    let c = client();
+    let predict = |id: Option<&str>| {
+        let mut r = c
+            .post(format!("{}/v1/predict", d.url))
+            .json(&json!({"features": penguin()}));
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.send()
+    };
+    let given = predict(Some("order-4711/attempt-2")).await.unwrap();
+    assert_eq!(given.status().as_u16(), 200);
+    assert_eq!(given.headers()["x-request-id"], "order-4711/attempt-2");
+    let made = predict(None).await.unwrap();
+    let made_id = made.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&made_id).is_ok(), "{made_id}");
+    for unusable in ["has space", &"x".repeat(129)] {
+        let r = predict(Some(unusable)).await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "{unusable:?} became {id}"
+        );
+    }
+    // Errors have one too.
+    let r = c.get(format!("{}/v1/nothing", d.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.headers().contains_key("x-request-id"));
+
+    let (status, _, log) = d.stop();
+    assert!(status.success());
+    let access: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "steward::access")
+        .collect();
+    let line = |id: &str| {
+        access
+            .iter()
+            .find(|v| v["fields"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id}: {access:?}"))
+            .clone()
+    };
+    let given = line("order-4711/attempt-2");
+    assert_eq!(given["fields"]["route"], "/v1/predict");
+    assert_eq!(given["fields"]["method"], "POST");
+    assert_eq!(given["fields"]["status"], 200);
+    assert!(given["fields"]["duration_us"].is_u64());
+    assert_eq!(line(&made_id)["fields"]["status"], 200);
+    assert!(access
+        .iter()
+        .any(|v| v["fields"]["route"] == "unmatched" && v["fields"]["status"] == 404));
+}

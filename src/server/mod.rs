@@ -51,11 +51,13 @@ impl AppState {
     }
 }
 
-/// Limits fixed at start-up.
+/// Limits and switches fixed at start-up.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// `log.access`: one log line per request.
+    pub access_log: bool,
 }
 
 /// Builds the app.
@@ -87,7 +89,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn_with_state(
-                    (state.clone(), limits.max_body_bytes),
+                    (state.clone(), limits),
                     observe,
                 ))
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -114,20 +116,26 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The edge of every request: counts and times it by matched route and status,
-/// and refuses a body whose declared length is over `server.max_body_bytes`
-/// before any of it is read (a client that sent `Expect: 100-continue` gets the
-/// 413 instead of `100 Continue`, which hyper sends once the body is read). One
-/// middleware for both: each `from_fn` layer costs a boxed future per request.
+/// The edge of every request: counts and times it by matched route and status;
+/// gives it a request id (the client's `x-request-id`, or a new UUID), returned
+/// in the answer's `x-request-id` and written on the access log line
+/// (`log.access`); and refuses a body whose declared length is over
+/// `server.max_body_bytes` before any of it is read (a client that sent
+/// `Expect: 100-continue` gets the 413 instead of `100 Continue`, which hyper
+/// sends once the body is read). One middleware for all three: each `from_fn`
+/// layer costs a boxed future per request.
 async fn observe(
-    State((state, max_body)): State<(AppState, usize)>,
+    State((state, limits)): State<(AppState, Limits)>,
     req: Request,
     next: Next,
 ) -> Response {
     let start = Instant::now();
+    let max_body = limits.max_body_bytes;
     // MatchedPath is an Arc<str>: cloning it does not allocate.
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let response = if declared_length(&req).is_some_and(|n| n > max_body as u64) {
+    let request_id = request_id(&req);
+    let method = limits.access_log.then(|| req.method().clone());
+    let mut response = if declared_length(&req).is_some_and(|n| n > max_body as u64) {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -138,10 +146,41 @@ async fn observe(
         next.run(req).await
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    state
-        .metrics
-        .observe(route, response.status().as_u16(), start.elapsed());
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.observe(route, status, elapsed);
+    if let Some(method) = method {
+        tracing::info!(
+            target: "steward::access",
+            request_id = %request_id.to_str().unwrap_or_default(),
+            %method,
+            route,
+            status,
+            duration_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
+    response.headers_mut().insert(REQUEST_ID, request_id);
     response
+}
+
+const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The client's `x-request-id` when it is 1 to 128 visible ASCII characters;
+/// else a new UUID (v7: ordered by time).
+fn request_id(req: &Request) -> header::HeaderValue {
+    req.headers()
+        .get(&REQUEST_ID)
+        .filter(|v| {
+            let b = v.as_bytes();
+            (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+            header::HeaderValue::from_str(id).unwrap_or(header::HeaderValue::from_static("-"))
+        })
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
