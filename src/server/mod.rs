@@ -35,17 +35,19 @@ use error::ApiError;
 use metrics::Metrics;
 
 /// What every handler can reach: the services, and the HTTP layer's own
-/// counters.
+/// counters. Cloned for every request (by each middleware and the handler's
+/// `State`), so both sit behind one `Arc` each: a clone is two reference
+/// counts, not one for every part of every service.
 #[derive(Clone)]
 pub struct AppState {
-    pub app: App,
+    pub app: Arc<App>,
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     pub fn new(app: App) -> AppState {
         AppState {
-            app,
+            app: Arc::new(app),
             metrics: Arc::default(),
         }
     }
