@@ -462,6 +462,9 @@ impl RawConfig {
         bad: &impl Fn(&str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let t = &self.training;
+        if t.folds < 2 {
+            return Err(bad("training.folds", format!("{} is below 2", t.folds)));
+        }
         crate::scheduler::Cron::parse(&t.schedule)
             .map_err(|e| bad("training.schedule", e.to_string()))?;
         positive(bad, "training.min_rows", t.min_rows as u64)?;
@@ -523,226 +526,179 @@ impl RawConfig {
         Ok(())
     }
 
-    /// Checks every value that the types alone do not constrain.
+    /// Checks every value that the types alone do not constrain, section by
+    /// section; the first error names its key.
     pub fn validate(self, source: &str) -> Result<Config, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Value {
             path: source.to_string(),
             key: key.to_string(),
             message,
         };
-        let listen: SocketAddr = self.server.listen.parse().map_err(|_| {
-            bad(
-                "server.listen",
-                format!(
-                    "`{}` is not an address like 127.0.0.1:8080",
-                    self.server.listen
-                ),
-            )
-        })?;
-        positive(&bad, "server.max_batch", self.server.max_batch as u64)?;
-        positive(
-            &bad,
-            "server.max_body_bytes",
-            self.server.max_body_bytes as u64,
-        )?;
-        positive(
-            &bad,
-            "server.request_timeout_ms",
-            self.server.request_timeout_ms,
-        )?;
-        positive(
-            &bad,
-            "server.shutdown_timeout_secs",
-            self.server.shutdown_timeout_secs,
-        )?;
-        positive(
-            &bad,
-            "server.max_connections",
-            self.server.max_connections as u64,
-        )?;
-        positive(
-            &bad,
-            "server.header_timeout_ms",
-            self.server.header_timeout_ms,
-        )?;
-        if !(1024..=1 << 20).contains(&self.server.max_header_bytes) {
-            return Err(bad(
-                "server.max_header_bytes",
-                format!("{} is outside 1024..=1048576", self.server.max_header_bytes),
-            ));
-        }
-        let database_path = database_path(&self.database.url).ok_or_else(|| {
-            bad(
-                "database.url",
-                format!(
-                    "`{}` is not a sqlite:// URL with a file path",
-                    self.database.url
-                ),
-            )
-        })?;
-        positive(
-            &bad,
-            "database.retention_days",
-            self.database.retention_days.into(),
-        )?;
-        positive(
-            &bad,
-            "database.queue_capacity",
-            self.database.queue_capacity as u64,
-        )?;
-        if !(1..=4_000).contains(&self.database.batch_rows) {
-            return Err(bad(
-                "database.batch_rows",
-                format!("{} is outside 1..=4000", self.database.batch_rows),
-            ));
-        }
-        positive(&bad, "database.flush_ms", self.database.flush_ms)?;
-        if self.model.dir.is_empty() {
-            return Err(bad("model.dir", "must not be empty".into()));
-        }
-        if self.model.label.is_empty() {
-            return Err(bad("model.label", "must not be empty".into()));
-        }
-        if self.model.initial.is_empty() && self.model.bootstrap_data.is_empty() {
-            return Err(bad(
-                "model.bootstrap_data",
-                "must be set when model.initial is empty (the daemon needs a first model)".into(),
-            ));
-        }
-        if self.training.folds < 2 {
-            return Err(bad(
-                "training.folds",
-                format!("{} is below 2", self.training.folds),
-            ));
-        }
+        let listen = self.check_server(&bad)?;
+        let database_path = self.check_database(&bad)?;
+        self.check_model(&bad)?;
         self.training_and_online(&bad)?;
-        positive(&bad, "drift.interval_secs", self.drift.interval_secs)?;
-        positive(&bad, "drift.window", self.drift.window as u64)?;
-        unit_open(&bad, "drift.alpha", self.drift.alpha)?;
-        if self.drift.correction_kind().is_none() {
-            return Err(bad(
-                "drift.correction",
-                format!(
-                    "`{}` is not \"bonferroni\", \"bh\" or \"none\"",
-                    self.drift.correction
-                ),
-            ));
-        }
-        for (key, v) in [
-            ("drift.psi_floor", self.drift.psi_floor),
-            ("drift.ks_floor", self.drift.ks_floor),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(bad(key, format!("{v} is not a number ≥ 0")));
-            }
-        }
-        if !(self.drift.dataset_share > 0.0 && self.drift.dataset_share <= 1.0) {
-            return Err(bad(
-                "drift.dataset_share",
-                format!("{} is outside (0, 1]", self.drift.dataset_share),
-            ));
-        }
-        positive(
-            &bad,
-            "drift.confirm_checks",
-            self.drift.confirm_checks.into(),
-        )?;
-        if self.drift.min_rows < 2 {
-            return Err(bad(
-                "drift.min_rows",
-                format!("{} is below 2", self.drift.min_rows),
-            ));
-        }
-        unit_open(&bad, "drift.anomaly_level", self.drift.anomaly_level)?;
+        self.check_drift(&bad)?;
         if !(0.0..1.0).contains(&self.compression.max_metric_drop) {
             return Err(bad(
                 "compression.max_metric_drop",
                 format!("{} is outside [0, 1)", self.compression.max_metric_drop),
             ));
         }
-        match self.alerts.transport.as_str() {
-            "file" | "smtp" => {}
-            other => {
-                return Err(bad(
-                    "alerts.transport",
-                    format!("`{other}` is not \"file\" or \"smtp\""),
-                ))
+        self.check_alerts(&bad)?;
+        let log_format = self.check_log(&bad)?;
+        Ok(Config {
+            raw: self,
+            source: source.to_string(),
+            listen,
+            log_format,
+            database_path,
+        })
+    }
+
+    fn check_server<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<SocketAddr, E> {
+        let s = &self.server;
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", s.listen),
+            )
+        })?;
+        for (key, v) in [
+            ("server.max_batch", s.max_batch as u64),
+            ("server.max_body_bytes", s.max_body_bytes as u64),
+            ("server.request_timeout_ms", s.request_timeout_ms),
+            ("server.shutdown_timeout_secs", s.shutdown_timeout_secs),
+            ("server.max_connections", s.max_connections as u64),
+            ("server.header_timeout_ms", s.header_timeout_ms),
+        ] {
+            positive(bad, key, v)?;
+        }
+        if !(1024..=1 << 20).contains(&s.max_header_bytes) {
+            return Err(bad(
+                "server.max_header_bytes",
+                format!("{} is outside 1024..=1048576", s.max_header_bytes),
+            ));
+        }
+        Ok(listen)
+    }
+
+    fn check_database<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<PathBuf, E> {
+        let d = &self.database;
+        let path = database_path(&d.url).ok_or_else(|| {
+            bad(
+                "database.url",
+                format!("`{}` is not a sqlite:// URL with a file path", d.url),
+            )
+        })?;
+        for (key, v) in [
+            ("database.retention_days", u64::from(d.retention_days)),
+            ("database.queue_capacity", d.queue_capacity as u64),
+            ("database.flush_ms", d.flush_ms),
+        ] {
+            positive(bad, key, v)?;
+        }
+        if !(1..=4_000).contains(&d.batch_rows) {
+            return Err(bad(
+                "database.batch_rows",
+                format!("{} is outside 1..=4000", d.batch_rows),
+            ));
+        }
+        Ok(path)
+    }
+
+    fn check_model<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
+        let m = &self.model;
+        for (key, v) in [("model.dir", &m.dir), ("model.label", &m.label)] {
+            if v.is_empty() {
+                return Err(bad(key, "must not be empty".into()));
             }
         }
-        match self.alerts.tls.as_str() {
-            "none" | "starttls" | "tls" => {}
-            other => {
-                return Err(bad(
-                    "alerts.tls",
-                    format!("`{other}` is not \"none\", \"starttls\" or \"tls\""),
-                ))
+        if m.initial.is_empty() && m.bootstrap_data.is_empty() {
+            return Err(bad(
+                "model.bootstrap_data",
+                "must be set when model.initial is empty (the daemon needs a first model)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_drift<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
+        let d = &self.drift;
+        for (key, v) in [
+            ("drift.interval_secs", d.interval_secs),
+            ("drift.window", d.window as u64),
+            ("drift.confirm_checks", u64::from(d.confirm_checks)),
+        ] {
+            positive(bad, key, v)?;
+        }
+        unit_open(bad, "drift.alpha", d.alpha)?;
+        unit_open(bad, "drift.anomaly_level", d.anomaly_level)?;
+        if d.correction_kind().is_none() {
+            return Err(bad(
+                "drift.correction",
+                format!(
+                    "`{}` is not \"bonferroni\", \"bh\" or \"none\"",
+                    d.correction
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("drift.psi_floor", d.psi_floor),
+            ("drift.ks_floor", d.ks_floor),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(key, format!("{v} is not a number ≥ 0")));
             }
         }
-        if self.alerts.transport == "smtp" && self.alerts.to.is_empty() {
+        if !(d.dataset_share > 0.0 && d.dataset_share <= 1.0) {
+            return Err(bad(
+                "drift.dataset_share",
+                format!("{} is outside (0, 1]", d.dataset_share),
+            ));
+        }
+        if d.min_rows < 2 {
+            return Err(bad("drift.min_rows", format!("{} is below 2", d.min_rows)));
+        }
+        Ok(())
+    }
+
+    fn check_alerts<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
+        let a = &self.alerts;
+        one_of(bad, "alerts.transport", &a.transport, &["file", "smtp"])?;
+        one_of(bad, "alerts.tls", &a.tls, &["none", "starttls", "tls"])?;
+        if a.transport == "smtp" && a.to.is_empty() {
             return Err(bad(
                 "alerts.to",
                 "is empty: the smtp transport needs at least one recipient".into(),
             ));
         }
-        if self
-            .alerts
-            .from
-            .parse::<lettre::message::Mailbox>()
-            .is_err()
-        {
-            return Err(bad(
-                "alerts.from",
-                format!("`{}` is not an email address", self.alerts.from),
-            ));
-        }
-        positive(
-            &bad,
-            "alerts.group_interval_secs",
-            self.alerts.group_interval_secs,
-        )?;
-        positive(
-            &bad,
-            "alerts.repeat_interval_secs",
-            self.alerts.repeat_interval_secs,
-        )?;
-        positive(&bad, "alerts.max_per_hour", self.alerts.max_per_hour.into())?;
-        positive(
-            &bad,
-            "alerts.connect_timeout_secs",
-            self.alerts.connect_timeout_secs,
-        )?;
-        positive(
-            &bad,
-            "alerts.send_timeout_secs",
-            self.alerts.send_timeout_secs,
-        )?;
-        positive(
-            &bad,
-            "alerts.retry_initial_ms",
-            self.alerts.retry_initial_ms,
-        )?;
-        positive(&bad, "alerts.retry_max_secs", self.alerts.retry_max_secs)?;
-        for (i, addr) in self.alerts.to.iter().enumerate() {
+        let addresses = std::iter::once(("alerts.from".to_string(), &a.from)).chain(
+            a.to.iter()
+                .enumerate()
+                .map(|(i, addr)| (format!("alerts.to[{i}]"), addr)),
+        );
+        for (key, addr) in addresses {
             if !looks_like_address(addr) || addr.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(bad(
-                    &format!("alerts.to[{i}]"),
-                    format!("`{addr}` is not an email address"),
-                ));
+                return Err(bad(&key, format!("`{addr}` is not an email address")));
             }
         }
-        if !looks_like_address(&self.alerts.from) {
-            return Err(bad(
-                "alerts.from",
-                format!("`{}` is not an email address", self.alerts.from),
-            ));
+        for (key, v) in [
+            ("alerts.group_interval_secs", a.group_interval_secs),
+            ("alerts.repeat_interval_secs", a.repeat_interval_secs),
+            ("alerts.max_per_hour", u64::from(a.max_per_hour)),
+            ("alerts.connect_timeout_secs", a.connect_timeout_secs),
+            ("alerts.send_timeout_secs", a.send_timeout_secs),
+            ("alerts.retry_initial_ms", a.retry_initial_ms),
+            ("alerts.retry_max_secs", a.retry_max_secs),
+        ] {
+            positive(bad, key, v)?;
         }
-        if self.alerts.transport == "smtp" && self.alerts.to.is_empty() {
-            return Err(bad(
-                "alerts.to",
-                "the smtp transport needs at least one recipient".into(),
-            ));
-        }
-        let log_format = match self.log.format.as_str() {
+        Ok(())
+    }
+
+    fn check_log<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<LogFormat, E> {
+        let format = match self.log.format.as_str() {
             "auto" => LogFormat::Auto,
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -762,14 +718,27 @@ impl RawConfig {
                 ),
             ));
         }
-        Ok(Config {
-            raw: self,
-            source: source.to_string(),
-            listen,
-            log_format,
-            database_path,
-        })
+        Ok(format)
     }
+}
+
+/// `value` must be one of `allowed`.
+fn one_of<E>(
+    bad: &impl Fn(&str, String) -> E,
+    key: &str,
+    value: &str,
+    allowed: &[&str],
+) -> Result<(), E> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+    let list = match list.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(bad(key, format!("`{value}` is not {list}")))
 }
 
 fn positive<E>(bad: &impl Fn(&str, String) -> E, key: &str, v: u64) -> Result<(), E> {
@@ -850,6 +819,149 @@ mod tests {
                 .starts_with("f.toml:2:13: server.max_batch: invalid type"),
             "{err}"
         );
+    }
+
+    /// Each check of `validate`, one bad value at a time: the error names the
+    /// key and says what is wrong with the value.
+    #[test]
+    fn every_bad_value_names_its_key_and_the_problem() {
+        let cases = [
+            (
+                "[server]\nlisten = \"localhost\"",
+                "server.listen",
+                "not an address",
+            ),
+            (
+                "[server]\nmax_batch = 0",
+                "server.max_batch",
+                "greater than 0",
+            ),
+            (
+                "[server]\nmax_connections = 0",
+                "server.max_connections",
+                "greater than 0",
+            ),
+            (
+                "[server]\nheader_timeout_ms = 0",
+                "server.header_timeout_ms",
+                "greater than 0",
+            ),
+            (
+                "[server]\nmax_header_bytes = 100",
+                "server.max_header_bytes",
+                "outside 1024..=1048576",
+            ),
+            (
+                "[database]\nurl = \"postgres://x\"",
+                "database.url",
+                "not a sqlite:// URL",
+            ),
+            (
+                "[database]\nretention_days = 0",
+                "database.retention_days",
+                "greater than 0",
+            ),
+            (
+                "[database]\nbatch_rows = 5000",
+                "database.batch_rows",
+                "outside 1..=4000",
+            ),
+            (
+                "[database]\nflush_ms = 0",
+                "database.flush_ms",
+                "greater than 0",
+            ),
+            ("[model]\ndir = \"\"", "model.dir", "must not be empty"),
+            ("[model]\nlabel = \"\"", "model.label", "must not be empty"),
+            (
+                "[model]\nbootstrap_data = \"\"",
+                "model.bootstrap_data",
+                "must be set",
+            ),
+            ("[training]\nfolds = 1", "training.folds", "below 2"),
+            ("[drift]\nwindow = 0", "drift.window", "greater than 0"),
+            (
+                "[drift]\nconfirm_checks = 0",
+                "drift.confirm_checks",
+                "greater than 0",
+            ),
+            (
+                "[drift]\nanomaly_level = 1.0",
+                "drift.anomaly_level",
+                "outside (0, 1)",
+            ),
+            (
+                "[drift]\ncorrection = \"holm\"",
+                "drift.correction",
+                "\"bonferroni\", \"bh\" or \"none\"",
+            ),
+            (
+                "[drift]\npsi_floor = -1.0",
+                "drift.psi_floor",
+                "not a number ≥ 0",
+            ),
+            (
+                "[drift]\ndataset_share = 0.0",
+                "drift.dataset_share",
+                "outside (0, 1]",
+            ),
+            ("[drift]\nmin_rows = 1", "drift.min_rows", "below 2"),
+            (
+                "[compression]\nmax_metric_drop = 1.0",
+                "compression.max_metric_drop",
+                "outside [0, 1)",
+            ),
+            (
+                "[alerts]\ntransport = \"pigeon\"",
+                "alerts.transport",
+                "`pigeon` is not \"file\" or \"smtp\"",
+            ),
+            (
+                "[alerts]\ntls = \"ssl\"",
+                "alerts.tls",
+                "`ssl` is not \"none\", \"starttls\" or \"tls\"",
+            ),
+            (
+                "[alerts]\nfrom = \"steward\"",
+                "alerts.from",
+                "not an email address",
+            ),
+            (
+                "[alerts]\nto = [\"a@b.c\", \"x y@z\"]",
+                "alerts.to[1]",
+                "not an email address",
+            ),
+            (
+                "[alerts]\nmax_per_hour = 0",
+                "alerts.max_per_hour",
+                "greater than 0",
+            ),
+            (
+                "[alerts]\nretry_max_secs = 0",
+                "alerts.retry_max_secs",
+                "greater than 0",
+            ),
+            (
+                "[log]\nformat = \"xml\"",
+                "log.format",
+                "not \"auto\", \"human\" or \"json\"",
+            ),
+            (
+                "[log]\nlevel = \"steward=loudest\"",
+                "log.level",
+                "not a level or filter",
+            ),
+        ];
+        for (text, key, problem) in cases {
+            let err = Config::from_parts("f.toml", &format!("{text}\n"), &[])
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.starts_with(&format!("f.toml: key `{key}`: ")),
+                "{text}: {err}"
+            );
+            assert!(err.contains(problem), "{text}: {err}");
+        }
     }
 
     /// A type error keeps its key and position when environment overrides are
