@@ -143,7 +143,7 @@ section!(
         interval_secs: u64 = 60,
         window: usize = 5_000,
         alpha: f64 = 0.05,
-        correction: String = "bonferroni".into(),
+        correction: crate::stats::Correction = crate::stats::Correction::Bonferroni,
         psi_floor: f64 = 0.1,
         ks_floor: f64 = 0.05,
         dataset_share: f64 = 0.5,
@@ -156,11 +156,11 @@ section!(
 section!(
     /// `[alerts]`: the mail transport and notification timing.
     AlertsConfig {
-        transport: String = "file".into(),
+        transport: Transport = Transport::File,
         dir: String = "data/outbox".into(),
         smtp_host: String = "localhost".into(),
         smtp_port: u16 = 587,
-        tls: String = "starttls".into(),
+        tls: Tls = Tls::Starttls,
         username: String = String::new(),
         password_env: String = "STEWARD_SMTP_PASSWORD".into(),
         password_file: String = String::new(),
@@ -183,7 +183,7 @@ section!(
 section!(
     /// `[log]`: the daemon's own log output.
     LogConfig {
-        format: String = "auto".into(),
+        format: LogFormat = LogFormat::Auto,
         level: String = "info".into(),
         access: bool = false,
     }
@@ -204,21 +204,40 @@ section!(
     }
 );
 
-impl DriftConfig {
-    /// `drift.correction` as the enum, `None` when it names no correction.
-    pub fn correction_kind(&self) -> Option<crate::stats::Correction> {
-        use crate::stats::Correction;
-        match self.correction.as_str() {
-            "bonferroni" => Some(Correction::Bonferroni),
-            "bh" => Some(Correction::BenjaminiHochberg),
-            "none" => Some(Correction::None),
-            _ => None,
-        }
+/// `alerts.transport`: where alert mail goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// An `.eml` file per mail in `alerts.dir`.
+    File,
+    /// SMTP to `alerts.smtp_host`.
+    Smtp,
+}
+
+/// `alerts.tls`: how the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// Plain text (a relay on the same host).
+    None,
+    /// Plain text upgraded with STARTTLS (port 587), required.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+impl std::fmt::Display for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tls::None => "none",
+            Tls::Starttls => "starttls",
+            Tls::Tls => "tls",
+        })
     }
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human format on a terminal, JSON under systemd (`JOURNAL_STREAM` set).
@@ -634,15 +653,6 @@ impl RawConfig {
         }
         unit_open(bad, "drift.alpha", d.alpha)?;
         unit_open(bad, "drift.anomaly_level", d.anomaly_level)?;
-        if d.correction_kind().is_none() {
-            return Err(bad(
-                "drift.correction",
-                format!(
-                    "`{}` is not \"bonferroni\", \"bh\" or \"none\"",
-                    d.correction
-                ),
-            ));
-        }
         for (key, v) in [
             ("drift.psi_floor", d.psi_floor),
             ("drift.ks_floor", d.ks_floor),
@@ -665,9 +675,7 @@ impl RawConfig {
 
     fn check_alerts<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
         let a = &self.alerts;
-        one_of(bad, "alerts.transport", &a.transport, &["file", "smtp"])?;
-        one_of(bad, "alerts.tls", &a.tls, &["none", "starttls", "tls"])?;
-        if a.transport == "smtp" && a.to.is_empty() {
+        if a.transport == Transport::Smtp && a.to.is_empty() {
             return Err(bad(
                 "alerts.to",
                 "is empty: the smtp transport needs at least one recipient".into(),
@@ -698,17 +706,6 @@ impl RawConfig {
     }
 
     fn check_log<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<LogFormat, E> {
-        let format = match self.log.format.as_str() {
-            "auto" => LogFormat::Auto,
-            "human" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(bad(
-                    "log.format",
-                    format!("`{other}` is not \"auto\", \"human\" or \"json\""),
-                ))
-            }
-        };
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad(
                 "log.level",
@@ -718,27 +715,8 @@ impl RawConfig {
                 ),
             ));
         }
-        Ok(format)
+        Ok(self.log.format)
     }
-}
-
-/// `value` must be one of `allowed`.
-fn one_of<E>(
-    bad: &impl Fn(&str, String) -> E,
-    key: &str,
-    value: &str,
-    allowed: &[&str],
-) -> Result<(), E> {
-    if allowed.contains(&value) {
-        return Ok(());
-    }
-    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
-    let list = match list.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    Err(bad(key, format!("`{value}` is not {list}")))
 }
 
 fn positive<E>(bad: &impl Fn(&str, String) -> E, key: &str, v: u64) -> Result<(), E> {
@@ -891,11 +869,6 @@ mod tests {
                 "outside (0, 1)",
             ),
             (
-                "[drift]\ncorrection = \"holm\"",
-                "drift.correction",
-                "\"bonferroni\", \"bh\" or \"none\"",
-            ),
-            (
                 "[drift]\npsi_floor = -1.0",
                 "drift.psi_floor",
                 "not a number ≥ 0",
@@ -910,16 +883,6 @@ mod tests {
                 "[compression]\nmax_metric_drop = 1.0",
                 "compression.max_metric_drop",
                 "outside [0, 1)",
-            ),
-            (
-                "[alerts]\ntransport = \"pigeon\"",
-                "alerts.transport",
-                "`pigeon` is not \"file\" or \"smtp\"",
-            ),
-            (
-                "[alerts]\ntls = \"ssl\"",
-                "alerts.tls",
-                "`ssl` is not \"none\", \"starttls\" or \"tls\"",
             ),
             (
                 "[alerts]\nfrom = \"steward\"",
@@ -942,11 +905,6 @@ mod tests {
                 "greater than 0",
             ),
             (
-                "[log]\nformat = \"xml\"",
-                "log.format",
-                "not \"auto\", \"human\" or \"json\"",
-            ),
-            (
                 "[log]\nlevel = \"steward=loudest\"",
                 "log.level",
                 "not a level or filter",
@@ -962,6 +920,42 @@ mod tests {
             );
             assert!(err.contains(problem), "{text}: {err}");
         }
+    }
+
+    /// The settings with a fixed set of names are enums: a wrong name is a
+    /// type error with its line, column and the names allowed.
+    #[test]
+    fn a_name_outside_a_fixed_set_is_refused_where_it_stands() {
+        let cases = [
+            ("[drift]\ncorrection = \"holm\"", "f.toml:2:14: drift.correction: unknown variant `holm`, expected one of `bonferroni`, `bh`, `none`"),
+            ("[alerts]\ntransport = \"pigeon\"", "f.toml:2:13: alerts.transport: unknown variant `pigeon`, expected `file` or `smtp`"),
+            ("[alerts]\ntls = \"ssl\"", "f.toml:2:7: alerts.tls: unknown variant `ssl`, expected one of `none`, `starttls`, `tls`"),
+            ("[log]\nformat = \"xml\"", "f.toml:2:10: log.format: unknown variant `xml`, expected one of `auto`, `human`, `json`"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_parts("f.toml", &format!("{text}\n"), &[])
+                .expect_err(text)
+                .to_string();
+            assert!(err.starts_with(expected), "{text}: {err}");
+        }
+        let c = Config::from_parts(
+            "f.toml",
+            "[alerts]\ntransport = \"smtp\"\ntls = \"tls\"\nto = [\"a@b.c\"]\n[drift]\ncorrection = \"bh\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.raw.alerts.transport,
+                c.raw.alerts.tls,
+                c.raw.drift.correction
+            ),
+            (
+                Transport::Smtp,
+                Tls::Tls,
+                crate::stats::Correction::BenjaminiHochberg
+            )
+        );
     }
 
     /// A type error keeps its key and position when environment overrides are

@@ -40,7 +40,7 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
     writable_dir("database.url", db_dir)?;
     let model = &config.raw.model;
     writable_dir("model.dir", Path::new(&model.dir))?;
-    if config.raw.alerts.transport == "file" {
+    if config.raw.alerts.transport == crate::config::Transport::File {
         writable_dir("alerts.dir", Path::new(&config.raw.alerts.dir))?;
     }
     // On a first start the first model comes from these; later they are unused.

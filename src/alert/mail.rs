@@ -62,7 +62,7 @@ impl Mailer {
             .parse()
             .map_err(|e| MailError::Setup(format!("alerts.from `{}`: {e}", a.from)))?;
         let send_timeout = Duration::from_secs(a.send_timeout_secs);
-        if a.transport == "file" {
+        if a.transport == crate::config::Transport::File {
             // Created when a mail is written (building a mailer changes nothing,
             // so that `check-config` can build one).
             let dir = PathBuf::from(&a.dir);
@@ -87,10 +87,10 @@ impl Mailer {
             b.build_rustls()
                 .map_err(|e| MailError::Setup(format!("TLS for {}: {e}", a.smtp_host)))
         };
-        let tls = match a.tls.as_str() {
-            "none" => Tls::None,
-            "tls" => Tls::Wrapper(params()?),
-            _ => Tls::Required(params()?),
+        let tls = match a.tls {
+            crate::config::Tls::None => Tls::None,
+            crate::config::Tls::Tls => Tls::Wrapper(params()?),
+            crate::config::Tls::Starttls => Tls::Required(params()?),
         };
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(a.smtp_host.as_str())
             .port(a.smtp_port)

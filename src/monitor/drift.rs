@@ -38,7 +38,7 @@ impl DriftOptions {
     pub fn from_config(c: &crate::config::DriftConfig) -> DriftOptions {
         DriftOptions {
             alpha: c.alpha,
-            correction: c.correction_kind().unwrap_or(Correction::Bonferroni),
+            correction: c.correction,
             psi_floor: c.psi_floor,
             ks_floor: c.ks_floor,
             dataset_share: c.dataset_share,
