@@ -142,6 +142,29 @@ impl Feedback {
     /// transaction, answered once committed) and hands them on to the concept
     /// detectors and the online learner.
     pub async fn submit(&self, items: Vec<Label>) -> Result<Counts, FeedbackError> {
+        let rows = self.validate(&items)?;
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        let known = self.find_logged(&ids).await?;
+        let outcomes = self.committer.store(rows.clone()).await?;
+        let count = |o: LabelOutcome| outcomes.iter().filter(|x| **x == o).count();
+        let counts = Counts {
+            accepted: rows.len(),
+            replaced: count(LabelOutcome::Replaced),
+            unchanged: count(LabelOutcome::Unchanged),
+        };
+        self.stored.fetch_add(
+            (count(LabelOutcome::New) + counts.replaced) as u64,
+            Ordering::Relaxed,
+        );
+        self.unchanged
+            .fetch_add(counts.unchanged as u64, Ordering::Relaxed);
+        self.hand_on(&items, rows, &outcomes, &known);
+        Ok(counts)
+    }
+
+    /// The rows to store, or why the request is refused: empty, over
+    /// `server.max_batch`, a label of the wrong kind, or one id labelled twice.
+    fn validate(&self, items: &[Label]) -> Result<Vec<FeedbackRow>, FeedbackError> {
         if items.is_empty() {
             return Err(FeedbackError::Empty);
         }
@@ -165,46 +188,52 @@ impl Feedback {
                 label,
             });
         }
-        if let Some((first, again)) = first_duplicate(&items) {
+        if let Some((first, again)) = first_duplicate(items) {
             return Err(FeedbackError::Duplicate {
                 first,
                 again,
                 id: items[first].id.clone(),
             });
         }
-        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        let mut known = logged(&self.pool, &ids).await?;
-        let mut unknown: Vec<String> = missing(&known, &ids);
+        Ok(rows)
+    }
+
+    /// The logged predictions of `ids`, by id; those not found are looked up
+    /// again once the log queue is written, and are unknown after that.
+    async fn find_logged(&self, ids: &[&str]) -> Result<HashMap<String, Logged>, FeedbackError> {
+        let mut known = logged(&self.pool, ids).await?;
+        let mut unknown: Vec<String> = missing(&known, ids);
         if !unknown.is_empty() {
             flush_log(&self.log).await?;
             let again: Vec<&str> = unknown.iter().map(String::as_str).collect();
             known.extend(logged(&self.pool, &again).await?);
-            unknown = missing(&known, &ids);
+            unknown = missing(&known, ids);
         }
-        if let Some(first) = unknown.first() {
-            return Err(FeedbackError::Unknown {
+        match unknown.first() {
+            Some(first) => Err(FeedbackError::Unknown {
                 first: first.clone(),
                 more: unknown.len() - 1,
-            });
+            }),
+            None => Ok(known),
         }
-        let accepted = rows.len();
-        let outcomes = self.committer.store(rows.clone()).await?;
-        let count = |o: LabelOutcome| outcomes.iter().filter(|x| **x == o).count();
-        let (new, replaced, unchanged) = (
-            count(LabelOutcome::New),
-            count(LabelOutcome::Replaced),
-            count(LabelOutcome::Unchanged),
-        );
-        self.stored
-            .fetch_add((new + replaced) as u64, Ordering::Relaxed);
-        self.unchanged
-            .fetch_add(unchanged as u64, Ordering::Relaxed);
+    }
+
+    /// A new label goes to the concept detectors (each prediction counted
+    /// once); a new or replaced one, with its logged input, to the online
+    /// learner; an unchanged one nowhere.
+    fn hand_on(
+        &self,
+        items: &[Label],
+        rows: Vec<FeedbackRow>,
+        outcomes: &[LabelOutcome],
+        known: &HashMap<String, Logged>,
+    ) {
         let live = self.slot.load();
         for ((item, row), outcome) in items.iter().zip(rows).zip(outcomes) {
             let Some(p) = known.get(&item.id) else {
                 continue;
             };
-            if outcome == LabelOutcome::New {
+            if *outcome == LabelOutcome::New {
                 if let Some(outcome) = outcome_of(&live.model.meta, &p.output, &item.label) {
                     self.monitoring.labelled(Labelled {
                         model_version: p.model_version.clone(),
@@ -212,18 +241,13 @@ impl Feedback {
                     });
                 }
             }
-            if outcome != LabelOutcome::Unchanged {
+            if *outcome != LabelOutcome::Unchanged {
                 self.learning.label(LabelItem {
                     features: p.features.clone(),
                     label: row.label,
                 });
             }
         }
-        Ok(Counts {
-            accepted,
-            replaced,
-            unchanged,
-        })
     }
 }
 

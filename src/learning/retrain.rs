@@ -232,6 +232,17 @@ async fn execute(
             }
         }
     };
+    decide_and_publish(learning, settings, &live, n, candidate).await
+}
+
+/// Puts `candidate` through the gate and, if it passes, makes it live.
+async fn decide_and_publish(
+    learning: &Learning,
+    settings: &RetrainSettings,
+    live: &LiveModel,
+    rows: i64,
+    candidate: Candidate,
+) -> Finish {
     let decision = settings.gate.decide(
         candidate.metric,
         candidate.candidate_metric,
@@ -243,7 +254,7 @@ async fn execute(
         } else {
             RunState::Rejected
         },
-        rows: Some(n),
+        rows: Some(rows),
         train_rows: Some(candidate.train_rows as i64),
         holdout_rows: Some(candidate.holdout_rows as i64),
         metric: Some(candidate.metric.to_string()),

@@ -272,49 +272,13 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         let bias = read_tensor(&tensors, &format!("layers.{i}.bias"), &[out])
             .map_err(|(t, r)| tensor_err(t, r))?;
         if header.masked {
-            let tname = format!("layers.{i}.mask");
-            let bytes = read_raw(&tensors, &tname, &[out, inp], Dtype::U8)
-                .map_err(|(t, r)| tensor_err(t, r))?;
-            if let Some(k) = bytes.iter().position(|b| *b > 1) {
-                return Err(tensor_err(
-                    tname,
-                    format!("element {k} is {}, not 0 or 1", bytes[k]),
-                ));
-            }
-            if let Some(k) = bytes
-                .iter()
-                .zip(&weight)
-                .position(|(m, w)| *m == 0 && *w != 0.0)
-            {
-                return Err(tensor_err(
-                    tname,
-                    format!("element {k} prunes a weight that is not zero"),
-                ));
-            }
-            let mask = bytes.iter().map(|b| f32::from(*b)).collect();
             masks.push(
-                Array2::from_shape_vec((out, inp), mask)
-                    .map_err(|e| tensor_err(tname, e.to_string()))?,
+                read_mask(&tensors, i, [out, inp], &weight).map_err(|(t, r)| tensor_err(t, r))?,
             );
         }
         if header.quantized {
-            let qname = format!("layers.{i}.qweight");
-            let q = read_raw(&tensors, &qname, &[out, inp], Dtype::I8)
-                .map_err(|(t, r)| tensor_err(t, r))?;
-            let q: Vec<i8> = q.iter().map(|b| i8::from_le_bytes([*b])).collect();
-            if let Some(k) = q.iter().position(|v| *v == i8::MIN) {
-                return Err(tensor_err(
-                    qname,
-                    format!("element {k} is -128, outside ±127"),
-                ));
-            }
-            let scale = read_tensor(&tensors, &format!("layers.{i}.qscale"), &[out])
-                .map_err(|(t, r)| tensor_err(t, r))?;
-            let zero = read_tensor(&tensors, &format!("layers.{i}.qzero"), &[out])
-                .map_err(|(t, r)| tensor_err(t, r))?;
             quant.push(
-                QuantLayer::from_parts(inp, out, q, scale, zero, bias.clone())
-                    .map_err(|r| tensor_err(qname, r))?,
+                read_quant(&tensors, i, [out, inp], &bias).map_err(|(t, r)| tensor_err(t, r))?,
             );
         }
         let weight = Array2::from_shape_vec((out, inp), weight)
@@ -326,27 +290,11 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         expected_in = out;
     }
     let per_layer = 2 + usize::from(header.masked) + 3 * usize::from(header.quantized);
-    let expected = per_layer * layers.len();
-    if tensors.len() != expected {
-        let extra = tensors
-            .names()
-            .into_iter()
-            .find(|n| {
-                !n.starts_with("layers.")
-                    || n.split('.')
-                        .nth(1)
-                        .and_then(|i| i.parse::<usize>().ok())
-                        .is_none_or(|i| i >= layers.len())
-            })
-            .cloned()
-            .unwrap_or_default();
+    if let Some((tensor, reason)) = undescribed(&tensors, layers.len(), per_layer) {
         return Err(ArtifactError::Tensor {
             path: name.into(),
-            tensor: extra,
-            reason: format!(
-                "not described by the metadata ({} tensors, {expected} expected)",
-                tensors.len()
-            ),
+            tensor,
+            reason,
         });
     }
     let network = Network::new(layers, header.output).map_err(|e| meta_err(e.to_string()))?;
@@ -364,6 +312,80 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
     };
     model.check().map_err(meta_err)?;
     Ok(model)
+}
+
+/// Layer `i`'s pruning mask: 0 or 1 in every element, and 0 only where the
+/// weight is 0. Errors are (tensor, reason).
+fn read_mask(
+    tensors: &SafeTensors,
+    i: usize,
+    [out, inp]: [usize; 2],
+    weight: &[f32],
+) -> Result<Array2<f32>, (String, String)> {
+    let tname = format!("layers.{i}.mask");
+    let bytes = read_raw(tensors, &tname, &[out, inp], Dtype::U8)?;
+    if let Some(k) = bytes.iter().position(|b| *b > 1) {
+        return Err((tname, format!("element {k} is {}, not 0 or 1", bytes[k])));
+    }
+    if let Some(k) = bytes
+        .iter()
+        .zip(weight)
+        .position(|(m, w)| *m == 0 && *w != 0.0)
+    {
+        return Err((
+            tname,
+            format!("element {k} prunes a weight that is not zero"),
+        ));
+    }
+    let mask = bytes.iter().map(|b| f32::from(*b)).collect();
+    Array2::from_shape_vec((out, inp), mask).map_err(|e| (tname, e.to_string()))
+}
+
+/// Layer `i`'s int8 form: weights within ±127, a scale and zero point per
+/// output. Errors are (tensor, reason).
+fn read_quant(
+    tensors: &SafeTensors,
+    i: usize,
+    [out, inp]: [usize; 2],
+    bias: &[f32],
+) -> Result<QuantLayer, (String, String)> {
+    let qname = format!("layers.{i}.qweight");
+    let q = read_raw(tensors, &qname, &[out, inp], Dtype::I8)?;
+    let q: Vec<i8> = q.iter().map(|b| i8::from_le_bytes([*b])).collect();
+    if let Some(k) = q.iter().position(|v| *v == i8::MIN) {
+        return Err((qname, format!("element {k} is -128, outside ±127")));
+    }
+    let scale = read_tensor(tensors, &format!("layers.{i}.qscale"), &[out])?;
+    let zero = read_tensor(tensors, &format!("layers.{i}.qzero"), &[out])?;
+    QuantLayer::from_parts(inp, out, q, scale, zero, bias.to_vec()).map_err(|r| (qname, r))
+}
+
+/// A tensor the metadata does not describe, when the file holds more (or
+/// fewer) than `per_layer` for each of `layers`: (its name, the reason).
+fn undescribed(tensors: &SafeTensors, layers: usize, per_layer: usize) -> Option<(String, String)> {
+    let expected = per_layer * layers;
+    if tensors.len() == expected {
+        return None;
+    }
+    let extra = tensors
+        .names()
+        .into_iter()
+        .find(|n| {
+            !n.starts_with("layers.")
+                || n.split('.')
+                    .nth(1)
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_none_or(|i| i >= layers)
+        })
+        .cloned()
+        .unwrap_or_default();
+    Some((
+        extra,
+        format!(
+            "not described by the metadata ({} tensors, {expected} expected)",
+            tensors.len()
+        ),
+    ))
 }
 
 fn read_raw<'a>(
