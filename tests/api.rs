@@ -456,6 +456,8 @@ async fn model_card_registry_health_and_metrics() {
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }
+    // The version is a label, never a number: as a float "1.10" would read 1.1.
+    assert!(!m.contains("steward_model_version"), "{m}");
     let needle = format!("steward_model_form{{form=\"{form}\"}} 1\n");
     assert!(m.contains(&needle), "missing {needle:?} in\n{m}");
 }

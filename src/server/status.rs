@@ -149,14 +149,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         &format!("form=\"{}\"", live.form.form.as_str()),
         1,
     );
-    push(
-        &mut out,
-        "steward_model_version",
-        "gauge",
-        "The live model version as a number.",
-        "",
-        live.version.parse::<f64>().unwrap_or(f64::NAN),
-    );
     super::drift::render(health.monitoring(), &mut out);
     super::learning::render(health, &mut out);
     super::alerts::render(&state, &mut out).await;
