@@ -37,78 +37,94 @@ pub enum Command {
     /// would; print the effective values (secrets masked).
     CheckConfig,
     /// k-fold CV over the candidate grid, fit the winner on all rows, write the artifact.
-    Train {
-        /// Labelled CSV: a header row, the label column, every other column a feature.
-        #[arg(long)]
-        data: PathBuf,
-        /// The label column.
-        #[arg(long, default_value = "label")]
-        label: String,
-        /// Force the task instead of inferring it from the label column.
-        #[arg(long, value_enum)]
-        task: Option<TaskArg>,
-        /// Cross-validation folds.
-        #[arg(long, default_value_t = 5)]
-        folds: usize,
-        /// Seed for folds, initialisation and shuffling.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// The metric the compressed model may lose against the uncompressed one.
-        #[arg(long, default_value_t = 0.01)]
-        max_metric_drop: f64,
-        /// Keep the f32 model as trained: no pruning, no int8.
-        #[arg(long)]
-        no_compress: bool,
-        /// Where to write the artifact (default: the data file's name with
-        /// `.safetensors`, in the current directory).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// One JSON document (the report) on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Train(TrainArgs),
     /// Score a model artifact on labelled data.
-    Eval {
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        data: PathBuf,
-        /// The label column (default: the one the model was trained on).
-        #[arg(long)]
-        label: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(EvalArgs),
     /// The daemon's drift tests, offline: every column of the reference CSV against
     /// the same column of the current CSV.
-    Drift {
-        #[arg(long)]
-        reference: PathBuf,
-        #[arg(long)]
-        current: PathBuf,
-        /// Significance level for the corrected p-values.
-        #[arg(long, default_value_t = 0.05)]
-        alpha: f64,
-        /// Multiple-testing correction across features.
-        #[arg(long, value_enum, default_value = "bonferroni")]
-        correction: CorrectionArg,
-        /// Columns not to test (e.g. the label); repeat for several.
-        #[arg(long)]
-        exclude: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Drift(DriftArgs),
     /// Send one test mail through the configured alert transport and report
     /// success or the error in one line.
     NotifyTest,
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
-    Inspect {
-        #[arg(long)]
-        model: PathBuf,
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(InspectArgs),
+}
+
+/// `steward train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Labelled CSV: a header row, the label column, every other column a feature.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The label column.
+    #[arg(long, default_value = "label")]
+    pub label: String,
+    /// Force the task instead of inferring it from the label column.
+    #[arg(long, value_enum)]
+    pub task: Option<TaskArg>,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Seed for folds, initialisation and shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The metric the compressed model may lose against the uncompressed one.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_metric_drop: f64,
+    /// Keep the f32 model as trained: no pruning, no int8.
+    #[arg(long)]
+    pub no_compress: bool,
+    /// Where to write the artifact (default: the data file's name with
+    /// `.safetensors`, in the current directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// One JSON document (the report) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `steward eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The label column (default: the one the model was trained on).
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `steward drift`.
+#[derive(Debug, clap::Args)]
+pub struct DriftArgs {
+    #[arg(long)]
+    pub reference: PathBuf,
+    #[arg(long)]
+    pub current: PathBuf,
+    /// Significance level for the corrected p-values.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Multiple-testing correction across features.
+    #[arg(long, value_enum, default_value = "bonferroni")]
+    pub correction: CorrectionArg,
+    /// Columns not to test (e.g. the label); repeat for several.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `steward inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--task` values.
@@ -164,153 +180,166 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let config = cli.config;
     match cli.command {
         Command::Serve => serve(config),
-        Command::CheckConfig => {
-            let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
-            crate::preflight::check(&c).map_err(|e| Failure::Input(e.into()))?;
-            print!("{}", c.render_masked());
-            eprintln!("config ok: {}", c.source);
-            Ok(())
-        }
+        Command::CheckConfig => check_config(config),
         Command::NotifyTest => notify_test(config),
-        Command::Train {
-            data,
-            label,
-            task,
-            folds,
-            seed,
-            max_metric_drop,
-            no_compress,
-            out,
-            json,
-        } => {
-            let out = out.unwrap_or_else(|| {
-                let stem = data
-                    .file_stem()
-                    .map_or("model".into(), |s| s.to_os_string());
-                PathBuf::from(stem).with_extension("safetensors")
-            });
-            if !(0.0..=1.0).contains(&max_metric_drop) {
-                return Err(Failure::Input(anyhow::anyhow!(
-                    "--max-metric-drop {max_metric_drop}: must be between 0 and 1"
-                )));
-            }
-            let options = select::TrainOptions {
-                task: task.map(Task::from),
-                max_metric_drop: (!no_compress).then_some(max_metric_drop),
-                ..select::TrainOptions::new(&label, folds, seed)
-            };
-            let started = std::time::Instant::now();
-            let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
-            let mut trained = select::train(&table, &options).map_err(train_failure)?;
-            trained.report.model = Some(out.display().to_string());
-            artifact::save(&trained.model, &out).map_err(|e| Failure::Other(e.into()))?;
-            let report = &trained.report;
-            if json {
-                let text = serde_json::to_string(report).map_err(|e| Failure::Other(e.into()))?;
-                println!("{text}");
-            }
-            eprintln!("{}", human_train_report(report, started.elapsed()));
-            Ok(())
-        }
-        Command::Eval {
-            model,
-            data,
-            label,
-            json,
-        } => {
-            let m = load_model(&model)?;
-            let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
-            let label = label.unwrap_or_else(|| m.meta.label.clone());
-            let report = train::evaluate(&m, &table, &label).map_err(train_failure)?;
-            let mut doc = serde_json::to_value(&report).map_err(|e| Failure::Other(e.into()))?;
-            doc["model"] = model.display().to_string().into();
-            if json {
-                println!("{doc}");
-            }
-            eprintln!(
-                "{}: {} = {:.4} on {} rows of {} (label `{}`)",
-                model.display(),
-                report.metric,
-                report.value,
-                report.rows,
-                data.display(),
-                report.label
-            );
-            Ok(())
-        }
-        Command::Drift {
-            reference,
-            current,
-            alpha,
-            correction,
-            exclude,
-            json,
-        } => {
-            use crate::{monitor::drift, stats::Correction};
-            if !(alpha > 0.0 && alpha < 1.0) {
-                return Err(Failure::Input(anyhow::anyhow!(
-                    "--alpha {alpha}: must be between 0 and 1"
-                )));
-            }
-            let r = Table::read(&reference).map_err(|e| Failure::Input(e.into()))?;
-            let c = Table::read(&current).map_err(|e| Failure::Input(e.into()))?;
-            let columns =
-                drift::table_values(&r, &c, &exclude).map_err(|e| Failure::Input(e.into()))?;
-            let options = drift::DriftOptions {
-                alpha,
-                correction: match correction {
-                    CorrectionArg::Bonferroni => Correction::Bonferroni,
-                    CorrectionArg::Bh => Correction::BenjaminiHochberg,
-                    CorrectionArg::None => Correction::None,
-                },
-                ..drift::DriftOptions::default()
-            };
-            let report = drift::compare(
-                &columns.names,
-                &columns.reference,
-                &columns.current,
-                &options,
-            )
-            .map_err(|e| Failure::Input(anyhow::anyhow!("{}: {e}", reference.display())))?;
-            if json {
-                let text = serde_json::to_string(&report).map_err(|e| Failure::Other(e.into()))?;
-                println!("{text}");
-            }
-            for f in &report.features {
-                eprintln!(
-                    "{:<24} {:<11} {:<4} statistic {:>8} p {:>10} p_adj {:>10} psi {:>7} {}",
-                    f.name,
-                    f.kind,
-                    f.test,
-                    f.statistic.map_or("-".into(), |v| format!("{v:.4}")),
-                    f.p_value.map_or("-".into(), |v| format!("{v:.3e}")),
-                    f.p_adjusted.map_or("-".into(), |v| format!("{v:.3e}")),
-                    f.psi.map_or("-".into(), |v| format!("{v:.3}")),
-                    if f.drift { "DRIFT" } else { "" }
-                );
-            }
-            eprintln!(
-                "{} of {} features drift (alpha {}, {:?}); dataset drift: {}",
-                report.drifted,
-                report.features.len(),
-                report.alpha,
-                report.correction,
-                report.dataset_drift
-            );
-            Ok(())
-        }
-        Command::Inspect { model, json } => {
-            let m = load_model(&model)?;
-            let size = std::fs::metadata(&model).ok().map(|m| m.len());
-            let card = m.card(None, Some(&model.display().to_string()), size);
-            if json {
-                println!("{card}");
-            } else {
-                eprintln!("{}", human_card(&card));
-            }
-            Ok(())
-        }
+        Command::Train(args) => train_command(args),
+        Command::Eval(args) => eval_command(args),
+        Command::Drift(args) => drift_command(args),
+        Command::Inspect(args) => inspect_command(args),
     }
+}
+
+fn check_config(config: Option<PathBuf>) -> Result<(), Failure> {
+    let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
+    crate::preflight::check(&c).map_err(|e| Failure::Input(e.into()))?;
+    print!("{}", c.render_masked());
+    eprintln!("config ok: {}", c.source);
+    Ok(())
+}
+
+fn train_command(args: TrainArgs) -> Result<(), Failure> {
+    let TrainArgs {
+        data,
+        label,
+        task,
+        folds,
+        seed,
+        max_metric_drop,
+        no_compress,
+        out,
+        json,
+    } = args;
+    let out = out.unwrap_or_else(|| {
+        let stem = data
+            .file_stem()
+            .map_or("model".into(), |s| s.to_os_string());
+        PathBuf::from(stem).with_extension("safetensors")
+    });
+    if !(0.0..=1.0).contains(&max_metric_drop) {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "--max-metric-drop {max_metric_drop}: must be between 0 and 1"
+        )));
+    }
+    let options = select::TrainOptions {
+        task: task.map(Task::from),
+        max_metric_drop: (!no_compress).then_some(max_metric_drop),
+        ..select::TrainOptions::new(&label, folds, seed)
+    };
+    let started = std::time::Instant::now();
+    let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
+    let mut trained = select::train(&table, &options).map_err(train_failure)?;
+    trained.report.model = Some(out.display().to_string());
+    artifact::save(&trained.model, &out).map_err(|e| Failure::Other(e.into()))?;
+    let report = &trained.report;
+    if json {
+        let text = serde_json::to_string(report).map_err(|e| Failure::Other(e.into()))?;
+        println!("{text}");
+    }
+    eprintln!("{}", human_train_report(report, started.elapsed()));
+    Ok(())
+}
+
+fn eval_command(args: EvalArgs) -> Result<(), Failure> {
+    let EvalArgs {
+        model,
+        data,
+        label,
+        json,
+    } = args;
+    let m = load_model(&model)?;
+    let table = Table::read(&data).map_err(|e| Failure::Input(e.into()))?;
+    let label = label.unwrap_or_else(|| m.meta.label.clone());
+    let report = train::evaluate(&m, &table, &label).map_err(train_failure)?;
+    let mut doc = serde_json::to_value(&report).map_err(|e| Failure::Other(e.into()))?;
+    doc["model"] = model.display().to_string().into();
+    if json {
+        println!("{doc}");
+    }
+    eprintln!(
+        "{}: {} = {:.4} on {} rows of {} (label `{}`)",
+        model.display(),
+        report.metric,
+        report.value,
+        report.rows,
+        data.display(),
+        report.label
+    );
+    Ok(())
+}
+
+fn drift_command(args: DriftArgs) -> Result<(), Failure> {
+    let DriftArgs {
+        reference,
+        current,
+        alpha,
+        correction,
+        exclude,
+        json,
+    } = args;
+    use crate::{monitor::drift, stats::Correction};
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(Failure::Input(anyhow::anyhow!(
+            "--alpha {alpha}: must be between 0 and 1"
+        )));
+    }
+    let r = Table::read(&reference).map_err(|e| Failure::Input(e.into()))?;
+    let c = Table::read(&current).map_err(|e| Failure::Input(e.into()))?;
+    let columns = drift::table_values(&r, &c, &exclude).map_err(|e| Failure::Input(e.into()))?;
+    let options = drift::DriftOptions {
+        alpha,
+        correction: match correction {
+            CorrectionArg::Bonferroni => Correction::Bonferroni,
+            CorrectionArg::Bh => Correction::BenjaminiHochberg,
+            CorrectionArg::None => Correction::None,
+        },
+        ..drift::DriftOptions::default()
+    };
+    let report = drift::compare(
+        &columns.names,
+        &columns.reference,
+        &columns.current,
+        &options,
+    )
+    .map_err(|e| Failure::Input(anyhow::anyhow!("{}: {e}", reference.display())))?;
+    if json {
+        let text = serde_json::to_string(&report).map_err(|e| Failure::Other(e.into()))?;
+        println!("{text}");
+    }
+    for f in &report.features {
+        eprintln!(
+            "{:<24} {:<11} {:<4} statistic {:>8} p {:>10} p_adj {:>10} psi {:>7} {}",
+            f.name,
+            f.kind,
+            f.test,
+            f.statistic.map_or("-".into(), |v| format!("{v:.4}")),
+            f.p_value.map_or("-".into(), |v| format!("{v:.3e}")),
+            f.p_adjusted.map_or("-".into(), |v| format!("{v:.3e}")),
+            f.psi.map_or("-".into(), |v| format!("{v:.3}")),
+            if f.drift { "DRIFT" } else { "" }
+        );
+    }
+    eprintln!(
+        "{} of {} features drift (alpha {}, {:?}); dataset drift: {}",
+        report.drifted,
+        report.features.len(),
+        report.alpha,
+        report.correction,
+        report.dataset_drift
+    );
+    Ok(())
+}
+
+fn inspect_command(args: InspectArgs) -> Result<(), Failure> {
+    let InspectArgs { model, json } = args;
+    let m = load_model(&model)?;
+    let size = std::fs::metadata(&model).ok().map(|m| m.len());
+    let card = m.card(None, Some(&model.display().to_string()), size);
+    if json {
+        println!("{card}");
+    } else {
+        eprintln!("{}", human_card(&card));
+    }
+    Ok(())
 }
 
 fn load_model(path: &std::path::Path) -> Result<crate::model::Model, Failure> {
