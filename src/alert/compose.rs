@@ -239,71 +239,78 @@ fn describe(a: &Alert, cx: &Context) -> Vec<String> {
                 a.model_version
             ),
         ],
-        "retrain_promoted" | "retrain_rejected" | "retrain_failed" => {
-            let run = &d["run_id"];
-            let live = d["live_version"].as_str().unwrap_or("?");
-            let headline = match a.rule.as_str() {
-                "retrain_promoted" => format!(
-                    "retraining run {run} promoted its candidate as model v{}, replacing v{live}",
-                    d["candidate_version"].as_str().unwrap_or("?")
-                ),
-                "retrain_rejected" => {
-                    format!("retraining run {run}: the gate rejected the candidate and kept model v{live}")
-                }
-                _ => format!("retraining run {run} failed; model v{live} was left serving"),
-            };
-            let scores = match d["metric"].as_str() {
-                Some(name) => format!(
-                    "{name} on the held-out rows: live v{live} {}, candidate {}",
-                    metric(&d["live_metric"]),
-                    metric(&d["candidate_metric"])
-                ),
-                None => "not scored: the run ended before the gate".into(),
-            };
-            let data = match (d["rows"].as_u64(), d["holdout_rows"].as_u64()) {
-                (Some(rows), Some(held)) => {
-                    format!("data: {rows} labelled rows, the newest {held} held out for the gate")
-                }
-                (Some(rows), None) => format!("data: {rows} labelled rows"),
-                _ => "data: not read".into(),
-            };
-            vec![
-                headline,
-                format!(
-                    "trigger: {}, run {run}, ended {}",
-                    d["trigger"].as_str().unwrap_or("?"),
-                    when(&d["time"])
-                ),
-                scores,
-                data,
-                format!("reason: {}", d["reason"].as_str().unwrap_or("?")),
-                format!("run: {}/v1/retrain/{run}", cx.base_url),
-            ]
-        }
-        "online_reverted" => {
-            let (from, to) = (
-                d["from_version"].as_str().unwrap_or("?"),
-                d["to_version"].as_str().unwrap_or("?"),
-            );
-            vec![
-                format!("the online guard went back from v{from} to v{to}"),
-                format!(
-                    "{} over the last {} labels: online v{from} {}, v{to} {} (margin {})",
-                    d["metric"].as_str().unwrap_or("metric"),
-                    d["window"],
-                    metric(&d["online_metric"]),
-                    metric(&d["base_metric"]),
-                    num(&d["margin"])
-                ),
-                format!(
-                    "v{from} → v{to} after {} online updates, at {}",
-                    d["updates"],
-                    when(&d["time"])
-                ),
-            ]
-        }
+        "retrain_promoted" | "retrain_rejected" | "retrain_failed" => describe_retrain(a, cx),
+        "online_reverted" => describe_revert(d),
         other => vec![other.to_string(), d.to_string()],
     }
+}
+
+/// A retraining run's end: what went live (or did not), the scores, the data.
+fn describe_retrain(a: &Alert, cx: &Context) -> Vec<String> {
+    let d = &a.details;
+    let run = &d["run_id"];
+    let live = d["live_version"].as_str().unwrap_or("?");
+    let headline = match a.rule.as_str() {
+        "retrain_promoted" => format!(
+            "retraining run {run} promoted its candidate as model v{}, replacing v{live}",
+            d["candidate_version"].as_str().unwrap_or("?")
+        ),
+        "retrain_rejected" => {
+            format!("retraining run {run}: the gate rejected the candidate and kept model v{live}")
+        }
+        _ => format!("retraining run {run} failed; model v{live} was left serving"),
+    };
+    let scores = match d["metric"].as_str() {
+        Some(name) => format!(
+            "{name} on the held-out rows: live v{live} {}, candidate {}",
+            metric(&d["live_metric"]),
+            metric(&d["candidate_metric"])
+        ),
+        None => "not scored: the run ended before the gate".into(),
+    };
+    let data = match (d["rows"].as_u64(), d["holdout_rows"].as_u64()) {
+        (Some(rows), Some(held)) => {
+            format!("data: {rows} labelled rows, the newest {held} held out for the gate")
+        }
+        (Some(rows), None) => format!("data: {rows} labelled rows"),
+        _ => "data: not read".into(),
+    };
+    vec![
+        headline,
+        format!(
+            "trigger: {}, run {run}, ended {}",
+            d["trigger"].as_str().unwrap_or("?"),
+            when(&d["time"])
+        ),
+        scores,
+        data,
+        format!("reason: {}", d["reason"].as_str().unwrap_or("?")),
+        format!("run: {}/v1/retrain/{run}", cx.base_url),
+    ]
+}
+
+/// The online guard going back to the base version.
+fn describe_revert(d: &Value) -> Vec<String> {
+    let (from, to) = (
+        d["from_version"].as_str().unwrap_or("?"),
+        d["to_version"].as_str().unwrap_or("?"),
+    );
+    vec![
+        format!("the online guard went back from v{from} to v{to}"),
+        format!(
+            "{} over the last {} labels: online v{from} {}, v{to} {} (margin {})",
+            d["metric"].as_str().unwrap_or("metric"),
+            d["window"],
+            metric(&d["online_metric"]),
+            metric(&d["base_metric"]),
+            num(&d["margin"])
+        ),
+        format!(
+            "v{from} → v{to} after {} online updates, at {}",
+            d["updates"],
+            when(&d["time"])
+        ),
+    ]
 }
 
 /// The daemon's part, per rule; `version` is the newest of `alerts`.
