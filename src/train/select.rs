@@ -249,21 +249,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
         path: table.path.clone(),
         message,
     };
-    if k < 2 {
-        return Err(invalid(format!(
-            "{k} folds: cross-validation needs at least 2"
-        )));
-    }
-    if rows < k {
-        return Err(invalid(format!("{rows} rows, fewer than the {k} folds")));
-    }
-    for (class, count) in data.classes.iter().zip(data.targets.class_counts()) {
-        if count < k {
-            return Err(invalid(format!(
-                "class `{class}` has {count} rows, fewer than the {k} folds: use fewer folds or more data"
-            )));
-        }
-    }
+    enough_for_folds(&data, k).map_err(invalid)?;
     let grid = options
         .grid
         .clone()
@@ -272,56 +258,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
         return Err(invalid("the candidate grid is empty".into()));
     }
 
-    let assignment = cv::assign(&data.targets, k, options.seed);
-    let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..k).map(|f| cv::split(&assignment, f)).collect();
-    // One job per (candidate, fold); the costliest first so that the cores finish
-    // together.
-    let jobs: Vec<(usize, usize)> = (0..grid.len())
-        .flat_map(|c| (0..k).map(move |f| (c, f)))
-        .collect();
-    let outputs = data.classes.len().max(1);
-    let inputs = data.x.ncols();
-    let mut schedule: Vec<usize> = (0..jobs.len()).collect();
-    schedule.sort_by_key(|&j| std::cmp::Reverse(grid[jobs[j].0].parameters(inputs, outputs)));
-    let fold_results = run_parallel(&schedule, options.threads, |j| {
-        let (c, f) = jobs[j];
-        let (train_rows, valid_rows) = &splits[f];
-        let x_train = data.x.select(Axis(0), train_rows);
-        let y_train = data.targets.subset(train_rows);
-        let net = grid[c].fit(x_train.view(), &y_train, options.seed)?;
-        Ok::<_, TrainError>(predict(&data, &net, valid_rows))
-    })?;
-
-    let mut reports = Vec::with_capacity(grid.len());
-    let mut pooled_predictions = Vec::with_capacity(grid.len());
-    for (c, candidate) in grid.iter().enumerate() {
-        let mut per_fold = Vec::with_capacity(k);
-        let mut pooled = Pooled::new(&data);
-        let mut error = None;
-        for (f, (_, valid_rows)) in splits.iter().enumerate() {
-            match &fold_results[c * k + f] {
-                Ok(p) => {
-                    per_fold.push(fold_metric(&data, p, valid_rows));
-                    pooled.add(p, valid_rows);
-                }
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let (mean, std) = cv::mean_std(&per_fold);
-        let ok = error.is_none();
-        reports.push(CandidateReport {
-            candidate: candidate.clone(),
-            parameters: candidate.parameters(inputs, outputs),
-            cv_mean: ok.then_some(mean),
-            cv_std: ok.then_some(std),
-            per_fold: if ok { per_fold } else { Vec::new() },
-            error,
-        });
-        pooled_predictions.push(pooled);
-    }
+    let (reports, pooled_predictions) = cross_validate(&data, &grid, k, options)?;
     let best = choose(&reports).ok_or_else(|| {
         invalid(format!(
             "no candidate could be trained: {}",
@@ -344,34 +281,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
     };
 
     let network = grid[best].fit(data.x.view(), &data.targets, options.seed)?;
-    let compressed = match options.max_metric_drop {
-        Some(max_drop) => {
-            let (tune, held) = compress::split(rows, options.seed);
-            let probe = if tune.len() == rows {
-                network.clone()
-            } else {
-                let x_tune = data.x.select(Axis(0), &tune);
-                grid[best].fit(x_tune.view(), &data.targets.subset(&tune), options.seed)?
-            };
-            compress::compress(
-                &network,
-                &probe,
-                &tune,
-                &held,
-                &data,
-                &CompressOptions {
-                    max_drop,
-                    seed: options.seed,
-                },
-            )
-        }
-        None => compress::Compressed {
-            report: compress::uncompressed(&network, cv_report.mean),
-            network,
-            masks: None,
-            quant: None,
-        },
-    };
+    let compressed = compress_winner(&data, &grid[best], network, cv_report.mean, options)?;
     let mut metrics = BTreeMap::new();
     metrics.insert(cv_report.metric.to_string(), cv_report.mean);
     metrics.insert(format!("{}_std", cv_report.metric), cv_report.std);
@@ -417,6 +327,127 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
     };
     model.check().map_err(invalid)?;
     Ok(Trained { model, report })
+}
+
+/// Every class needs a row in every fold, and there must be at least 2 folds.
+fn enough_for_folds(data: &Prepared, k: usize) -> Result<(), String> {
+    let rows = data.x.nrows();
+    if k < 2 {
+        return Err(format!("{k} folds: cross-validation needs at least 2"));
+    }
+    if rows < k {
+        return Err(format!("{rows} rows, fewer than the {k} folds"));
+    }
+    for (class, count) in data.classes.iter().zip(data.targets.class_counts()) {
+        if count < k {
+            return Err(format!(
+                "class `{class}` has {count} rows, fewer than the {k} folds: use fewer folds or more data"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// k-fold cross-validation of every candidate, (candidate, fold) jobs spread
+/// over the threads: each candidate's report and its pooled out-of-fold
+/// predictions.
+fn cross_validate(
+    data: &Prepared,
+    grid: &[Candidate],
+    k: usize,
+    options: &TrainOptions,
+) -> Result<(Vec<CandidateReport>, Vec<Pooled>), TrainError> {
+    let assignment = cv::assign(&data.targets, k, options.seed);
+    let splits: Vec<(Vec<usize>, Vec<usize>)> = (0..k).map(|f| cv::split(&assignment, f)).collect();
+    // One job per (candidate, fold); the costliest first so that the cores finish
+    // together.
+    let jobs: Vec<(usize, usize)> = (0..grid.len())
+        .flat_map(|c| (0..k).map(move |f| (c, f)))
+        .collect();
+    let outputs = data.classes.len().max(1);
+    let inputs = data.x.ncols();
+    let mut schedule: Vec<usize> = (0..jobs.len()).collect();
+    schedule.sort_by_key(|&j| std::cmp::Reverse(grid[jobs[j].0].parameters(inputs, outputs)));
+    let fold_results = run_parallel(&schedule, options.threads, |j| {
+        let (c, f) = jobs[j];
+        let (train_rows, valid_rows) = &splits[f];
+        let x_train = data.x.select(Axis(0), train_rows);
+        let y_train = data.targets.subset(train_rows);
+        let net = grid[c].fit(x_train.view(), &y_train, options.seed)?;
+        Ok::<_, TrainError>(predict(data, &net, valid_rows))
+    })?;
+
+    let mut reports = Vec::with_capacity(grid.len());
+    let mut pooled_predictions = Vec::with_capacity(grid.len());
+    for (c, candidate) in grid.iter().enumerate() {
+        let mut per_fold = Vec::with_capacity(k);
+        let mut pooled = Pooled::new(data);
+        let mut error = None;
+        for (f, (_, valid_rows)) in splits.iter().enumerate() {
+            match &fold_results[c * k + f] {
+                Ok(p) => {
+                    per_fold.push(fold_metric(data, p, valid_rows));
+                    pooled.add(p, valid_rows);
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let (mean, std) = cv::mean_std(&per_fold);
+        let ok = error.is_none();
+        reports.push(CandidateReport {
+            candidate: candidate.clone(),
+            parameters: candidate.parameters(inputs, outputs),
+            cv_mean: ok.then_some(mean),
+            cv_std: ok.then_some(std),
+            per_fold: if ok { per_fold } else { Vec::new() },
+            error,
+        });
+        pooled_predictions.push(pooled);
+    }
+    Ok((reports, pooled_predictions))
+}
+
+/// The winner pruned and quantised within `options.max_metric_drop` (tuned on
+/// one part of the rows, checked on the rest), or as trained without it.
+fn compress_winner(
+    data: &Prepared,
+    winner: &Candidate,
+    network: crate::model::Network,
+    cv_mean: f64,
+    options: &TrainOptions,
+) -> Result<compress::Compressed, TrainError> {
+    let rows = data.x.nrows();
+    Ok(match options.max_metric_drop {
+        Some(max_drop) => {
+            let (tune, held) = compress::split(rows, options.seed);
+            let probe = if tune.len() == rows {
+                network.clone()
+            } else {
+                let x_tune = data.x.select(Axis(0), &tune);
+                winner.fit(x_tune.view(), &data.targets.subset(&tune), options.seed)?
+            };
+            compress::compress(
+                &network,
+                &probe,
+                &tune,
+                &held,
+                data,
+                &CompressOptions {
+                    max_drop,
+                    seed: options.seed,
+                },
+            )
+        }
+        None => compress::Compressed {
+            report: compress::uncompressed(&network, cv_mean),
+            network,
+            masks: None,
+            quant: None,
+        },
+    })
 }
 
 /// The index of the winner: highest mean, then fewest parameters, then first.
