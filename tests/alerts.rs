@@ -209,18 +209,28 @@ async fn a_pending_mail_survives_a_restart_and_is_sent_once() {
 #[tokio::test]
 async fn a_flapping_alert_does_not_mail_each_flip() {
     let server = SmtpServer::start(SmtpOptions::default());
-    // A group interval well beyond the four flips (about 5 s), even on a busy
-    // machine.
-    let d = Daemon::start(&config(server.port(), "group_interval_secs = 20\n"));
+    // A group interval beyond the four flips (about 5 s; the test checks that
+    // they fit), so that the group's next look sees the same firing alert.
+    const INTERVAL: Duration = Duration::from_secs(12);
+    let d = Daemon::start(&config(
+        server.port(),
+        &format!("group_interval_secs = {}\n", INTERVAL.as_secs()),
+    ));
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     wait_feature_mail(&server, 1);
+    let first_mail = Instant::now();
     // Resolve, fire, resolve, fire: each window replaced whole before a check.
     for drifting in [false, true, false, true] {
         let f: fn(&mut Value) = if drifting { shifted } else { |_| {} };
         predict_all(&d, &c, &rows(100, f)).await;
         checks_after(&d, &c, 1.0).await;
     }
+    assert!(
+        first_mail.elapsed() < INTERVAL - Duration::from_secs(2),
+        "the flips took {:?}, too close to the group interval for this test",
+        first_mail.elapsed()
+    );
     let log = d.log_text();
     let detected = crate::monitoring::events(&log, "drift_detected").len();
     let resolved = crate::monitoring::events(&log, "drift_resolved").len();
@@ -228,8 +238,11 @@ async fn a_flapping_alert_does_not_mail_each_flip() {
         detected >= 4 && resolved >= 2,
         "{detected} detected, {resolved} resolved"
     );
-    // Past the group's next look (20 s after the first mail): nothing new to say.
-    checks_after(&d, &c, 20.0).await;
+    // Past the group's next look (the interval after the first mail, plus two
+    // checks): nothing new to say.
+    let left = (INTERVAL + Duration::from_secs(2)).saturating_sub(first_mail.elapsed());
+    checks_after(&d, &c, left.as_secs_f64().ceil()).await;
+    assert!(first_mail.elapsed() > INTERVAL);
     let mails = server.messages();
     assert_eq!(
         feature_mails(&mails).len(),
