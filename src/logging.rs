@@ -31,6 +31,16 @@ fn under_systemd() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
 }
 
+/// Where log lines go.
+enum Output {
+    /// journald's native socket.
+    Journal(tracing_journald::Layer),
+    /// JSON lines on stderr.
+    Json,
+    /// Text on stderr, coloured on a terminal.
+    Human,
+}
+
 /// The `SYSLOG_IDENTIFIER` of the daemon's journal entries.
 pub const IDENTIFIER: &str = "steward";
 
@@ -43,37 +53,46 @@ pub fn init(format: LogFormat, level: &str) -> LevelHandle {
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let journal = match format {
-        LogFormat::Auto if under_systemd() => match tracing_journald::layer() {
-            Ok(layer) => Some(layer.with_syslog_identifier(IDENTIFIER.to_string())),
+    let output = match format {
+        LogFormat::Json => Output::Json,
+        LogFormat::Human => Output::Human,
+        LogFormat::Auto if !under_systemd() => Output::Human,
+        LogFormat::Auto => match tracing_journald::layer() {
+            Ok(layer) => Output::Journal(layer.with_syslog_identifier(IDENTIFIER.to_string())),
             Err(e) => {
                 eprintln!("steward: cannot open the journal socket ({e}); logging JSON to stderr");
-                None
+                Output::Json
             }
         },
-        _ => None,
     };
-    let json = journal.is_none()
-        && match format {
-            LogFormat::Json => true,
-            LogFormat::Human => false,
-            LogFormat::Auto => under_systemd(),
-        };
-    let stderr_json = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-    });
-    let stderr_human = (journal.is_none() && !json).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-    });
+    // One of the three layers is Some; `Option<Layer>` is a layer that does
+    // nothing when None.
+    let (journal, json, human) = match output {
+        Output::Journal(layer) => (Some(layer), None, None),
+        Output::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+            None,
+        ),
+        Output::Human => (
+            None,
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     let result = tracing_subscriber::registry()
         .with(filter)
         .with(journal)
-        .with(stderr_json)
-        .with(stderr_human)
+        .with(json)
+        .with(human)
         .try_init();
     // A subscriber already installed (tests) is fine: keep it.
     let _ = result;

@@ -31,9 +31,7 @@ pub const ARENAS: i32 = 2;
 pub fn limit_arenas() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let operator_set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-        if operator_set {
+        if cap_in_environment() {
             return false;
         }
         // SAFETY: mallopt only sets a parameter of glibc's allocator; M_ARENA_MAX
@@ -42,6 +40,14 @@ pub fn limit_arenas() -> bool {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     false
+}
+
+/// Whether the environment caps the arenas itself (`MALLOC_ARENA_MAX`, or
+/// `glibc.malloc.arena_max` in `GLIBC_TUNABLES`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn cap_in_environment() -> bool {
+    std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"))
 }
 
 /// Returns free memory in every malloc arena to the operating system. Takes a
@@ -62,9 +68,7 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn glibc_takes_the_arena_cap() {
-        let operator_set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-        assert_eq!(super::limit_arenas(), !operator_set);
+        assert_eq!(super::limit_arenas(), !super::cap_in_environment());
     }
 
     /// Freed memory is no longer resident after a trim (glibc on Linux).

@@ -88,17 +88,6 @@ pub struct Counts {
     pub unchanged: usize,
 }
 
-/// What the service is built from.
-pub(super) struct Parts {
-    pub pool: SqlitePool,
-    pub slot: Slot,
-    pub log: LogHandle,
-    pub committer: Committer,
-    pub monitoring: Arc<Monitoring>,
-    pub learning: Arc<Learning>,
-    pub settings: Arc<ArcSwap<Settings>>,
-}
-
 /// The feedback service.
 #[derive(Clone)]
 pub struct Feedback {
@@ -114,15 +103,23 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    pub(super) fn new(p: Parts) -> Self {
+    pub(super) fn new(
+        pool: SqlitePool,
+        slot: Slot,
+        log: LogHandle,
+        committer: Committer,
+        monitoring: Arc<Monitoring>,
+        learning: Arc<Learning>,
+        settings: Arc<ArcSwap<Settings>>,
+    ) -> Self {
         Feedback {
-            pool: p.pool,
-            slot: p.slot,
-            log: p.log,
-            committer: p.committer,
-            monitoring: p.monitoring,
-            learning: p.learning,
-            settings: p.settings,
+            pool,
+            slot,
+            log,
+            committer,
+            monitoring,
+            learning,
+            settings,
             stored: Arc::default(),
             unchanged: Arc::default(),
         }

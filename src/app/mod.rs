@@ -144,15 +144,15 @@ impl App {
         let retrain = Arc::new(RetrainSettings::from_config(config));
         let app = App {
             predictions: predict::Predictions::new(slot.clone(), log.clone(), settings.clone()),
-            feedback: feedback::Feedback::new(feedback::Parts {
-                pool: pool.clone(),
-                slot: slot.clone(),
-                log: log.clone(),
-                committer: committer.clone(),
-                monitoring: monitoring.clone(),
-                learning: learning.clone(),
-                settings: settings.clone(),
-            }),
+            feedback: feedback::Feedback::new(
+                pool.clone(),
+                slot.clone(),
+                log.clone(),
+                committer.clone(),
+                monitoring.clone(),
+                learning.clone(),
+                settings.clone(),
+            ),
             models: models::Models::new(
                 pool.clone(),
                 slot.clone(),
@@ -208,8 +208,10 @@ impl App {
     }
 
     /// The settings in force (the token, the batch limit, the retention).
-    pub fn settings(&self) -> Arc<Settings> {
-        self.settings.load_full()
+    /// A guard, not a clone of the `Arc`: the token check reads it on every
+    /// write request.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
     }
 
     /// Applies reloaded settings (SIGHUP).
