@@ -523,19 +523,22 @@ async fn a_stop_during_a_retrain_does_not_wait_for_it() {
 /// and an empty body (documented in docs/API.md), the connection is closed,
 /// and the daemon goes on serving.
 #[tokio::test]
-async fn requests_the_http_parser_refuses_get_a_status_and_the_daemon_serves_on() {
+async fn requests_the_http_parser_refuses_get_a_json_error_and_the_daemon_serves_on() {
     let d = Daemon::start("");
     let big = format!(
         "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(40_000)
     );
-    for (request, status) in [
-        (big.as_str(), "431"),
+    let long_target = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    for (request, status, code) in [
+        (big.as_str(), "431", "header_too_large"),
+        (long_target.as_str(), "431", "header_too_large"),
         (
             "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n",
             "400",
+            "malformed_request",
         ),
-        ("NOT HTTP AT ALL\r\n\r\n", "400"),
+        ("NOT HTTP AT ALL\r\n\r\n", "400", "malformed_request"),
     ] {
         let mut s = TcpStream::connect(addr(&d)).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
@@ -546,8 +549,36 @@ async fn requests_the_http_parser_refuses_get_a_status_and_the_daemon_serves_on(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{status}: {answer}"
         );
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let v: Value = serde_json::from_str(body).expect("a JSON body");
+        assert_eq!(v["error"]["code"], code, "{body}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
     }
+    // After an answered request on the same connection, too.
+    let mut s = TcpStream::connect(addr(&d)).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nNOT HTTP\r\n\r\n")
+        .await
+        .unwrap();
+    let answers = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("closed after the answers");
+    let (first, second) = answers.split_once("HTTP/1.1 400").expect("two answers");
+    assert!(first.starts_with("HTTP/1.1 200") && first.ends_with(r#"{"status":"ok"}"#));
+    assert!(second.contains(r#""code":"malformed_request""#), "{second}");
     let c = client();
     let (status, _) = d.predict(&c, &json!({"features": penguin()})).await;
     assert_eq!(status, 200);
+    let series = "steward_connections_total{outcome=\"malformed\"}";
+    assert_eq!(metric(&c, &d.url, series).await, 5.0);
 }

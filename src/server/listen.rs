@@ -18,8 +18,8 @@
 //! serving (hyper's graceful shutdown closes idle ones at once), then return.
 //! Errors that hyper's HTTP/1 parser finds before a request exists (a malformed
 //! request line or header, an invalid Content-Length, a head over the limit) are
-//! answered by hyper itself with the status and an empty body; everything after
-//! that gets the JSON error shape from the router.
+//! answered by hyper itself; [`ParseErrors`] gives that answer the JSON error
+//! shape the router gives everything else.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -43,6 +43,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::parse_errors::ParseErrors;
+
 /// File descriptors kept free for everything but client connections: the
 /// database and its WAL, model files, SMTP, the log, the listener.
 pub const RESERVED_FDS: u64 = 64;
@@ -63,6 +65,8 @@ pub struct ConnStats {
     pub refused: AtomicU64,
     pub evicted: AtomicU64,
     pub header_timeouts: AtomicU64,
+    /// Connections closed after a request head the HTTP parser refused.
+    pub malformed: AtomicU64,
     pub accept_errors: AtomicU64,
 }
 
@@ -303,7 +307,10 @@ async fn serve_one(stream: TcpStream, conn: Conn, shared: Arc<Shared>) {
         .max_buf_size(limits.max_header_bytes.max(64 * 1024))
         .max_header_size(limits.max_header_bytes);
     let result = {
-        let served = builder.serve_connection(TokioIo::new(stream), service);
+        let served = builder.serve_connection(
+            TokioIo::new(ParseErrors::new(stream, limits.max_header_bytes)),
+            service,
+        );
         let mut served = std::pin::pin!(served);
         let mut shutting_down = false;
         loop {
@@ -327,6 +334,9 @@ async fn serve_one(stream: TcpStream, conn: Conn, shared: Arc<Shared>) {
     if let Err(e) = result {
         if e.is_timeout() {
             stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        } else if e.is_parse() {
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "request head refused by the HTTP parser");
         } else {
             tracing::debug!(error = %e, "connection ended with an error");
         }
@@ -445,17 +455,8 @@ mod tests {
 
     #[test]
     fn the_refusal_is_one_well_formed_json_answer() {
-        let text = std::str::from_utf8(REFUSAL).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(body.len(), length);
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["error"]["code"], "too_many_connections");
+        let (_, body) = crate::server::parse_errors::tests::parts(REFUSAL);
+        assert_eq!(body["error"]["code"], "too_many_connections");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod feedback;
 mod learning;
 pub mod listen;
 pub mod metrics;
+mod parse_errors;
 pub mod predict;
 mod status;
 
