@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use steward::model::network::{Dense, Network, Output};
 use steward::model::Model;
 use steward::store::writer::{self, PredictionRow, WriterConfig};
+use steward::store::Store;
 
 const SEED: u64 = 42;
 const BATCH: usize = 64;
@@ -267,21 +268,26 @@ fn shipped_writer_config() -> WriterConfig {
 }
 
 /// A tokio runtime and a fresh bench database in a temporary directory (kept
-/// alive by the returned guard), opened as the daemon opens it.
-fn runtime_and_db() -> (Runtime, tempfile::TempDir, SqlitePool) {
+/// alive by the returned guard), opened as the daemon opens it, with a second
+/// plain connection pool for [`trim`].
+fn runtime_and_db() -> (Runtime, tempfile::TempDir, Store, SqlitePool) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let pool = rt
-        .block_on(steward::store::open(&dir.path().join("bench.db")))
+    let path = dir.path().join("bench.db");
+    let store = rt
+        .block_on(steward::store::open(&path))
         .expect("open the bench database");
-    (rt, dir, pool)
+    let pool = rt
+        .block_on(SqlitePool::connect(&format!("sqlite://{}", path.display())))
+        .expect("a second connection to the bench database");
+    (rt, dir, store, pool)
 }
 
 fn bench_log(c: &mut Criterion) {
-    let (rt, _dir, pool) = runtime_and_db();
+    let (rt, _dir, store, pool) = runtime_and_db();
     let mut maker = RowMaker::new();
     let sample = maker.row();
     eprintln!(
@@ -306,7 +312,7 @@ fn bench_log(c: &mut Criterion) {
                 maker.rows(INSERT_ROWS)
             },
             |rows| {
-                rt.block_on(writer::insert(&pool, &rows)).expect("insert");
+                rt.block_on(writer::insert(&store, &rows)).expect("insert");
                 rows
             },
             BatchSize::PerIteration,
@@ -320,7 +326,7 @@ fn bench_log(c: &mut Criterion) {
     let cfg = shipped_writer_config();
     let (handle, task) = {
         let _guard = rt.enter();
-        writer::spawn(pool.clone(), cfg, cancel.clone())
+        writer::spawn(store.clone(), cfg, cancel.clone())
     };
     g.throughput(Throughput::Elements(WRITER_ROWS as u64));
     g.bench_function("writer_task_10k", |b| {

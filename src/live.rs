@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::store::Store;
 use arc_swap::ArcSwap;
-use sqlx::SqlitePool;
 
 use crate::config::{Config, BUNDLED_DATA};
 use crate::data::Table;
@@ -158,8 +158,8 @@ fn warm_up_rows(model: &Model) -> Vec<Vec<f32>> {
 pub type Slot = Arc<ArcSwap<LiveModel>>;
 
 /// Loads the active version, or creates the first one.
-pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, LiveError> {
-    if let Some(rec) = registry::active(pool).await? {
+pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> {
+    if let Some(rec) = registry::active(db).await? {
         let path = PathBuf::from(&rec.path);
         let model = tokio::task::spawn_blocking(move || artifact::load(&path))
             .await
@@ -189,7 +189,7 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         path: dir.display().to_string(),
         source,
     })?;
-    let version = registry::next_version(pool).await?;
+    let version = registry::next_version(db).await?;
     let (model, source) = if !config.raw.model.initial.is_empty() {
         let initial = PathBuf::from(&config.raw.model.initial);
         let model = tokio::task::spawn_blocking(move || artifact::load(&initial))
@@ -218,7 +218,7 @@ pub async fn start(pool: &SqlitePool, config: &Config) -> Result<LiveModel, Live
         .await
         .map_err(|_| LiveError::Join)??;
     let record = record_for(&model, &version, &path, source);
-    registry::insert_active(pool, &record).await?;
+    registry::insert_active(db, &record).await?;
     tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
     Ok(LiveModel::new(
         model,

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::store::Store;
 use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
-use sqlx::SqlitePool;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +130,7 @@ impl JobSettings {
 
 /// Runs a check every `interval` until `stop`.
 pub async fn drift_job(
-    pool: SqlitePool,
+    db: Store,
     live: Slot,
     monitoring: Arc<Monitoring>,
     settings: JobSettings,
@@ -145,10 +145,10 @@ pub async fn drift_job(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        match run_check(&pool, &live, &settings).await {
+        match run_check(&db, &live, &settings).await {
             Ok(Some(check)) => {
                 let events = watch.observe(&check);
-                if let Err(e) = store_check(&pool, &check).await {
+                if let Err(e) = store_check(&db, &check).await {
                     tracing::error!(error = %e, "drift check: cannot store the report");
                 }
                 monitoring.latest.store(Some(Arc::new(check)));
@@ -181,11 +181,11 @@ pub enum CheckError {
 /// One check; `None` when there is nothing to check yet (logged at debug, or once
 /// at info when the model cannot be checked at all).
 pub async fn run_check(
-    pool: &SqlitePool,
+    db: &Store,
     live: &Slot,
     settings: &JobSettings,
 ) -> Result<Option<Check>, CheckError> {
-    let rows = store::drift::recent(pool, settings.window).await?;
+    let rows = store::drift::recent(db, settings.window).await?;
     if rows.len() < settings.min_rows {
         tracing::debug!(
             rows = rows.len(),
@@ -282,9 +282,9 @@ fn anomaly_rate(g: &anomaly::Gaussian, rows: &[LoggedRow]) -> Option<AnomalyRate
     })
 }
 
-async fn store_check(pool: &SqlitePool, check: &Check) -> Result<(), store::StoreError> {
+async fn store_check(db: &Store, check: &Check) -> Result<(), store::StoreError> {
     store::drift::insert(
-        pool,
+        db,
         &store::drift::ReportRow {
             time: check.window.time,
             model_version: check.window.model_version.clone(),

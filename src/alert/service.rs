@@ -20,8 +20,8 @@
 
 use std::sync::Arc;
 
+use crate::store::Store;
 use rand::Rng;
-use sqlx::SqlitePool;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -84,7 +84,7 @@ pub fn backoff(attempt: u32, initial_ms: u64, max_ms: u64, u: f64) -> u64 {
 
 /// Reads events into the rules and writes due notifications to the outbox.
 pub async fn rules_task(
-    pool: SqlitePool,
+    db: Store,
     mut events: broadcast::Receiver<Event>,
     settings: AlertSettings,
     domain: String,
@@ -92,7 +92,7 @@ pub async fn rules_task(
     clock: Clock,
     stop: CancellationToken,
 ) {
-    let mut rules = match outbox::load_rules(&pool).await {
+    let mut rules = match outbox::load_rules(&db).await {
         Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|e| {
             tracing::error!(error = %e, "the saved alert state is unreadable; starting afresh");
             Rules::default()
@@ -124,31 +124,31 @@ pub async fn rules_task(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             () = sleep => {
-                if let Err(e) = flush(&pool, &mut rules, &settings, &domain, clock.now()).await {
+                if let Err(e) = flush(&db, &mut rules, &settings, &domain, clock.now()).await {
                     tracing::error!(error = %e, "cannot store alert notifications; will retry");
                 }
                 wake_mailer.notify_one();
             }
         }
-        if let Err(e) = save(&pool, &rules).await {
+        if let Err(e) = save(&db, &rules).await {
             tracing::error!(error = %e, "cannot save the alert state");
         }
     }
 }
 
-async fn save(pool: &SqlitePool, rules: &Rules) -> Result<(), StoreError> {
-    outbox::save_rules(pool, &serde_json::to_string(rules).unwrap_or_default()).await
+async fn save(db: &Store, rules: &Rules) -> Result<(), StoreError> {
+    outbox::save_rules(db, &serde_json::to_string(rules).unwrap_or_default()).await
 }
 
 /// Writes the notifications due at `now` into the outbox.
 pub async fn flush(
-    pool: &SqlitePool,
+    db: &Store,
     rules: &mut Rules,
     settings: &AlertSettings,
     domain: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    let silences: Vec<Silence> = outbox::silences(pool, now)
+    let silences: Vec<Silence> = outbox::silences(db, now)
         .await?
         .into_iter()
         .filter_map(|s| super::silence_from_row(&s))
@@ -160,7 +160,7 @@ pub async fn flush(
     for n in &notifications {
         let m = compose(n, &settings.context);
         let message_id = format!("{}@{domain}", uuid::Uuid::now_v7());
-        let counted = outbox::counted_since(pool, now - 3_600_000).await?;
+        let counted = outbox::counted_since(db, now - 3_600_000).await?;
         let state = if counted >= settings.max_per_hour {
             tracing::warn!(subject = %m.subject, max_per_hour = settings.max_per_hour, "alert mail held: the hourly cap is reached");
             MailState::Held
@@ -180,7 +180,7 @@ pub async fn flush(
             alerts: serde_json::to_value(&alerts).unwrap_or_default(),
             state,
         };
-        let id = outbox::insert(pool, &row, now).await?;
+        let id = outbox::insert(db, &row, now).await?;
         tracing::info!(id, subject = %m.subject, state = state.as_str(), "alert notification stored");
         next.sent(&n.group, &message_id);
     }
@@ -190,7 +190,7 @@ pub async fn flush(
 
 /// Sends due outbox rows until `stop`.
 pub async fn mailer_task(
-    pool: SqlitePool,
+    db: Store,
     mailer: Mailer,
     settings: AlertSettings,
     wake: Arc<Notify>,
@@ -198,10 +198,10 @@ pub async fn mailer_task(
     stop: CancellationToken,
 ) {
     loop {
-        if let Err(e) = send_due(&pool, &mailer, &settings, clock.now()).await {
+        if let Err(e) = send_due(&db, &mailer, &settings, clock.now()).await {
             tracing::error!(error = %e, "alert outbox unreadable; will retry");
         }
-        let next = outbox::next_attempt(&pool).await.ok().flatten();
+        let next = outbox::next_attempt(&db).await.ok().flatten();
         // Look again at the next attempt, or within a minute (held rows, a row
         // another process added).
         let at = next.map_or(clock.now() + 60_000, |t| t.min(clock.now() + 60_000));
@@ -215,19 +215,19 @@ pub async fn mailer_task(
 
 /// One pass: send what is due, then summarise held rows if the hour allows.
 pub async fn send_due(
-    pool: &SqlitePool,
+    db: &Store,
     mailer: &Mailer,
     settings: &AlertSettings,
     now: i64,
 ) -> Result<(), StoreError> {
-    for mail in outbox::due(pool, now, 50).await? {
+    for mail in outbox::due(db, now, 50).await? {
         match mailer.send(&mail).await {
             Ok(()) => {
-                outbox::mark_sent(pool, mail.id, now).await?;
+                outbox::mark_sent(db, mail.id, now).await?;
                 tracing::info!(id = mail.id, subject = %mail.subject, via = %mailer.describe, "alert mail sent");
             }
             Err(e) if e.permanent => {
-                outbox::mark_failed_attempt(pool, mail.id, &e.message, None).await?;
+                outbox::mark_failed_attempt(db, mail.id, &e.message, None).await?;
                 tracing::error!(id = mail.id, subject = %mail.subject, error = %e.message, "alert mail refused for good; not retrying");
             }
             Err(e) => {
@@ -239,14 +239,13 @@ pub async fn send_due(
                     rand::thread_rng().gen(),
                 );
                 let next = now + i64::try_from(delay).unwrap_or(i64::MAX / 2);
-                outbox::mark_failed_attempt(pool, mail.id, &e.message, Some(next)).await?;
+                outbox::mark_failed_attempt(db, mail.id, &e.message, Some(next)).await?;
                 tracing::warn!(id = mail.id, attempt, retry_in_ms = delay, error = %e.message, "alert mail not sent; will retry");
             }
         }
     }
-    let held = outbox::held(pool).await?;
-    if !held.is_empty()
-        && outbox::counted_since(pool, now - 3_600_000).await? < settings.max_per_hour
+    let held = outbox::held(db).await?;
+    if !held.is_empty() && outbox::counted_since(db, now - 3_600_000).await? < settings.max_per_hour
     {
         let lines: Vec<String> = held.iter().map(|(_, s)| format!("- {s}")).collect();
         let subject = format!(
@@ -281,9 +280,9 @@ pub async fn send_due(
             alerts: serde_json::Value::Array(Vec::new()),
             state: MailState::Pending,
         };
-        outbox::insert(pool, &row, now).await?;
+        outbox::insert(db, &row, now).await?;
         let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
-        outbox::mark_summarized(pool, &ids).await?;
+        outbox::mark_summarized(db, &ids).await?;
         tracing::info!(held = ids.len(), "summary of held alert mails stored");
     }
     Ok(())
@@ -336,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn past_the_hourly_cap_mails_are_held_then_named_in_one_summary() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::open(&dir.path().join("s.db")).await.unwrap();
+        let db = crate::store::open(&dir.path().join("s.db")).await.unwrap();
         let out = dir.path().join("out");
         let m = mailer(&format!("[alerts]\ndir = \"{}\"\n", out.display()));
         let s = settings(2);
@@ -353,11 +352,11 @@ mod tests {
         {
             let now = t0 + i as i64 * 10_000;
             rules.ingest(alert(rule, now), &s.timing, now);
-            flush(&pool, &mut rules, &s, "example.org", now + 1000)
+            flush(&db, &mut rules, &s, "example.org", now + 1000)
                 .await
                 .unwrap();
         }
-        let states: Vec<&str> = outbox::recent(&pool, 10)
+        let states: Vec<&str> = outbox::recent(&db, 10)
             .await
             .unwrap()
             .into_iter()
@@ -366,13 +365,13 @@ mod tests {
             .collect();
         assert_eq!(states, vec!["pending", "pending", "held", "held"]);
         // Within the hour: the two are sent, the held ones wait.
-        send_due(&pool, &m, &s, t0 + 60_000).await.unwrap();
+        send_due(&db, &m, &s, t0 + 60_000).await.unwrap();
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
-        assert_eq!(outbox::held(&pool).await.unwrap().len(), 2);
+        assert_eq!(outbox::held(&db).await.unwrap().len(), 2);
         // An hour later: one summary naming both, sent at the next pass.
-        send_due(&pool, &m, &s, t0 + 3_700_000).await.unwrap();
-        send_due(&pool, &m, &s, t0 + 3_700_001).await.unwrap();
-        let rows = outbox::recent(&pool, 10).await.unwrap();
+        send_due(&db, &m, &s, t0 + 3_700_000).await.unwrap();
+        send_due(&db, &m, &s, t0 + 3_700_001).await.unwrap();
+        let rows = outbox::recent(&db, 10).await.unwrap();
         let summary = &rows[0];
         assert_eq!(summary.kind, "summary");
         assert_eq!(summary.state, MailState::Sent);
@@ -380,7 +379,7 @@ mod tests {
             summary.body_text.contains("dataset drift")
                 && summary.body_text.contains("concept drift")
         );
-        assert!(outbox::held(&pool).await.unwrap().is_empty());
+        assert!(outbox::held(&db).await.unwrap().is_empty());
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
     }
 
@@ -391,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn the_mailer_retries_on_the_backoff_schedule() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::open(&dir.path().join("s.db")).await.unwrap();
+        let db = crate::store::open(&dir.path().join("s.db")).await.unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -415,14 +414,14 @@ mod tests {
         };
         let s = settings(20);
         let mut now = 1_000_000_000;
-        outbox::insert(&pool, &row, now).await.unwrap();
+        outbox::insert(&db, &row, now).await.unwrap();
         for attempt in 1..=6i64 {
             // Not due a millisecond early.
-            send_due(&pool, &m, &s, now - 1).await.unwrap();
-            let mail = outbox::recent(&pool, 1).await.unwrap().remove(0);
+            send_due(&db, &m, &s, now - 1).await.unwrap();
+            let mail = outbox::recent(&db, 1).await.unwrap().remove(0);
             assert_eq!(mail.attempts, attempt - 1);
-            send_due(&pool, &m, &s, now).await.unwrap();
-            let mail = outbox::recent(&pool, 1).await.unwrap().remove(0);
+            send_due(&db, &m, &s, now).await.unwrap();
+            let mail = outbox::recent(&db, 1).await.unwrap().remove(0);
             assert_eq!((mail.attempts, mail.state.as_str()), (attempt, "pending"));
             assert!(mail.last_error.as_deref().unwrap().starts_with("SMTP:"));
             // min(1 s · 2^(k−1), 8 s) times [½, 1).

@@ -4,8 +4,8 @@
 //! (`feature_drift`, ...), any other name the label of that name (`feature`,
 //! `detector`).
 
+use crate::store::Store;
 use serde::Deserialize;
-use sqlx::SqlitePool;
 
 use crate::alert::rules::Matcher;
 use crate::store::alerts::{self as outbox, Mail, SilenceRow};
@@ -48,27 +48,27 @@ const RECENT: i64 = 100;
 /// The alert service.
 #[derive(Clone)]
 pub struct Alerts {
-    pool: SqlitePool,
+    db: Store,
 }
 
 impl Alerts {
-    pub(super) fn new(pool: SqlitePool) -> Self {
-        Alerts { pool }
+    pub(super) fn new(db: Store) -> Self {
+        Alerts { db }
     }
 
     /// The latest notifications, newest first.
     pub async fn recent(&self) -> Result<Vec<Mail>, StoreError> {
-        outbox::recent(&self.pool, RECENT).await
+        outbox::recent(&self.db, RECENT).await
     }
 
     /// Notifications by delivery state (`sent`, `pending`, `failed`, `held`, ...).
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        outbox::counts(&self.pool).await
+        outbox::counts(&self.db).await
     }
 
     /// The silences that have not ended.
     pub async fn silences(&self) -> Result<Vec<SilenceRow>, StoreError> {
-        outbox::silences(&self.pool, crate::time::now_millis()).await
+        outbox::silences(&self.db, crate::time::now_millis()).await
     }
 
     /// Validates and stores a silence; returns its id.
@@ -140,14 +140,14 @@ impl Alerts {
             created_by: s.created_by,
             comment: s.comment,
         };
-        outbox::insert_silence(&self.pool, &row).await?;
+        outbox::insert_silence(&self.db, &row).await?;
         tracing::info!(id = %row.id, matchers = %row.matchers, ends_at = %s.ends_at, created_by = %row.created_by, "silence created");
         Ok(row.id)
     }
 
     /// Deletes a silence.
     pub async fn delete_silence(&self, id: &str) -> Result<(), AlertsError> {
-        if outbox::delete_silence(&self.pool, id).await? {
+        if outbox::delete_silence(&self.db, id).await? {
             tracing::info!(%id, "silence deleted");
             Ok(())
         } else {

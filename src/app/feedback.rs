@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::Store;
 use arc_swap::ArcSwap;
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use super::Settings;
 use crate::learning::online::LabelItem;
@@ -91,7 +91,7 @@ pub struct Counts {
 /// The feedback service.
 #[derive(Clone)]
 pub struct Feedback {
-    pool: SqlitePool,
+    db: Store,
     slot: Slot,
     log: LogHandle,
     committer: Committer,
@@ -104,7 +104,7 @@ pub struct Feedback {
 
 impl Feedback {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Store,
         slot: Slot,
         log: LogHandle,
         committer: Committer,
@@ -113,7 +113,7 @@ impl Feedback {
         settings: Arc<ArcSwap<Settings>>,
     ) -> Self {
         Feedback {
-            pool,
+            db,
             slot,
             log,
             committer,
@@ -198,12 +198,12 @@ impl Feedback {
     /// The logged predictions of `ids`, by id; those not found are looked up
     /// again once the log queue is written, and are unknown after that.
     async fn find_logged(&self, ids: &[&str]) -> Result<HashMap<String, Logged>, FeedbackError> {
-        let mut known = logged(&self.pool, ids).await?;
+        let mut known = logged(&self.db, ids).await?;
         let mut unknown: Vec<String> = missing(&known, ids);
         if !unknown.is_empty() {
             flush_log(&self.log).await?;
             let again: Vec<&str> = unknown.iter().map(String::as_str).collect();
-            known.extend(logged(&self.pool, &again).await?);
+            known.extend(logged(&self.db, &again).await?);
             unknown = missing(&known, ids);
         }
         match unknown.first() {
@@ -285,8 +285,8 @@ async fn flush_log(log: &LogHandle) -> Result<(), FeedbackError> {
 }
 
 /// The logged predictions among `ids`, by id.
-async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<HashMap<String, Logged>, StoreError> {
-    Ok(feedback::logged(pool, ids)
+async fn logged(db: &Store, ids: &[&str]) -> Result<HashMap<String, Logged>, StoreError> {
+    Ok(feedback::logged(db, ids)
         .await?
         .into_iter()
         .map(|l| (l.id.clone(), l))

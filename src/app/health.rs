@@ -4,19 +4,17 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
-
 use crate::learning::{Learning, LearningStats};
 use crate::live::{LiveModel, Slot};
 use crate::monitoring::Monitoring;
 use crate::store::writer::{LogHandle, LogStats};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why the daemon is not ready.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
     #[error("the database does not take writes: {0}")]
-    DatabaseUnwritable(sqlx::Error),
+    DatabaseUnwritable(StoreError),
     #[error("prediction log writes are failing: {0}")]
     LogFailing(String),
 }
@@ -24,7 +22,7 @@ pub enum HealthError {
 /// The health service.
 #[derive(Clone)]
 pub struct Health {
-    pool: SqlitePool,
+    db: Store,
     slot: Slot,
     log: LogHandle,
     monitoring: Arc<Monitoring>,
@@ -33,14 +31,14 @@ pub struct Health {
 
 impl Health {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Store,
         slot: Slot,
         log: LogHandle,
         monitoring: Arc<Monitoring>,
         learning: Arc<Learning>,
     ) -> Self {
         Health {
-            pool,
+            db,
             slot,
             log,
             monitoring,
@@ -51,7 +49,7 @@ impl Health {
     /// Ready to serve: a model is live (always, once built), the database takes
     /// a write, and the prediction log's writes succeed. Returns the live version.
     pub async fn ready(&self) -> Result<String, HealthError> {
-        if let Err(e) = crate::store::heartbeat(&self.pool).await {
+        if let Err(e) = crate::store::heartbeat(&self.db).await {
             tracing::warn!(error = %e, "readiness: database not writable");
             return Err(HealthError::DatabaseUnwritable(e));
         }
@@ -64,7 +62,7 @@ impl Health {
 
     /// The latest drift report as stored (JSON text), if a check has run.
     pub async fn drift_report(&self) -> Result<Option<String>, StoreError> {
-        crate::store::drift::latest(&self.pool).await
+        crate::store::drift::latest(&self.db).await
     }
 
     /// The live model's version.

@@ -30,8 +30,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::Store;
 use arc_swap::ArcSwap;
-use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -92,7 +92,7 @@ pub struct App {
 /// ends of the queues the jobs read, the writers' tasks, and the parts the jobs
 /// are built from.
 pub struct Parts {
-    pool: SqlitePool,
+    db: Store,
     slot: Slot,
     monitoring: Arc<Monitoring>,
     learning: Arc<Learning>,
@@ -114,38 +114,38 @@ impl App {
     /// The caller holds the instance lock (`store::lock`) before calling this.
     pub async fn build(config: &Config) -> Result<(App, Parts), AppError> {
         let mailer = Mailer::from_config(config)?;
-        let pool = store::open(&config.database_path).await?;
-        let slot: Slot = Arc::new(ArcSwap::from_pointee(live::start(&pool, config).await?));
-        let interrupted = store::retrain::interrupted(&pool, crate::time::now_millis()).await?;
+        let db = store::open(&config.database_path).await?;
+        let slot: Slot = Arc::new(ArcSwap::from_pointee(live::start(&db, config).await?));
+        let interrupted = store::retrain::interrupted(&db, crate::time::now_millis()).await?;
         if interrupted > 0 {
             tracing::warn!(
                 runs = interrupted,
                 "retrain runs cut short by the last stop are marked failed"
             );
         }
-        let db = &config.raw.database;
+        let db_cfg = &config.raw.database;
         let stop_writer = CancellationToken::new();
         let (log, writer_task) = writer::spawn(
-            pool.clone(),
+            db.clone(),
             writer::WriterConfig {
-                capacity: db.queue_capacity,
-                batch_rows: db.batch_rows,
-                flush: Duration::from_millis(db.flush_ms),
-                queue_wait: Duration::from_millis(db.queue_wait_ms),
+                capacity: db_cfg.queue_capacity,
+                batch_rows: db_cfg.batch_rows,
+                flush: Duration::from_millis(db_cfg.flush_ms),
+                queue_wait: Duration::from_millis(db_cfg.queue_wait_ms),
             },
             stop_writer.clone(),
         );
-        let (committer, committer_task) = Committer::spawn(pool.clone());
+        let (committer, committer_task) = Committer::spawn(db.clone());
         let settings = Arc::new(ArcSwap::from_pointee(Settings::from_config(config)));
         let (monitoring, outcomes) = Monitoring::new();
         let (learning, labels) =
-            Learning::new(pool.clone(), slot.clone(), monitoring.clone(), config);
+            Learning::new(db.clone(), slot.clone(), monitoring.clone(), config);
         let learning = Arc::new(learning);
         let retrain = Arc::new(RetrainSettings::from_config(config));
         let app = App {
             predictions: predict::Predictions::new(slot.clone(), log.clone(), settings.clone()),
             feedback: feedback::Feedback::new(
-                pool.clone(),
+                db.clone(),
                 slot.clone(),
                 log.clone(),
                 committer.clone(),
@@ -154,14 +154,14 @@ impl App {
                 settings.clone(),
             ),
             models: models::Models::new(
-                pool.clone(),
+                db.clone(),
                 slot.clone(),
                 learning.clone(),
                 retrain.clone(),
             ),
-            alerts: alerts::Alerts::new(pool.clone()),
+            alerts: alerts::Alerts::new(db.clone()),
             health: health::Health::new(
-                pool.clone(),
+                db.clone(),
                 slot.clone(),
                 log.clone(),
                 monitoring.clone(),
@@ -170,7 +170,7 @@ impl App {
             settings,
         };
         let parts = Parts {
-            pool,
+            db,
             slot,
             monitoring,
             learning,
@@ -229,12 +229,12 @@ impl App {
     ) {
         let clock = Clock::start();
         tracker.spawn(retention_job(
-            parts.pool.clone(),
+            parts.db.clone(),
             self.settings.clone(),
             stop.clone(),
         ));
         tracker.spawn(monitoring::drift_job(
-            parts.pool.clone(),
+            parts.db.clone(),
             parts.slot.clone(),
             parts.monitoring.clone(),
             monitoring::JobSettings::from_config(&config.raw.drift),
@@ -244,7 +244,7 @@ impl App {
             let settings = AlertSettings::from_config(config);
             let wake_mailer = Arc::new(tokio::sync::Notify::new());
             tracker.spawn(alerting::rules_task(
-                parts.pool.clone(),
+                parts.db.clone(),
                 parts.monitoring.events.subscribe(),
                 settings.clone(),
                 mailer.domain(),
@@ -254,7 +254,7 @@ impl App {
             ));
             tracing::info!(via = %mailer.describe, recipients = ?config.raw.alerts.to, "alert mail");
             tracker.spawn(alerting::mailer_task(
-                parts.pool.clone(),
+                parts.db.clone(),
                 mailer,
                 settings,
                 wake_mailer,
@@ -327,7 +327,7 @@ impl App {
         if parts.learning.flight.busy() {
             // A training thread cannot be interrupted; it is left behind when the
             // process exits, so its run is recorded as failed now.
-            match store::retrain::interrupted(&parts.pool, crate::time::now_millis()).await {
+            match store::retrain::interrupted(&parts.db, crate::time::now_millis()).await {
                 Ok(n) => tracing::warn!(
                     runs = n,
                     "a retraining run was still going at the stop: marked failed, not waited for"
@@ -337,7 +337,7 @@ impl App {
                 }
             }
         }
-        parts.pool.close().await;
+        parts.db.close().await;
     }
 
     /// The live model's version (for the start-up log line).
@@ -347,11 +347,7 @@ impl App {
 }
 
 /// Deletes old predictions hourly, keeping `database.retention_days`.
-async fn retention_job(
-    pool: SqlitePool,
-    settings: Arc<ArcSwap<Settings>>,
-    stop: CancellationToken,
-) {
+async fn retention_job(db: Store, settings: Arc<ArcSwap<Settings>>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -359,7 +355,7 @@ async fn retention_job(
             () = stop.cancelled() => return,
         }
         let days = settings.load().retention_days;
-        match store::apply_retention(&pool, days).await {
+        match store::apply_retention(&db, days).await {
             Ok(0) => {}
             Ok(deleted) => {
                 tracing::info!(deleted, retention_days = days, "old predictions deleted")

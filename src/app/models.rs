@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::store::Store;
 use serde_json::Value;
-use sqlx::SqlitePool;
 
 use crate::learning::retrain::{self, RetrainSettings, Started};
 use crate::learning::{Activation, Learning, LearningError};
@@ -39,7 +39,7 @@ const RECENT_RUNS: i64 = 50;
 /// The model service.
 #[derive(Clone)]
 pub struct Models {
-    pool: SqlitePool,
+    db: Store,
     slot: Slot,
     learning: Arc<Learning>,
     retrain: Arc<RetrainSettings>,
@@ -47,13 +47,13 @@ pub struct Models {
 
 impl Models {
     pub(super) fn new(
-        pool: SqlitePool,
+        db: Store,
         slot: Slot,
         learning: Arc<Learning>,
         retrain: Arc<RetrainSettings>,
     ) -> Self {
         Models {
-            pool,
+            db,
             slot,
             learning,
             retrain,
@@ -67,7 +67,7 @@ impl Models {
 
     /// Every registered version, newest first.
     pub async fn list(&self) -> Result<Vec<ModelRecord>, StoreError> {
-        registry::list(&self.pool).await
+        registry::list(&self.db).await
     }
 
     /// Makes a stored version live (a no-op when it already is).
@@ -99,12 +99,12 @@ impl Models {
 
     /// One run, if it exists.
     pub async fn run(&self, id: i64) -> Result<Option<Run>, StoreError> {
-        runs::get(&self.pool, id).await
+        runs::get(&self.db, id).await
     }
 
     /// The latest runs, newest first, and whether one is running now.
     pub async fn runs(&self) -> Result<(Vec<Run>, bool), StoreError> {
-        let list = runs::recent(&self.pool, RECENT_RUNS).await?;
+        let list = runs::recent(&self.db, RECENT_RUNS).await?;
         Ok((list, self.learning.flight.busy()))
     }
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sqlx::SqlitePool;
+use crate::store::Store;
 use tokio::sync::mpsc;
 
 use crate::live::{LiveModel, Slot};
@@ -79,7 +79,7 @@ pub struct LearningStats {
 /// What publishing and activation need.
 #[derive(Debug)]
 pub struct Learning {
-    pub pool: SqlitePool,
+    pub db: Store,
     pub slot: Slot,
     pub monitoring: Arc<Monitoring>,
     pub stats: LearningStats,
@@ -106,7 +106,7 @@ impl Learning {
     /// The shared state, and the receiving end of the online learner's queue
     /// when online learning is enabled.
     pub fn new(
-        pool: SqlitePool,
+        db: Store,
         slot: Slot,
         monitoring: Arc<Monitoring>,
         config: &crate::config::Config,
@@ -118,7 +118,7 @@ impl Learning {
             (None, None)
         };
         let learning = Learning {
-            pool,
+            db,
             slot,
             monitoring,
             stats: LearningStats::default(),
@@ -154,7 +154,7 @@ impl Learning {
         let previous = self.slot.load_full();
         let (version, parent) = match &kind {
             Kind::Major => (
-                registry::next_version(&self.pool).await?,
+                registry::next_version(&self.db).await?,
                 previous.version.to_string(),
             ),
             Kind::Minor { parent } if *parent != *previous.version => {
@@ -164,7 +164,7 @@ impl Learning {
                 })
             }
             Kind::Minor { parent } => (
-                registry::next_minor(&self.pool, registry::major(parent)).await?,
+                registry::next_minor(&self.db, registry::major(parent)).await?,
                 parent.clone(),
             ),
         };
@@ -185,7 +185,7 @@ impl Learning {
         .await
         .map_err(|_| LearningError::Join)??;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        registry::insert_active(&self.pool, &record).await?;
+        registry::insert_active(&self.db, &record).await?;
         let live = Arc::new(live);
         self.swap_in(live.clone(), &previous, prepared_ms, source);
         self.retire().await;
@@ -207,7 +207,7 @@ impl Learning {
         let warm = self.warm_up_inputs().await;
         let live = self.load(version, warm).await?;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        if !registry::activate(&self.pool, version).await? {
+        if !registry::activate(&self.db, version).await? {
             return Err(LearningError::Unknown(version.into()));
         }
         self.swap_in(live, &previous, prepared_ms, "activate");
@@ -225,7 +225,7 @@ impl Learning {
         version: &str,
         warm: Vec<String>,
     ) -> Result<Arc<LiveModel>, LearningError> {
-        let record = registry::get(&self.pool, version)
+        let record = registry::get(&self.db, version)
             .await?
             .ok_or_else(|| LearningError::Unknown(version.into()))?;
         if record.status == registry::ModelStatus::Retired {
@@ -257,7 +257,7 @@ impl Learning {
                 live: previous.version.to_string(),
             });
         }
-        if !registry::activate(&self.pool, &live.version).await? {
+        if !registry::activate(&self.db, &live.version).await? {
             return Err(LearningError::Unknown(live.version.to_string()));
         }
         self.swap_in(live, &previous, 0.0, "revert");
@@ -293,7 +293,7 @@ impl Learning {
 
     /// Up to 64 recent logged inputs (JSON objects), for timing a new model.
     async fn warm_up_inputs(&self) -> Vec<String> {
-        match store::drift::recent(&self.pool, 64).await {
+        match store::drift::recent(&self.db, 64).await {
             Ok(rows) => rows.into_iter().map(|r| r.features).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read logged inputs for warm-up; timing on the reference sample");
@@ -305,7 +305,7 @@ impl Learning {
     /// Applies `model.keep_versions`: retires old versions and deletes their artifacts.
     async fn retire(&self) {
         let keep_major = registry::major(&self.slot.load().version).to_string();
-        match registry::retire(&self.pool, self.keep, &keep_major).await {
+        match registry::retire(&self.db, self.keep, &keep_major).await {
             Ok(retired) => {
                 for r in retired {
                     match std::fs::remove_file(&r.path) {

@@ -105,7 +105,7 @@ pub async fn start(
         );
         return Ok(Started::Busy);
     };
-    let id = runs::start(&learning.pool, trigger, crate::time::now_millis()).await?;
+    let id = runs::start(&learning.db, trigger, crate::time::now_millis()).await?;
     tracing::info!(run = id, %trigger, "retrain started");
     let flight = Arc::new(flight);
     tokio::spawn(async move {
@@ -122,7 +122,7 @@ pub async fn start(
 
 /// Stores the end of the run, counts it, logs it and raises its event.
 async fn record(learning: &Learning, id: i64, trigger: Trigger, live: &LiveModel, f: Finish) {
-    if let Err(e) = runs::finish(&learning.pool, id, &f, crate::time::now_millis()).await {
+    if let Err(e) = runs::finish(&learning.db, id, &f, crate::time::now_millis()).await {
         tracing::error!(run = id, error = %e, "cannot store the end of a retrain run");
     }
     let stats = &learning.stats;
@@ -199,7 +199,7 @@ async fn execute(
     };
     let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
     let since = crate::time::now_millis().saturating_sub(window_ms);
-    let rows = match runs::labelled(&learning.pool, since, settings.max_rows).await {
+    let rows = match runs::labelled(&learning.db, since, settings.max_rows).await {
         Ok(rows) => rows,
         Err(e) => return failed(format!("reading the labelled rows: {e}")),
     };

@@ -4,9 +4,7 @@
 //! `next_attempt`. Rows over the hourly cap are `held` until a summary mail names
 //! them (`summarized`).
 
-use sqlx::SqlitePool;
-
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// Where a notification stands; stored and answered as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
@@ -88,7 +86,7 @@ const COLUMNS: &str = "id, created, group_key, kind, subject, body_text, body_ht
                        thread, recipients, state, attempts, next_attempt, last_error, sent_at";
 
 /// Stores a notification; returns its id.
-pub async fn insert(pool: &SqlitePool, mail: &NewMail, now: i64) -> Result<i64, StoreError> {
+pub async fn insert(store: &Store, mail: &NewMail, now: i64) -> Result<i64, StoreError> {
     let done = sqlx::query(
         "INSERT INTO alerts (created, group_key, kind, subject, body_text, body_html, message_id, \
          thread, recipients, alerts, state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -105,40 +103,40 @@ pub async fn insert(pool: &SqlitePool, mail: &NewMail, now: i64) -> Result<i64, 
     .bind(mail.alerts.to_string())
     .bind(mail.state)
     .bind(now)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(done.last_insert_rowid())
 }
 
 /// Pending notifications whose next attempt is due, oldest first.
-pub async fn due(pool: &SqlitePool, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
+pub async fn due(store: &Store, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
     Ok(sqlx::query_as::<_, Mail>(&format!(
         "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= ? \
          ORDER BY next_attempt, id LIMIT ?"
     ))
     .bind(now)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
 /// The earliest next attempt of a pending notification.
-pub async fn next_attempt(pool: &SqlitePool) -> Result<Option<i64>, StoreError> {
+pub async fn next_attempt(store: &Store) -> Result<Option<i64>, StoreError> {
     let (t,): (Option<i64>,) =
         sqlx::query_as("SELECT MIN(next_attempt) FROM alerts WHERE state = 'pending'")
-            .fetch_one(pool)
+            .fetch_one(&store.pool)
             .await?;
     Ok(t)
 }
 
-pub async fn mark_sent(pool: &SqlitePool, id: i64, now: i64) -> Result<(), StoreError> {
+pub async fn mark_sent(store: &Store, id: i64, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE alerts SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL \
          WHERE id = ?",
     )
     .bind(now)
     .bind(id)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
@@ -146,7 +144,7 @@ pub async fn mark_sent(pool: &SqlitePool, id: i64, now: i64) -> Result<(), Store
 /// Records a failed attempt: `next` is the next attempt, or `None` for a
 /// permanent failure.
 pub async fn mark_failed_attempt(
-    pool: &SqlitePool,
+    store: &Store,
     id: i64,
     error: &str,
     next: Option<i64>,
@@ -164,77 +162,77 @@ pub async fn mark_failed_attempt(
     .bind(state)
     .bind(next)
     .bind(id)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// Notifications counted against the hourly cap (not held, not tests) created
 /// since `since`.
-pub async fn counted_since(pool: &SqlitePool, since: i64) -> Result<i64, StoreError> {
+pub async fn counted_since(store: &Store, since: i64) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM alerts WHERE created >= ? AND state NOT IN ('held', 'summarized') \
          AND kind != 'test'",
     )
     .bind(since)
-    .fetch_one(pool)
+    .fetch_one(&store.pool)
     .await?;
     Ok(n)
 }
 
 /// Held notifications: (id, subject), oldest first.
-pub async fn held(pool: &SqlitePool) -> Result<Vec<(i64, String)>, StoreError> {
+pub async fn held(store: &Store) -> Result<Vec<(i64, String)>, StoreError> {
     Ok(
         sqlx::query_as("SELECT id, subject FROM alerts WHERE state = 'held' ORDER BY id")
-            .fetch_all(pool)
+            .fetch_all(&store.pool)
             .await?,
     )
 }
 
-pub async fn mark_summarized(pool: &SqlitePool, ids: &[i64]) -> Result<(), StoreError> {
+pub async fn mark_summarized(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
     for id in ids {
         sqlx::query("UPDATE alerts SET state = 'summarized' WHERE id = ? AND state = 'held'")
             .bind(id)
-            .execute(pool)
+            .execute(&store.pool)
             .await?;
     }
     Ok(())
 }
 
 /// The newest `limit` notifications, newest first.
-pub async fn recent(pool: &SqlitePool, limit: i64) -> Result<Vec<Mail>, StoreError> {
+pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Mail>, StoreError> {
     Ok(sqlx::query_as::<_, Mail>(&format!(
         "SELECT {COLUMNS} FROM alerts ORDER BY id DESC LIMIT ?"
     ))
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
 /// Notifications by state.
-pub async fn counts(pool: &SqlitePool) -> Result<Vec<(String, i64)>, StoreError> {
+pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(
         sqlx::query_as("SELECT state, COUNT(*) FROM alerts GROUP BY state ORDER BY state")
-            .fetch_all(pool)
+            .fetch_all(&store.pool)
             .await?,
     )
 }
 
 /// The rules' saved state (JSON), if any.
-pub async fn load_rules(pool: &SqlitePool) -> Result<Option<String>, StoreError> {
+pub async fn load_rules(store: &Store) -> Result<Option<String>, StoreError> {
     let row: Option<(String,)> = sqlx::query_as("SELECT state FROM alert_rules WHERE id = 1")
-        .fetch_optional(pool)
+        .fetch_optional(&store.pool)
         .await?;
     Ok(row.map(|(s,)| s))
 }
 
-pub async fn save_rules(pool: &SqlitePool, state: &str) -> Result<(), StoreError> {
+pub async fn save_rules(store: &Store, state: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO alert_rules (id, state) VALUES (1, ?) \
          ON CONFLICT (id) DO UPDATE SET state = excluded.state",
     )
     .bind(state)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
@@ -250,7 +248,7 @@ pub struct SilenceRow {
     pub comment: String,
 }
 
-pub async fn insert_silence(pool: &SqlitePool, s: &SilenceRow) -> Result<(), StoreError> {
+pub async fn insert_silence(store: &Store, s: &SilenceRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -261,27 +259,27 @@ pub async fn insert_silence(pool: &SqlitePool, s: &SilenceRow) -> Result<(), Sto
     .bind(s.ends_at)
     .bind(&s.created_by)
     .bind(&s.comment)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// Silences that have not ended by `now`, oldest first.
-pub async fn silences(pool: &SqlitePool, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
+pub async fn silences(store: &Store, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
     Ok(sqlx::query_as::<_, SilenceRow>(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences \
          WHERE ends_at > ? ORDER BY starts_at, id",
     )
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
 /// Deletes a silence; whether it existed.
-pub async fn delete_silence(pool: &SqlitePool, id: &str) -> Result<bool, StoreError> {
+pub async fn delete_silence(store: &Store, id: &str) -> Result<bool, StoreError> {
     let done = sqlx::query("DELETE FROM silences WHERE id = ?")
         .bind(id)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     Ok(done.rows_affected() > 0)
 }

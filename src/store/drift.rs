@@ -1,9 +1,7 @@
 //! The drift job's reads and writes: the most recent window of logged
 //! predictions, and the reports of past checks.
 
-use sqlx::SqlitePool;
-
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// One logged prediction as the drift job reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,13 +14,13 @@ pub struct LoggedRow {
 }
 
 /// The `rows` most recent predictions, newest first.
-pub async fn recent(pool: &SqlitePool, rows: usize) -> Result<Vec<LoggedRow>, StoreError> {
+pub async fn recent(store: &Store, rows: usize) -> Result<Vec<LoggedRow>, StoreError> {
     let limit = i64::try_from(rows).unwrap_or(i64::MAX);
     Ok(sqlx::query_as::<_, LoggedRow>(
         "SELECT features, output, anomaly_score FROM predictions ORDER BY time DESC LIMIT ?",
     )
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?)
 }
 
@@ -39,7 +37,7 @@ pub struct ReportRow {
 }
 
 /// Stores one check.
-pub async fn insert(pool: &SqlitePool, row: &ReportRow) -> Result<(), StoreError> {
+pub async fn insert(store: &Store, row: &ReportRow) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO drift_reports (time, model_version, window_rows, drift, dataset_drift, report) \
          VALUES (?, ?, ?, ?, ?, ?)",
@@ -50,16 +48,16 @@ pub async fn insert(pool: &SqlitePool, row: &ReportRow) -> Result<(), StoreError
     .bind(row.drift)
     .bind(row.dataset_drift)
     .bind(&row.report)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// The newest stored report's JSON text.
-pub async fn latest(pool: &SqlitePool) -> Result<Option<String>, StoreError> {
+pub async fn latest(store: &Store) -> Result<Option<String>, StoreError> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT report FROM drift_reports ORDER BY id DESC LIMIT 1")
-            .fetch_optional(pool)
+            .fetch_optional(&store.pool)
             .await?;
     Ok(row.map(|(r,)| r))
 }

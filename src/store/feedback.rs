@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// One label for one prediction. `label` is JSON text (a string or a number).
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub struct Logged {
 }
 
 /// The logged predictions among `ids` (in no particular order).
-pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
+pub async fn logged(store: &Store, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
     let mut known = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -58,7 +58,7 @@ pub async fn logged(pool: &SqlitePool, ids: &[&str]) -> Result<Vec<Logged>, Stor
             sep.push_bind(*id);
         }
         q.push(")");
-        known.extend(q.build_query_as::<Logged>().fetch_all(pool).await?);
+        known.extend(q.build_query_as::<Logged>().fetch_all(&store.pool).await?);
     }
     Ok(known)
 }
@@ -79,7 +79,7 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer task; it ends when every handle is dropped, after
     /// committing what was sent.
-    pub fn spawn(pool: SqlitePool) -> (Committer, tokio::task::JoinHandle<()>) {
+    pub fn spawn(store: Store) -> (Committer, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(Vec<FeedbackRow>, Reply)>(QUEUE);
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -96,14 +96,14 @@ impl Committer {
                 }
                 let batches: Vec<&[FeedbackRow]> =
                     group.iter().map(|(r, _)| r.as_slice()).collect();
-                let result = match upsert_groups(&pool, &batches).await {
+                let result = match upsert_groups(&store, &batches).await {
                     // One request's failure must not fail the others: alone, each
                     // gets its own answer.
                     Err(_) if group.len() > 1 => {
                         let mut each = Vec::with_capacity(group.len());
                         for rows in &batches {
                             each.push(
-                                upsert_groups(&pool, &[rows])
+                                upsert_groups(&store, &[rows])
                                     .await
                                     .map(|mut n| n.pop().unwrap_or_default()),
                             );
@@ -144,11 +144,11 @@ impl Committer {
 /// storing each of its rows did (a later group that labels the same prediction
 /// sees the earlier group's label).
 async fn upsert_groups(
-    pool: &SqlitePool,
+    store: &Store,
     groups: &[&[FeedbackRow]],
 ) -> Result<Vec<Vec<LabelOutcome>>, StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(groups.len());
     for rows in groups {
         outcomes.push(upsert_in(&mut tx, rows, now).await?);
@@ -245,7 +245,7 @@ mod tests {
                  VALUES (?, 0, '1', '{}', '{}', 0)",
             )
             .bind(format!("p{i}"))
-            .execute(&pool)
+            .execute(&pool.pool)
             .await
             .unwrap();
         }
@@ -264,7 +264,7 @@ mod tests {
         assert!(retry.iter().all(|r| *r == [Unchanged]), "{retry:?}");
         let (n, b): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), SUM(label = '\"b\"' AND revisions = 1) FROM feedback")
-                .fetch_one(&pool)
+                .fetch_one(&pool.pool)
                 .await
                 .unwrap();
         assert_eq!((n, b), (200, 50));
@@ -287,7 +287,7 @@ mod tests {
             "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
              VALUES ('p', 0, '1', '{}', '{}', 0)",
         )
-        .execute(&pool)
+        .execute(&pool.pool)
         .await
         .unwrap();
         let (committer, task) = Committer::spawn(pool.clone());
@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(outcomes, [New, Unchanged, Replaced, Unchanged, Replaced]);
         let (label, revisions): (String, i64) =
             sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = 'p'")
-                .fetch_one(&pool)
+                .fetch_one(&pool.pool)
                 .await
                 .unwrap();
         assert_eq!((label.as_str(), revisions), ("\"a\"", 2));

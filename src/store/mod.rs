@@ -2,7 +2,9 @@
 //! the embedded migrations, and the queries of the serving core. The prediction log
 //! writer is in `writer`, the model registry in `registry`.
 //!
-//! This module owns SQL; callers see typed rows and `StoreError`.
+//! This module owns SQL; callers see typed rows and `StoreError`, and hold the
+//! database as a [`Store`]: no type of the database driver appears in a signature
+//! outside `store`, so a second backend changes this module and nothing above it.
 
 pub mod alerts;
 pub mod drift;
@@ -18,6 +20,20 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+
+/// The database, as the rest of the daemon holds it: a cheap handle (clone it
+/// freely) passed to the query functions of this module and its children.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Closes every connection (after the ones in use are given back).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
 
 /// Everything that can go wrong with the database.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +91,7 @@ pub fn sql_unavailable(e: &sqlx::Error) -> bool {
 
 /// Opens (creating if needed) the database at `path`, applies the migrations and
 /// proves it writable.
-pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
+pub async fn open(path: &Path) -> Result<Store, StoreError> {
     let name = path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -110,10 +126,10 @@ pub async fn open(path: &Path) -> Result<SqlitePool, StoreError> {
             path: name.clone(),
             source,
         })?;
-    heartbeat(&pool)
+    touch(&pool)
         .await
         .map_err(|source| StoreError::NotWritable { path: name, source })?;
-    Ok(pool)
+    Ok(Store { pool })
 }
 
 /// Whether a connection given back to the pool may be reused: only outside any
@@ -142,7 +158,11 @@ async fn released_outside_transaction(
 }
 
 /// Rewrites the heartbeat row: fails when the database cannot be written.
-pub async fn heartbeat(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+pub async fn heartbeat(store: &Store) -> Result<(), StoreError> {
+    touch(&store.pool).await.map_err(StoreError::Sql)
+}
+
+async fn touch(pool: &SqlitePool) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE heartbeat SET time = ? WHERE id = 1")
         .bind(crate::time::now_millis())
         .execute(pool)
@@ -152,26 +172,26 @@ pub async fn heartbeat(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 
 /// Deletes predictions (and their feedback), drift reports and finished alert mail
 /// older than `days`; returns the predictions deleted.
-pub async fn apply_retention(pool: &SqlitePool, days: u32) -> Result<u64, StoreError> {
+pub async fn apply_retention(store: &Store, days: u32) -> Result<u64, StoreError> {
     let cutoff = crate::time::now_millis() - i64::from(days) * 86_400_000;
     let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
         .bind(cutoff)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     sqlx::query("DELETE FROM drift_reports WHERE time < ?")
         .bind(cutoff)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     // Delivered or given-up alert mail; pending and held rows stay until sent.
     sqlx::query(
         "DELETE FROM alerts WHERE created < ? AND state IN ('sent', 'failed', 'summarized')",
     )
     .bind(cutoff)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     sqlx::query("DELETE FROM retrain_runs WHERE started < ? AND state != 'running'")
         .bind(cutoff)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     Ok(done.rows_affected())
 }

@@ -11,9 +11,9 @@
 //! recently), and keeps the rows as `retired`.
 
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// Where a registered version stands; stored and answered as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
@@ -69,40 +69,40 @@ const COLUMNS: &str =
     "version, created, path, metrics, sparsity, bits, status, parent, source, online_updates, activated";
 
 /// The active version, if any.
-pub async fn active(pool: &SqlitePool) -> Result<Option<ModelRecord>, StoreError> {
+pub async fn active(store: &Store) -> Result<Option<ModelRecord>, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM models WHERE status = 'active'"
     ))
-    .fetch_optional(pool)
+    .fetch_optional(&store.pool)
     .await?;
     row.as_ref().map(record).transpose()
 }
 
 /// One version, if registered.
-pub async fn get(pool: &SqlitePool, version: &str) -> Result<Option<ModelRecord>, StoreError> {
+pub async fn get(store: &Store, version: &str) -> Result<Option<ModelRecord>, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM models WHERE version = ?"))
         .bind(version)
-        .fetch_optional(pool)
+        .fetch_optional(&store.pool)
         .await?;
     row.as_ref().map(record).transpose()
 }
 
 /// Every version, newest first.
-pub async fn list(pool: &SqlitePool) -> Result<Vec<ModelRecord>, StoreError> {
+pub async fn list(store: &Store) -> Result<Vec<ModelRecord>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM models ORDER BY created DESC, rowid DESC"
     ))
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?;
     rows.iter().map(record).collect()
 }
 
 /// The next free minor version of `major` ("3" → "3.1", then "3.2", ...).
-pub async fn next_minor(pool: &SqlitePool, major: &str) -> Result<String, StoreError> {
+pub async fn next_minor(store: &Store, major: &str) -> Result<String, StoreError> {
     let versions: Vec<String> =
         sqlx::query_scalar("SELECT version FROM models WHERE version LIKE ?")
             .bind(format!("{major}.%"))
-            .fetch_all(pool)
+            .fetch_all(&store.pool)
             .await?;
     let last = versions
         .iter()
@@ -123,17 +123,17 @@ pub fn major(version: &str) -> &str {
 }
 
 /// The next free version number.
-pub async fn next_version(pool: &SqlitePool) -> Result<String, StoreError> {
+pub async fn next_version(store: &Store) -> Result<String, StoreError> {
     let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(version AS INTEGER)) FROM models")
-        .fetch_one(pool)
+        .fetch_one(&store.pool)
         .await?;
     Ok((max.unwrap_or(0) + 1).to_string())
 }
 
 /// Registers `rec` and makes it the only active version, in one transaction.
-pub async fn insert_active(pool: &SqlitePool, rec: &ModelRecord) -> Result<(), StoreError> {
+pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
         .execute(&mut *tx)
         .await?;
@@ -163,9 +163,9 @@ const NEXT_ACTIVATION: &str = "MAX(?, COALESCE((SELECT MAX(activated) FROM model
 
 /// Makes the registered, not retired `version` the only active one. Returns
 /// false when there is no such version.
-pub async fn activate(pool: &SqlitePool, version: &str) -> Result<bool, StoreError> {
+pub async fn activate(store: &Store, version: &str) -> Result<bool, StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != ?")
         .bind(version)
         .execute(&mut *tx)
@@ -190,11 +190,11 @@ pub async fn activate(pool: &SqlitePool, version: &str) -> Result<bool, StoreErr
 /// online learner would revert to), and returns them (the caller deletes their
 /// artifacts).
 pub async fn retire(
-    pool: &SqlitePool,
+    store: &Store,
     keep: usize,
     keep_major: &str,
 ) -> Result<Vec<ModelRecord>, StoreError> {
-    let all = list(pool).await?;
+    let all = list(store).await?;
     let previous = all
         .iter()
         .filter(|r| r.status == ModelStatus::Inactive)
@@ -218,7 +218,7 @@ pub async fn retire(
             "UPDATE models SET status = 'retired' WHERE version = ? AND status = 'inactive'",
         )
         .bind(&r.version)
-        .execute(pool)
+        .execute(&store.pool)
         .await?;
     }
     Ok(retired)
@@ -292,7 +292,7 @@ mod tests {
         );
         // Stored as the names the API shows.
         let stored: Vec<String> = sqlx::query_scalar("SELECT status FROM models ORDER BY version")
-            .fetch_all(&pool)
+            .fetch_all(&pool.pool)
             .await
             .unwrap();
         assert_eq!(

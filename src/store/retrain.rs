@@ -6,9 +6,9 @@
 //! daemon starts was cut short by a stop or crash: [`interrupted`] marks it failed.
 
 use serde::Serialize;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// Where a run stands; stored and answered as its snake_case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type)]
@@ -133,19 +133,19 @@ fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
 }
 
 /// Records the start of a run; returns its id.
-pub async fn start(pool: &SqlitePool, trigger: Trigger, now: i64) -> Result<i64, StoreError> {
+pub async fn start(store: &Store, trigger: Trigger, now: i64) -> Result<i64, StoreError> {
     let id = sqlx::query("INSERT INTO retrain_runs (trigger, started, state) VALUES (?, ?, ?)")
         .bind(trigger)
         .bind(now)
         .bind(RunState::Running)
-        .execute(pool)
+        .execute(&store.pool)
         .await?
         .last_insert_rowid();
     Ok(id)
 }
 
 /// Records how run `id` ended.
-pub async fn finish(pool: &SqlitePool, id: i64, f: &Finish, now: i64) -> Result<(), StoreError> {
+pub async fn finish(store: &Store, id: i64, f: &Finish, now: i64) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE retrain_runs SET finished = ?, state = ?, rows = ?, train_rows = ?, holdout_rows = ?, \
          metric = ?, live_version = ?, live_metric = ?, candidate_metric = ?, candidate_version = ?, \
@@ -165,34 +165,34 @@ pub async fn finish(pool: &SqlitePool, id: i64, f: &Finish, now: i64) -> Result<
     .bind(f.report.as_ref().map(|r| r.to_string()))
     .bind(&f.error)
     .bind(id)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// Run `id`, if there is one.
-pub async fn get(pool: &SqlitePool, id: i64) -> Result<Option<Run>, StoreError> {
+pub async fn get(store: &Store, id: i64) -> Result<Option<Run>, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM retrain_runs WHERE id = ?"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&store.pool)
         .await?;
     row.as_ref().map(run).transpose()
 }
 
 /// The newest `limit` runs, newest first (without their reports).
-pub async fn recent(pool: &SqlitePool, limit: i64) -> Result<Vec<Run>, StoreError> {
+pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Run>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {} FROM retrain_runs ORDER BY id DESC LIMIT ?",
         COLUMNS.replace("report", "NULL AS report")
     ))
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?;
     rows.iter().map(run).collect()
 }
 
 /// Marks runs left `running` by a stop or crash as failed; returns how many.
-pub async fn interrupted(pool: &SqlitePool, now: i64) -> Result<u64, StoreError> {
+pub async fn interrupted(store: &Store, now: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE retrain_runs SET state = ?, finished = ?, \
          error = 'the daemon stopped before the run finished' WHERE state = ?",
@@ -200,7 +200,7 @@ pub async fn interrupted(pool: &SqlitePool, now: i64) -> Result<u64, StoreError>
     .bind(RunState::Failed)
     .bind(now)
     .bind(RunState::Running)
-    .execute(pool)
+    .execute(&store.pool)
     .await?;
     Ok(done.rows_affected())
 }
@@ -219,7 +219,7 @@ pub struct LabelledRow {
 /// The newest `max_rows` labelled predictions made at or after `since`, oldest
 /// first.
 pub async fn labelled(
-    pool: &SqlitePool,
+    store: &Store,
     since: i64,
     max_rows: usize,
 ) -> Result<Vec<LabelledRow>, StoreError> {
@@ -230,7 +230,7 @@ pub async fn labelled(
     )
     .bind(since)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&store.pool)
     .await?;
     rows.reverse();
     Ok(rows)
@@ -274,7 +274,7 @@ mod tests {
         let stored: (String, String) =
             sqlx::query_as("SELECT state, trigger FROM retrain_runs WHERE id = ?")
                 .bind(b.id)
-                .fetch_one(&pool)
+                .fetch_one(&pool.pool)
                 .await
                 .unwrap();
         assert_eq!(stored, ("failed".to_string(), "schedule".to_string()));

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::Store;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +128,7 @@ impl LogHandle {
 /// Starts the writer task. It stops when `cancel` fires (after writing what is
 /// queued, within one retry) or when every handle is dropped.
 pub fn spawn(
-    pool: SqlitePool,
+    store: Store,
     cfg: WriterConfig,
     cancel: CancellationToken,
 ) -> (LogHandle, tokio::task::JoinHandle<()>) {
@@ -138,12 +140,12 @@ pub fn spawn(
         queue_wait: cfg.queue_wait,
         capacity: cfg.capacity,
     };
-    let task = tokio::spawn(run(pool, rx, stats, cfg, cancel));
+    let task = tokio::spawn(run(store, rx, stats, cfg, cancel));
     (handle, task)
 }
 
 async fn run(
-    pool: SqlitePool,
+    store: Store,
     mut rx: mpsc::Receiver<Msg>,
     stats: Arc<LogStats>,
     cfg: WriterConfig,
@@ -161,7 +163,7 @@ async fn run(
             while let Ok(m) = rx.try_recv() {
                 msgs.push(m);
             }
-            write_all(&pool, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+            write_all(&store, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
             return;
         }
         let deadline = Instant::now() + cfg.flush;
@@ -172,7 +174,7 @@ async fn run(
                 Ok(_) => {}
             }
         }
-        write_all(&pool, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+        write_all(&store, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
         msgs = Vec::with_capacity(cfg.batch_rows);
     }
 }
@@ -184,7 +186,7 @@ fn rows_in(msgs: &[Msg]) -> usize {
 /// Writes the rows of `msgs` (retrying until success or cancellation), then answers
 /// the flushes among them.
 async fn write_all(
-    pool: &SqlitePool,
+    store: &Store,
     msgs: Vec<Msg>,
     stats: &LogStats,
     cfg: &WriterConfig,
@@ -201,7 +203,7 @@ async fn write_all(
     for chunk in rows.chunks(cfg.batch_rows) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match insert(pool, chunk).await {
+            match insert(store, chunk).await {
                 Ok(()) => {
                     stats
                         .written
@@ -247,7 +249,7 @@ async fn write_all(
 }
 
 /// One multi-row INSERT in one transaction.
-pub async fn insert(pool: &SqlitePool, rows: &[PredictionRow]) -> Result<(), sqlx::Error> {
+pub async fn insert(store: &Store, rows: &[PredictionRow]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -263,7 +265,7 @@ pub async fn insert(pool: &SqlitePool, rows: &[PredictionRow]) -> Result<(), sql
             .push_bind(r.latency_us)
             .push_bind(r.anomaly_score);
     });
-    let mut tx = pool.begin().await?;
+    let mut tx = store.pool.begin().await?;
     q.build().execute(&mut *tx).await?;
     tx.commit().await
 }
