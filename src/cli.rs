@@ -441,7 +441,7 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
         body_text: text,
         message_id: format!("{}@{}", uuid::Uuid::now_v7(), mailer.domain()),
         thread: "[]".into(),
-        recipients: serde_json::to_string(&c.raw.alerts.to).unwrap_or_default(),
+        recipients: serde_json::to_string(&c.alerts.to).unwrap_or_default(),
         state: crate::store::alerts::MailState::Pending,
         attempts: 0,
         next_attempt: now,
@@ -456,10 +456,10 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
         Ok(()) => {
             println!(
                 "sent a test mail to {} via {}",
-                if c.raw.alerts.to.is_empty() {
+                if c.alerts.to.is_empty() {
                     "(no recipients)".to_string()
                 } else {
-                    c.raw.alerts.to.join(", ")
+                    c.alerts.to.join(", ")
                 },
                 mailer.describe
             );
@@ -476,7 +476,7 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
 fn serve(config: Option<PathBuf>) -> Result<(), Failure> {
     use crate::app::AppError;
     let c = Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
-    let levels = crate::logging::init(c.log_format, &c.raw.log.level);
+    let levels = crate::logging::init(c.log_format, &c.log.level);
     let arenas_capped = crate::memory::limit_arenas();
     tracing::debug!(arenas_capped, "malloc arenas");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -63,9 +63,9 @@ pub async fn run(
     let state = AppState::new(app.clone());
     let connections = state.metrics.connections.clone();
     let limits = Limits {
-        max_body_bytes: config.raw.server.max_body_bytes,
-        request_timeout: Duration::from_millis(config.raw.server.request_timeout_ms),
-        access_log: config.raw.log.access,
+        max_body_bytes: config.server.max_body_bytes,
+        request_timeout: config.server.request_timeout_secs.get(),
+        access_log: config.log.access,
     };
     let router = server::router(state, limits);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -75,7 +75,7 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    let server_cfg = &config.raw.server;
+    let server_cfg = &config.server;
     let (max_connections, nofile) = listen::fit_to_file_limit(server_cfg.max_connections);
     if max_connections < server_cfg.max_connections {
         tracing::warn!(
@@ -87,7 +87,7 @@ pub async fn run(
     }
     let conn_limits = listen::ConnLimits {
         max_connections,
-        header_timeout: Duration::from_millis(server_cfg.header_timeout_ms),
+        header_timeout: server_cfg.header_timeout_secs.get(),
         max_header_bytes: server_cfg.max_header_bytes,
     };
 
@@ -110,7 +110,7 @@ pub async fn run(
         NotifyState::Status(&format!("serving model version {version} on {addr}")),
     ]);
 
-    let deadline = Duration::from_secs(config.raw.server.shutdown_timeout_secs);
+    let deadline = config.server.shutdown_timeout_secs.get();
     let serve = listen::serve(listener, router, conn_limits, connections, stop.clone());
     let drained = tokio::select! {
         () = serve => true,
@@ -209,11 +209,11 @@ fn signals(
 /// Applies what can change at run time and names what cannot.
 fn apply_reload(old: &Config, new: &Config, app: &App, levels: &LevelHandle) {
     app.set_settings(Settings::from_config(new));
-    if let Err(e) = levels.set(&new.raw.log.level) {
+    if let Err(e) = levels.set(&new.log.level) {
         tracing::error!(error = %e, "SIGHUP: cannot apply log.level");
     }
     let reloadable = ["server.max_batch", "database.retention_days", "log.level"];
-    let changed = changed_keys(old, new);
+    let changed = old.changed_keys(new);
     let (applied, ignored): (Vec<_>, Vec<_>) = changed
         .into_iter()
         .partition(|k| reloadable.contains(&k.as_str()));
@@ -221,28 +221,4 @@ fn apply_reload(old: &Config, new: &Config, app: &App, levels: &LevelHandle) {
     if !ignored.is_empty() {
         tracing::warn!(keys = ?ignored, "SIGHUP: these keys changed but take effect only after a restart");
     }
-}
-
-/// `section.key` names whose values differ.
-pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let (Ok(toml::Value::Table(a)), Ok(toml::Value::Table(b))) = (
-        toml::Value::try_from(&old.raw),
-        toml::Value::try_from(&new.raw),
-    ) else {
-        return Vec::new();
-    };
-    let mut changed = Vec::new();
-    for (section, av) in &a {
-        let (Some(toml::Value::Table(at)), Some(toml::Value::Table(bt))) =
-            (Some(av), b.get(section))
-        else {
-            continue;
-        };
-        for (key, v) in at {
-            if bt.get(key) != Some(v) {
-                changed.push(format!("{section}.{key}"));
-            }
-        }
-    }
-    changed
 }

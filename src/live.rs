@@ -170,9 +170,9 @@ pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> 
                 source,
             })?;
         tracing::info!(version = %rec.version, path = %rec.path, "loaded the active model");
-        if !config.raw.model.initial.is_empty() {
+        if !config.model.initial.is_empty() {
             tracing::warn!(
-                initial = %config.raw.model.initial,
+                initial = %config.model.initial,
                 active = %rec.version,
                 "model.initial is ignored: the registry already has versions (it seeds only the \
                  first start; activate a stored version, or import a model, to change the live one)"
@@ -181,29 +181,29 @@ pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> 
         return Ok(LiveModel::new(
             model,
             rec,
-            config.raw.compression.max_metric_drop,
+            config.compression.max_metric_drop,
         ));
     }
-    let dir = PathBuf::from(&config.raw.model.dir);
+    let dir = PathBuf::from(&config.model.dir);
     std::fs::create_dir_all(&dir).map_err(|source| LiveError::Dir {
         path: dir.display().to_string(),
         source,
     })?;
     let version = registry::next_version(db).await?;
-    let (model, source) = if !config.raw.model.initial.is_empty() {
-        let initial = PathBuf::from(&config.raw.model.initial);
+    let (model, source) = if !config.model.initial.is_empty() {
+        let initial = PathBuf::from(&config.model.initial);
         let model = tokio::task::spawn_blocking(move || artifact::load(&initial))
             .await
             .map_err(|_| LiveError::Join)??;
-        tracing::info!(path = %config.raw.model.initial, "importing model.initial as the first version");
+        tracing::info!(path = %config.model.initial, "importing model.initial as the first version");
         (model, "import")
     } else {
-        let data = config.raw.model.bootstrap_data.clone();
-        let label = config.raw.model.label.clone();
+        let data = config.model.bootstrap_data.clone();
+        let label = config.model.label.clone();
         let options = TrainOptions {
-            max_metric_drop: Some(config.raw.compression.max_metric_drop),
-            anomaly_level: config.raw.drift.anomaly_level,
-            ..TrainOptions::new(&label, config.raw.training.folds, config.raw.training.seed)
+            max_metric_drop: Some(config.compression.max_metric_drop),
+            anomaly_level: config.drift.anomaly_level,
+            ..TrainOptions::new(&label, config.training.folds, config.training.seed)
         };
         tracing::info!(data = %data, "no model yet: training the first one from model.bootstrap_data");
         let model = tokio::task::spawn_blocking(move || bootstrap(&data, &options))
@@ -223,7 +223,7 @@ pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> 
     Ok(LiveModel::new(
         model,
         record,
-        config.raw.compression.max_metric_drop,
+        config.compression.max_metric_drop,
     ))
 }
 

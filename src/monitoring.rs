@@ -119,7 +119,7 @@ pub struct JobSettings {
 impl JobSettings {
     pub fn from_config(c: &DriftConfig) -> JobSettings {
         JobSettings {
-            interval: Duration::from_secs(c.interval_secs),
+            interval: c.interval_secs.get(),
             window: c.window,
             min_rows: c.min_rows,
             confirm: c.confirm_checks,

@@ -38,10 +38,10 @@ pub fn check(config: &Config) -> Result<(), PreflightError> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     writable_dir("database.url", db_dir)?;
-    let model = &config.raw.model;
+    let model = &config.model;
     writable_dir("model.dir", Path::new(&model.dir))?;
-    if config.raw.alerts.transport == crate::config::Transport::File {
-        writable_dir("alerts.dir", Path::new(&config.raw.alerts.dir))?;
+    if config.alerts.transport == crate::config::Transport::File {
+        writable_dir("alerts.dir", Path::new(&config.alerts.dir))?;
     }
     // On a first start the first model comes from these; later they are unused.
     if !db.exists() {

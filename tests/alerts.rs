@@ -31,7 +31,7 @@ fn config(port: u16, extra_alerts: &str) -> String {
         "[drift]\ninterval_secs = 1\nwindow = 100\nmin_rows = 50\nconfirm_checks = 1\n\
          [alerts]\ntransport = \"smtp\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\n\
          tls = \"none\"\nfrom = \"steward@example.org\"\n{to}\
-         group_wait_secs = 1\nretry_initial_ms = 200\nretry_max_secs = 1\n{extra_alerts}"
+         group_wait_secs = 1\nretry_initial_secs = 0.2\nretry_max_secs = 1\n{extra_alerts}"
     )
 }
 

@@ -18,7 +18,8 @@ async fn eventually<F: std::future::Future<Output = bool>>(what: &str, f: impl F
 /// and counted, readiness fails, and everything recovers when the lock goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_keeps_serving_counts_dropped_rows_and_recovers() {
-    let d = Daemon::start("[database]\nqueue_capacity = 4\nqueue_wait_ms = 20\nbatch_rows = 2\n");
+    let d =
+        Daemon::start("[database]\nqueue_capacity = 4\nqueue_wait_secs = 0.02\nbatch_rows = 2\n");
     let c = client();
     let url = d.url.clone();
     let locker = crate::common::open_db(&d.db_path()).await;
@@ -92,9 +93,10 @@ async fn sighup_applies_max_batch_and_names_keys_that_need_a_restart() {
     );
 
     let config = d.dir.path().join("steward.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_batch = 2", "max_batch = 5\nrequest_timeout_ms = 777");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_batch = 2",
+        "max_batch = 5\nrequest_timeout_secs = 7.77",
+    );
     std::fs::write(&config, text).unwrap();
     d.signal("HUP");
     let url = d.url.clone();
@@ -110,7 +112,7 @@ async fn sighup_applies_max_batch_and_names_keys_that_need_a_restart() {
     })
     .await;
     let log = d.log_text();
-    assert!(log.contains("server.request_timeout_ms"), "{log}");
+    assert!(log.contains("server.request_timeout_secs"), "{log}");
 
     // An invalid file is refused and the running config kept.
     std::fs::write(&config, "[server]\nmax_batch = 0\n").unwrap();

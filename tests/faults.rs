@@ -204,11 +204,11 @@ async fn read_response(s: &mut TcpStream) -> (String, String) {
 }
 
 /// A connection that sends half a request head, and one that sends nothing, are
-/// closed once `server.header_timeout_ms` passes (they were kept for as long as
+/// closed once `server.header_timeout_secs` passes (they were kept for as long as
 /// the client liked), and counted; the daemon goes on answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_not_sent_in_time_is_cut_off() {
-    let d = Daemon::start("[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_ms = 500\n");
+    let d = Daemon::start("[server]\nlisten = \"127.0.0.1:0\"\nheader_timeout_secs = 0.5\n");
     let mut half = TcpStream::connect(addr(&d)).await.unwrap();
     half.write_all(b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: applica")
         .await
@@ -242,7 +242,7 @@ async fn a_request_head_not_sent_in_time_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_refuse_fast() {
     let d = Daemon::start(
-        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 8\nrequest_timeout_ms = 60000\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 8\nrequest_timeout_secs = 60\n",
     );
     let mut idle = Vec::new();
     for _ in 0..8 {

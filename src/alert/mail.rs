@@ -56,12 +56,12 @@ pub struct Mailer {
 impl Mailer {
     /// The transport `config` describes (the password read as `Config` says).
     pub fn from_config(config: &Config) -> Result<Mailer, MailError> {
-        let a = &config.raw.alerts;
+        let a = &config.alerts;
         let from: Mailbox = a
             .from
             .parse()
             .map_err(|e| MailError::Setup(format!("alerts.from `{}`: {e}", a.from)))?;
-        let send_timeout = Duration::from_secs(a.send_timeout_secs);
+        let send_timeout = a.send_timeout_secs.get();
         if a.transport == crate::config::Transport::File {
             // Created when a mail is written (building a mailer changes nothing,
             // so that `check-config` can build one).
@@ -95,7 +95,7 @@ impl Mailer {
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(a.smtp_host.as_str())
             .port(a.smtp_port)
             .tls(tls)
-            .timeout(Some(Duration::from_secs(a.connect_timeout_secs)));
+            .timeout(Some(a.connect_timeout_secs.get()));
         if !a.username.is_empty() {
             let password = config.smtp_password()?.unwrap_or_default();
             b = b.credentials(Credentials::new(a.username.clone(), password));

@@ -47,8 +47,8 @@ pub struct AlertSettings {
 
 impl AlertSettings {
     pub fn from_config(c: &crate::config::Config) -> AlertSettings {
-        let a = &c.raw.alerts;
-        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let a = &c.alerts;
+        let ms = |s: crate::config::Seconds| i64::try_from(s.as_millis()).unwrap_or(i64::MAX);
         AlertSettings {
             timing: Timing {
                 group_wait: ms(a.group_wait_secs),
@@ -58,15 +58,15 @@ impl AlertSettings {
             },
             context: Context {
                 base_url: c.base_url(),
-                interval_secs: c.raw.drift.interval_secs,
-                confirm_checks: c.raw.drift.confirm_checks,
-                drift_retrain: c.raw.training.drift_retrain,
-                drift_cooldown_secs: c.raw.training.drift_cooldown_secs,
+                interval_secs: c.drift.interval_secs.get().as_secs(),
+                confirm_checks: c.drift.confirm_checks,
+                drift_retrain: c.training.drift_retrain,
+                drift_cooldown_secs: c.training.drift_cooldown_secs.get().as_secs(),
             },
             recipients: a.to.clone(),
             max_per_hour: i64::from(a.max_per_hour),
-            retry_initial_ms: a.retry_initial_ms,
-            retry_max_ms: a.retry_max_secs.saturating_mul(1000),
+            retry_initial_ms: a.retry_initial_secs.as_millis(),
+            retry_max_ms: a.retry_max_secs.as_millis(),
         }
     }
 }

@@ -71,8 +71,8 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             token: config.token(),
-            max_batch: config.raw.server.max_batch,
-            retention_days: config.raw.database.retention_days,
+            max_batch: config.server.max_batch,
+            retention_days: config.database.retention_days,
         }
     }
 }
@@ -123,15 +123,15 @@ impl App {
                 "retrain runs cut short by the last stop are marked failed"
             );
         }
-        let db_cfg = &config.raw.database;
+        let db_cfg = &config.database;
         let stop_writer = CancellationToken::new();
         let (log, writer_task) = writer::spawn(
             db.clone(),
             writer::WriterConfig {
                 capacity: db_cfg.queue_capacity,
                 batch_rows: db_cfg.batch_rows,
-                flush: Duration::from_millis(db_cfg.flush_ms),
-                queue_wait: Duration::from_millis(db_cfg.queue_wait_ms),
+                flush: db_cfg.flush_secs.get(),
+                queue_wait: db_cfg.queue_wait_secs.get(),
             },
             stop_writer.clone(),
         );
@@ -237,7 +237,7 @@ impl App {
             parts.db.clone(),
             parts.slot.clone(),
             parts.monitoring.clone(),
-            monitoring::JobSettings::from_config(&config.raw.drift),
+            monitoring::JobSettings::from_config(&config.drift),
             stop.clone(),
         ));
         if let Some(mailer) = parts.mailer.take() {
@@ -252,7 +252,7 @@ impl App {
                 clock,
                 stop.clone(),
             ));
-            tracing::info!(via = %mailer.describe, recipients = ?config.raw.alerts.to, "alert mail");
+            tracing::info!(via = %mailer.describe, recipients = ?config.alerts.to, "alert mail");
             tracker.spawn(alerting::mailer_task(
                 parts.db.clone(),
                 mailer,
@@ -273,11 +273,11 @@ impl App {
             tracker.spawn(learning::online::task(
                 parts.learning.clone(),
                 labels,
-                OnlineSettings::from_config(&config.raw.online),
+                OnlineSettings::from_config(&config.online),
                 stop.clone(),
             ));
         }
-        match Cron::parse(&config.raw.training.schedule) {
+        match Cron::parse(&config.training.schedule) {
             Ok(cron) => {
                 tracker.spawn(learning::trigger::schedule(
                     parts.learning.clone(),
@@ -289,12 +289,12 @@ impl App {
             }
             Err(e) => tracing::error!(error = %e, "training.schedule: no scheduled retraining"),
         }
-        if config.raw.training.drift_retrain {
+        if config.training.drift_retrain {
             tracker.spawn(learning::trigger::on_drift(
                 parts.learning.clone(),
                 parts.retrain.clone(),
                 parts.monitoring.events.subscribe(),
-                Duration::from_secs(config.raw.training.drift_cooldown_secs),
+                config.training.drift_cooldown_secs.get(),
                 stop.clone(),
             ));
         }

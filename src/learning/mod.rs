@@ -111,8 +111,8 @@ impl Learning {
         monitoring: Arc<Monitoring>,
         config: &crate::config::Config,
     ) -> (Learning, Option<mpsc::Receiver<online::LabelItem>>) {
-        let (online, rx) = if config.raw.online.enabled {
-            let (tx, rx) = mpsc::channel(config.raw.online.queue);
+        let (online, rx) = if config.online.enabled {
+            let (tx, rx) = mpsc::channel(config.online.queue);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -123,9 +123,9 @@ impl Learning {
             monitoring,
             stats: LearningStats::default(),
             flight: Flight::new(),
-            dir: PathBuf::from(&config.raw.model.dir),
-            budget: config.raw.compression.max_metric_drop,
-            keep: config.raw.model.keep_versions,
+            dir: PathBuf::from(&config.model.dir),
+            budget: config.compression.max_metric_drop,
+            keep: config.model.keep_versions,
             swap: tokio::sync::Mutex::new(()),
             online,
         };

@@ -62,7 +62,7 @@ impl OnlineSettings {
                 clip: c.clip,
             },
             republish_every: c.republish_every,
-            republish: Duration::from_secs(c.republish_secs),
+            republish: c.republish_secs.get(),
             guard_window: c.guard_window,
             guard_margin: c.guard_margin,
         }

@@ -61,7 +61,7 @@ pub struct RetrainSettings {
 
 impl RetrainSettings {
     pub fn from_config(c: &Config) -> RetrainSettings {
-        let t = &c.raw.training;
+        let t = &c.training;
         RetrainSettings {
             folds: t.folds,
             seed: t.seed,
@@ -70,14 +70,14 @@ impl RetrainSettings {
             max_rows: t.max_rows,
             holdout_share: t.holdout_share,
             original_share: t.original_share,
-            original_data: c.raw.model.bootstrap_data.clone(),
+            original_data: c.model.bootstrap_data.clone(),
             gate: Gate {
                 max_regression: t.max_regression,
                 min_metric: t.min_metric,
             },
-            time_limit: Duration::from_secs(t.time_limit_secs),
-            max_metric_drop: c.raw.compression.max_metric_drop,
-            anomaly_level: c.raw.drift.anomaly_level,
+            time_limit: t.time_limit_secs.get(),
+            max_metric_drop: c.compression.max_metric_drop,
+            anomaly_level: c.drift.anomaly_level,
             threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         }
     }

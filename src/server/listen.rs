@@ -1,7 +1,7 @@
 //! The connection layer: accepts TCP connections and serves each with hyper's
 //! HTTP/1, within bounds a slow or hostile client cannot push the daemon past.
 //!
-//! - **Header timeout** (`server.header_timeout_ms`): a connection that has not
+//! - **Header timeout** (`server.header_timeout_secs`): a connection that has not
 //!   sent a whole request head this long after it opened, or after its last
 //!   answer (an idle keep-alive connection), is closed and counted.
 //! - **Connection cap** (`server.max_connections`, lowered at start to what the

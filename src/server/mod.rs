@@ -98,7 +98,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
                     ApiError::unavailable(
                         "timeout",
-                        "the request took longer than server.request_timeout_ms",
+                        "the request took longer than server.request_timeout_secs",
                     )
                 }))
                 .timeout(limits.request_timeout)

@@ -79,7 +79,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP steward_connections_total Client connections by outcome: accepted; refused \
          (503 at server.max_connections with every connection busy); evicted (the longest-idle \
          connection closed to make room); header_timeout (no whole request head within \
-         server.header_timeout_ms); malformed (closed after a request head the HTTP parser \
+         server.header_timeout_secs); malformed (closed after a request head the HTTP parser \
          refused: 400, 414 or 431).\n# TYPE steward_connections_total counter"
     );
     for (outcome, counter) in [

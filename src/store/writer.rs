@@ -2,9 +2,9 @@
 //! by a bounded channel, committing multi-row INSERTs in one transaction per batch.
 //!
 //! A batch is written when it reaches `database.batch_rows` rows or
-//! `database.flush_ms` after its first row, whichever comes first.
+//! `database.flush_secs` after its first row, whichever comes first.
 //!
-//! When the queue is full a request waits for room up to `database.queue_wait_ms`
+//! When the queue is full a request waits for room up to `database.queue_wait_secs`
 //! (back-pressure: under normal load nothing is lost). If there is still no room,
 //! the row is dropped, the request is still answered, and `dropped` counts it
 //! (`steward_log_rows_dropped_total` on /metrics). When a write fails (database
