@@ -10,6 +10,7 @@
 //! the keys that can change at run time (`server.max_batch`, `log.level`,
 //! `database.retention_days`); any other changed key is logged as needing a restart.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{App, AppError, Settings};
+use crate::app::{App, AppError, Parts, Settings};
 use crate::config::{Config, ConfigError};
 use crate::logging::LevelHandle;
 use crate::server::{self, listen, AppState, Limits};
@@ -55,26 +56,119 @@ pub async fn run(
     // the database, one daemon per database.
     crate::preflight::check(&config)?;
     let _instance = store::lock::InstanceLock::acquire(&config.database_path)?;
-    let (app, mut parts) = App::build(&config).await?;
-    let version = app.live_version();
+    let signals = Signals::install()?;
+    let serving = Serving::start(&config).await?;
+    let stop = serving.stop.clone();
+    serving.tracker.spawn(signals.handle(
+        stop.clone(),
+        config.clone(),
+        config_path,
+        serving.app.clone(),
+        levels,
+    ));
+    serving.tracker.spawn(watchdog(stop.clone()));
+    serving.tracker.spawn(memory_job(stop));
+    let version = serving.app.live_version();
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!(
+            "serving model version {version} on {}",
+            serving.addr
+        )),
+    ]);
+    serving.finish().await;
+    Ok(())
+}
 
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let state = AppState::new(app.clone());
-    let connections = state.metrics.connections.clone();
-    let limits = Limits {
-        max_body_bytes: config.server.max_body_bytes,
-        request_timeout: config.server.request_timeout_secs.get(),
-        access_log: config.log.access,
-    };
-    let router = server::router(state, limits);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+/// The daemon serving in this process: the application built, the listener
+/// bound and serving, the jobs started. [`run`] adds what belongs to the
+/// process (preflight, the instance lock, signals, systemd, memory trimming);
+/// tests start it directly, on a port of their own.
+pub struct Serving {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    app: App,
+    parts: Parts,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    serve: tokio::task::JoinHandle<()>,
+    deadline: Duration,
+}
+
+impl Serving {
+    /// Builds the application from `config`, binds `server.listen`, starts the
+    /// jobs and serves.
+    pub async fn start(config: &Config) -> Result<Serving, DaemonError> {
+        let (app, mut parts) = App::build(config).await?;
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let state = AppState::new(app.clone());
+        let connections = state.metrics.connections.clone();
+        let limits = Limits {
+            max_body_bytes: config.server.max_body_bytes,
+            request_timeout: config.server.request_timeout_secs.get(),
+            access_log: config.log.access,
+        };
+        let router = server::router(state, limits);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(DaemonError::Serve)?;
+        let conn_limits = connection_limits(config);
+        app.start_jobs(config, &mut parts, &tracker, &stop);
+        tracker.close();
+        tracing::info!(%addr, model_version = %app.live_version(),
+            database = %config.database_path.display(),
+            max_connections = conn_limits.max_connections, "listening");
+        let serve = tokio::spawn(listen::serve(
+            listener,
+            router,
+            conn_limits,
+            connections,
+            stop.clone(),
+        ));
+        Ok(Serving {
+            addr,
+            app,
+            parts,
+            tracker,
+            stop,
+            serve,
+            deadline: config.server.shutdown_timeout_secs.get(),
+        })
+    }
+
+    /// The token that stops it: [`Serving::finish`] returns once it is cancelled
+    /// and everything is drained.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits for the stop, lets in-flight requests finish (up to
+    /// `server.shutdown_timeout_secs`), then drains the application: every
+    /// answered prediction is written when this returns.
+    pub async fn finish(mut self) {
+        self.stop.cancelled().await;
+        if tokio::time::timeout(self.deadline, &mut self.serve)
+            .await
+            .is_err()
+        {
+            self.serve.abort();
+            tracing::warn!(
+                deadline_secs = self.deadline.as_secs_f64(),
+                "in-flight requests did not finish before the shutdown deadline"
+            );
+        }
+        self.app.drain(self.parts, &self.tracker).await;
+    }
+}
+
+/// The connection layer's bounds, with `server.max_connections` lowered to what
+/// the open-file limit allows (and a warning when it had to be).
+fn connection_limits(config: &Config) -> listen::ConnLimits {
     let server_cfg = &config.server;
     let (max_connections, nofile) = listen::fit_to_file_limit(server_cfg.max_connections);
     if max_connections < server_cfg.max_connections {
@@ -85,45 +179,11 @@ pub async fn run(
             "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
         );
     }
-    let conn_limits = listen::ConnLimits {
+    listen::ConnLimits {
         max_connections,
         header_timeout: server_cfg.header_timeout_secs.get(),
         max_header_bytes: server_cfg.max_header_bytes,
-    };
-
-    tracker.spawn(signals(
-        stop.clone(),
-        config.clone(),
-        config_path,
-        app.clone(),
-        levels,
-    )?);
-    tracker.spawn(watchdog(stop.clone()));
-    tracker.spawn(memory_job(stop.clone()));
-    app.start_jobs(&config, &mut parts, &tracker, &stop);
-    tracker.close();
-
-    tracing::info!(%addr, model_version = %version, database = %config.database_path.display(),
-        max_connections, open_file_limit = nofile, "listening");
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status(&format!("serving model version {version} on {addr}")),
-    ]);
-
-    let deadline = config.server.shutdown_timeout_secs.get();
-    let serve = listen::serve(listener, router, conn_limits, connections, stop.clone());
-    let drained = tokio::select! {
-        () = serve => true,
-        () = async { stop.cancelled().await; tokio::time::sleep(deadline).await } => false,
-    };
-    if !drained {
-        tracing::warn!(
-            deadline_secs = deadline.as_secs(),
-            "in-flight requests did not finish before the shutdown deadline"
-        );
     }
-    app.drain(parts, &tracker).await;
-    Ok(())
 }
 
 fn notify(states: &[NotifyState]) {
@@ -169,25 +229,41 @@ async fn memory_job(stop: CancellationToken) {
     }
 }
 
-/// Handles SIGTERM/SIGINT (stop) and SIGHUP (reload).
-fn signals(
-    stop: CancellationToken,
-    mut config: Config,
-    path: Option<PathBuf>,
-    app: App,
-    levels: LevelHandle,
-) -> Result<impl std::future::Future<Output = ()>, DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    Ok(async move {
+/// The signals the daemon handles, installed before it listens: a SIGTERM
+/// sent as soon as the `listening` line appears must stop it cleanly, not kill
+/// it with the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let install = |kind| signal(kind).map_err(DaemonError::Signals);
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
+        })
+    }
+
+    /// Handles SIGTERM/SIGINT (stop) and SIGHUP (reload).
+    async fn handle(
+        mut self,
+        stop: CancellationToken,
+        mut config: Config,
+        path: Option<PathBuf>,
+        app: App,
+        levels: LevelHandle,
+    ) {
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
                 () = stop.cancelled() => return,
-                _ = hup.recv() => {
+                _ = self.hup.recv() => {
                     notify(&[NotifyState::Reloading]);
                     match Config::load(path.as_deref()) {
                         Ok(new) => {
@@ -203,7 +279,7 @@ fn signals(
         tracing::info!("stop signal received: draining in-flight requests and the log queue");
         notify(&[NotifyState::Stopping]);
         stop.cancel();
-    })
+    }
 }
 
 /// Applies what can change at run time and names what cannot.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, metrics_text, run, write_config, Daemon};
+use crate::common::{client, metrics_text, run, write_config, Api, Daemon, InProcess};
 use crate::monitoring::{checks_after, predict_all, rows};
 use crate::smtp::{free_port, Received, SmtpOptions, SmtpServer};
 
@@ -88,7 +88,7 @@ fn wait_feature_mail(server: &SmtpServer, n: usize) -> Vec<Received> {
 }
 
 /// `GET /v1/alerts` until `pred` holds for the newest feature-drift row.
-async fn wait_alert_row(d: &Daemon, c: &reqwest::Client, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_alert_row(d: &impl Api, c: &reqwest::Client, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = d.get_json(c, "/v1/alerts").await;
@@ -107,10 +107,10 @@ async fn wait_alert_row(d: &Daemon, c: &reqwest::Client, pred: impl Fn(&Value) -
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drift_event_gives_one_grouped_mail_with_the_numbers() {
     let server = SmtpServer::start(SmtpOptions::default());
-    let d = Daemon::start(&config(server.port(), ""));
+    let d = InProcess::start(&config(server.port(), "")).await;
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     let mails = wait_feature_mail(&server, 1);
@@ -319,10 +319,10 @@ async fn starttls_with_a_private_ca_and_a_password_file() {
     assert!(!d.log_text().contains("s3cret"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_holds_back_matching_alerts_and_resolved_mail_threads() {
     let server = SmtpServer::start(SmtpOptions::default());
-    let d = Daemon::start(&config(server.port(), "group_interval_secs = 1\n"));
+    let d = InProcess::start(&config(server.port(), "group_interval_secs = 1\n")).await;
     let c = client();
     // Silence body mass; only the bill length is mailed.
     let ends = steward::time::rfc3339(steward::time::now_millis() + 3_600_000);

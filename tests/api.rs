@@ -1,12 +1,13 @@
-//! The HTTP API against a real daemon: answers, bad input, auth, metrics.
+//! The HTTP API against a real daemon (in this process where no process
+//! boundary is needed): answers, bad input, auth, metrics.
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, penguin, Daemon};
+use crate::common::{client, count, penguin, Api, Daemon, InProcess};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
-    let d = Daemon::start("");
+    let d = InProcess::start("").await;
     let c = client();
     let (status, one) = d.predict(&c, &json!({"features": penguin()})).await;
     assert_eq!(status, 200, "{one}");
@@ -31,8 +32,7 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     assert_ne!(preds[0]["id"], preds[1]["id"]);
 
     let db = d.db_path();
-    let (status, _dir, _) = d.stop();
-    assert!(status.success());
+    let _dir = d.stop().await;
     assert_eq!(count(&db, "predictions").await, 3);
     // The log row holds what was sent and exactly what was answered.
     let pool = crate::common::open_db(&db).await;
@@ -51,9 +51,9 @@ async fn predicts_one_row_and_a_batch_and_logs_every_answer() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_is_joined_by_id_and_a_second_label_replaces_the_first() {
-    let d = Daemon::start("");
+    let d = InProcess::start("").await;
     let c = client();
     let (_, one) = d.predict(&c, &json!({"features": penguin()})).await;
     let id = one["id"].as_str().unwrap().to_string();
@@ -67,8 +67,7 @@ async fn feedback_is_joined_by_id_and_a_second_label_replaces_the_first() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"accepted": 1, "replaced": 1, "unchanged": 0}));
 
-    let (status, dir, _) = d.stop();
-    assert!(status.success());
+    let dir = d.stop().await;
     let pool = crate::common::open_db(&dir.path().join("data/steward.db")).await;
     let (label, revisions): (String, i64) =
         sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = ?")
@@ -398,9 +397,9 @@ async fn feedback_with_the_token_is_accepted() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_card_registry_health_and_metrics() {
-    let d = Daemon::start("");
+    let d = InProcess::start("").await;
     let c = client();
     let card: Value = d.get_json(&c, "/v1/model").await;
     assert_eq!(card["version"], "1");

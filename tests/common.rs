@@ -104,21 +104,6 @@ impl Daemon {
         }
     }
 
-    /// POSTs to /v1/predict.
-    pub async fn predict(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
-        post(c, &format!("{}/v1/predict", self.url), body).await
-    }
-
-    /// POSTs to /v1/feedback (no token).
-    pub async fn feedback(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
-        post(c, &format!("{}/v1/feedback", self.url), body).await
-    }
-
-    /// GETs `path` and parses the JSON answer.
-    pub async fn get_json(&self, c: &reqwest::Client, path: &str) -> Value {
-        get_json(c, &format!("{}{path}", self.url)).await
-    }
-
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -140,12 +125,126 @@ impl Daemon {
         (status, dir, log)
     }
 
-    pub fn log_text(&self) -> String {
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/steward.db")
+    }
+}
+
+/// Requests to a daemon, in a process of its own ([`Daemon`]) or in this one
+/// ([`InProcess`]).
+#[allow(async_fn_in_trait)]
+pub trait Api {
+    fn base(&self) -> &str;
+
+    /// The directory it runs in (its files are under `data/`).
+    fn dir(&self) -> &Path;
+
+    /// Its log so far (nothing in process: the test process has no subscriber).
+    fn log_text(&self) -> String;
+
+    /// POSTs to /v1/predict.
+    async fn predict(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
+        post(c, &format!("{}/v1/predict", self.base()), body).await
+    }
+
+    /// POSTs to /v1/feedback (no token).
+    async fn feedback(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
+        post(c, &format!("{}/v1/feedback", self.base()), body).await
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    async fn get_json(&self, c: &reqwest::Client, path: &str) -> Value {
+        get_json(c, &format!("{}{path}", self.base())).await
+    }
+}
+
+impl Api for Daemon {
+    fn base(&self) -> &str {
+        &self.url
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+}
+
+/// The daemon serving inside the test process (`steward::daemon::Serving`),
+/// for tests that need no process boundary: no signals, no log, no environment.
+/// Its files are in `dir`, as a [`Daemon`]'s are. It runs on the test's runtime:
+/// a test that blocks its thread (waits on the SMTP server) needs
+/// `flavor = "multi_thread"`.
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    stopper: tokio_util::sync::CancellationToken,
+    finished: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    /// Starts serving with the config `sections` (as [`Daemon::start`] takes
+    /// them), its files under a fresh directory.
+    pub async fn start(sections: &str) -> InProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), sections);
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The daemon's relative paths are relative to its working directory,
+        // which the tests share: point them into `dir` instead.
+        let data = dir.path().join("data");
+        let env: Vec<(String, String)> = [
+            (
+                "DATABASE__URL",
+                format!("sqlite://{}/steward.db", data.display()),
+            ),
+            ("MODEL__DIR", format!("\"{}/models\"", data.display())),
+            ("ALERTS__DIR", format!("\"{}/outbox\"", data.display())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (format!("STEWARD_{k}"), v))
+        .collect();
+        let config =
+            steward::config::Config::from_parts(&path.display().to_string(), &text, &env).unwrap();
+        let serving = steward::daemon::Serving::start(&config)
+            .await
+            .expect("serving in process");
+        let url = format!("http://{}", serving.addr);
+        let stopper = serving.stopper();
+        let finished = tokio::spawn(serving.finish());
+        InProcess {
+            dir,
+            url,
+            stopper,
+            finished,
+        }
+    }
+
+    /// Stops serving as SIGTERM would (in-flight requests finish, every answered
+    /// prediction is written) and gives back the directory.
+    pub async fn stop(self) -> tempfile::TempDir {
+        self.stopper.cancel();
+        self.finished.await.expect("the daemon stopped cleanly");
+        self.dir
     }
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/steward.db")
+    }
+}
+
+impl Api for InProcess {
+    fn base(&self) -> &str {
+        &self.url
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_text(&self) -> String {
+        String::from("(serving in process: no log captured)")
     }
 }
 

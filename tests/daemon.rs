@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, metric, penguin, post, Daemon};
+use crate::common::{client, count, metric, penguin, post, Api, Daemon};
 
 /// Polls `f` until it returns true, at most 30 s.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, f: impl FnMut() -> F) {

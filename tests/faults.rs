@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{assert_sound, client, count, eventually, metric, penguin, Daemon, Tmpfs};
+use crate::common::{
+    assert_sound, client, count, eventually, metric, penguin, Api, Daemon, InProcess, Tmpfs,
+};
 
 /// The database on a 1 MiB tmpfs: predictions and feedback fill it, the writer
 /// and the feedback committer meet SQLITE_FULL, then the file system is grown.
@@ -163,8 +165,8 @@ async fn one_prediction_labelled_over_and_over_is_stored_and_learned_once() {
 }
 
 /// The daemon's address without the scheme.
-fn addr(d: &Daemon) -> String {
-    d.url.trim_start_matches("http://").to_string()
+fn addr(d: &impl Api) -> String {
+    d.base().trim_start_matches("http://").to_string()
 }
 
 /// Reads what the server sends until it closes the connection (or resets it),
@@ -365,9 +367,9 @@ async fn idle_sockets_beyond_the_open_file_limit_never_starve_requests() {
 /// A body declared over `server.max_body_bytes` with `Expect: 100-continue` is
 /// refused before the client sends it (it used to be invited with
 /// `100 Continue`).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_refused_before_it_is_sent() {
-    let d = Daemon::start("");
+    let d = InProcess::start("").await;
     let mut s = TcpStream::connect(addr(&d)).await.unwrap();
     s.write_all(
         b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
@@ -522,9 +524,9 @@ async fn a_stop_during_a_retrain_does_not_wait_for_it() {
 /// What hyper's HTTP/1 parser refuses before a request exists gets its status
 /// and an empty body (documented in docs/API.md), the connection is closed,
 /// and the daemon goes on serving.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_http_parser_refuses_get_a_json_error_and_the_daemon_serves_on() {
-    let d = Daemon::start("");
+    let d = InProcess::start("").await;
     let big = format!(
         "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
         "a".repeat(40_000)

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, metrics_text, open_db, Daemon};
+use crate::common::{client, count, metrics_text, open_db, Api, Daemon, InProcess};
 
 /// Fast checks over a small window; one check is enough to change state.
 const FAST: &str = "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n";
@@ -58,7 +58,7 @@ fn labels() -> Vec<String> {
 }
 
 /// Predicts `rows` in batches; returns the answers.
-pub async fn predict_all(d: &Daemon, c: &reqwest::Client, rows: &[Value]) -> Vec<Value> {
+pub async fn predict_all(d: &impl Api, c: &reqwest::Client, rows: &[Value]) -> Vec<Value> {
     let mut answers = Vec::new();
     for chunk in rows.chunks(200) {
         let (status, body) = d.predict(c, &json!({"instances": chunk})).await;
@@ -69,8 +69,8 @@ pub async fn predict_all(d: &Daemon, c: &reqwest::Client, rows: &[Value]) -> Vec
 }
 
 /// A metric's value on /metrics (0 when absent).
-pub async fn metric(d: &Daemon, c: &reqwest::Client, series: &str) -> f64 {
-    metrics_text(c, &d.url)
+pub async fn metric(d: &impl Api, c: &reqwest::Client, series: &str) -> f64 {
+    metrics_text(c, d.base())
         .await
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -78,7 +78,7 @@ pub async fn metric(d: &Daemon, c: &reqwest::Client, series: &str) -> f64 {
 }
 
 /// Waits until `n` more drift checks have completed.
-pub async fn checks_after(d: &Daemon, c: &reqwest::Client, n: f64) {
+pub async fn checks_after(d: &impl Api, c: &reqwest::Client, n: f64) {
     let start = metric(d, c, "steward_drift_checks_total").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while metric(d, c, "steward_drift_checks_total").await < start + n {
@@ -317,9 +317,9 @@ async fn wrong_labels_after_right_ones_raise_concept_drift() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_feature_missing_from_every_row_is_reported_untested_never_nan() {
-    let d = Daemon::start(FAST);
+    let d = InProcess::start(FAST).await;
     let c = client();
     // Every row without a bill length, and every flipper the same length.
     predict_all(

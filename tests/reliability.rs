@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{client, count, penguin, Daemon};
+use crate::common::{client, count, penguin, Api, Daemon};
 
 /// Runs `clients` loops of single predictions until `stop`; returns the 2xx count.
 fn load(
