@@ -11,7 +11,8 @@
 #       predictions table with the requests wrk saw answered.
 #
 # Environment: THREADS (wrk threads, default 2), KEEP=1 keeps the temp directory
-# of --start (database, config, daemon log).
+# of --start (database, config, daemon log), STEWARD_BIN=PATH makes --start run
+# that binary instead of building one (to compare two builds).
 #
 # The bodies are the rows of datasets/penguins.csv (see scripts/predict.lua), so
 # the traffic includes missing values (null) as real clients send them.
@@ -100,9 +101,13 @@ metric() {
 
 if [[ $START == 1 ]]; then
     command -v python3 >/dev/null || die "python3 is needed to pick a port and read SQLite"
-    echo "== building the release binary" >&2
-    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
-    BIN="$ROOT/target/release/steward"
+    if [[ -n ${STEWARD_BIN:-} ]]; then
+        BIN="$STEWARD_BIN"
+    else
+        echo "== building the release binary" >&2
+        (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+        BIN="$ROOT/target/release/steward"
+    fi
     [[ -x $BIN ]] || die "no binary at $BIN"
 
     WORK="$(mktemp -d "${TMPDIR:-/tmp}/steward-load.XXXXXX")"
