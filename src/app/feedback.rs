@@ -90,41 +90,22 @@ pub struct Counts {
 
 /// The feedback service.
 #[derive(Clone)]
+///
+/// Built by `App::build` (the fields are private to `app`); the counters start
+/// at zero.
 pub struct Feedback {
-    db: Store,
-    slot: Slot,
-    log: LogHandle,
-    committer: Committer,
-    monitoring: Arc<Monitoring>,
-    learning: Arc<Learning>,
-    settings: Arc<ArcSwap<Settings>>,
-    stored: Arc<AtomicU64>,
-    unchanged: Arc<AtomicU64>,
+    pub(super) db: Store,
+    pub(super) slot: Slot,
+    pub(super) log: LogHandle,
+    pub(super) committer: Committer,
+    pub(super) monitoring: Arc<Monitoring>,
+    pub(super) learning: Arc<Learning>,
+    pub(super) settings: Arc<ArcSwap<Settings>>,
+    pub(super) stored: Arc<AtomicU64>,
+    pub(super) unchanged: Arc<AtomicU64>,
 }
 
 impl Feedback {
-    pub(super) fn new(
-        db: Store,
-        slot: Slot,
-        log: LogHandle,
-        committer: Committer,
-        monitoring: Arc<Monitoring>,
-        learning: Arc<Learning>,
-        settings: Arc<ArcSwap<Settings>>,
-    ) -> Self {
-        Feedback {
-            db,
-            slot,
-            log,
-            committer,
-            monitoring,
-            learning,
-            settings,
-            stored: Arc::default(),
-            unchanged: Arc::default(),
-        }
-    }
-
     /// Labels stored since start (new, or replacing a different label).
     pub fn stored(&self) -> u64 {
         self.stored.load(Ordering::Relaxed)

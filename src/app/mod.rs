@@ -144,15 +144,17 @@ impl App {
         let retrain = Arc::new(RetrainSettings::from_config(config));
         let app = App {
             predictions: predict::Predictions::new(slot.clone(), log.clone(), settings.clone()),
-            feedback: feedback::Feedback::new(
-                db.clone(),
-                slot.clone(),
-                log.clone(),
-                committer.clone(),
-                monitoring.clone(),
-                learning.clone(),
-                settings.clone(),
-            ),
+            feedback: feedback::Feedback {
+                db: db.clone(),
+                slot: slot.clone(),
+                log: log.clone(),
+                committer: committer.clone(),
+                monitoring: monitoring.clone(),
+                learning: learning.clone(),
+                settings: settings.clone(),
+                stored: Arc::default(),
+                unchanged: Arc::default(),
+            },
             models: models::Models::new(
                 db.clone(),
                 slot.clone(),

@@ -271,12 +271,8 @@ impl Learner {
                 dot(d, d) * (a2 + 1.0)
             })
             .sum();
-        if !norm2.is_finite() {
-            return Err(OnlineError::NonFinite);
-        }
-        let factor = self.clip_factor(norm2);
+        let (factor, decay) = self.clip_and_decay(norm2)?;
         let last = self.layers.len() - 1;
-        let decay = 1.0 - self.params.step_size * self.params.l2;
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let step = self.params.step_size * factor * if l == last { self.scale } else { 1.0 };
             let a = &self.acts[l];
@@ -345,12 +341,8 @@ impl Learner {
             .iter()
             .map(|l| (dot(&l.grad_w, &l.grad_w) + dot(&l.grad_b, &l.grad_b)) / (n * n))
             .sum();
-        if !norm2.is_finite() {
-            return Err(OnlineError::NonFinite);
-        }
-        let factor = self.clip_factor(norm2);
+        let (factor, decay) = self.clip_and_decay(norm2)?;
         let last = self.layers.len() - 1;
-        let decay = 1.0 - self.params.step_size * self.params.l2;
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let step =
                 self.params.step_size * factor / n * if l == last { self.scale } else { 1.0 };
@@ -512,6 +504,16 @@ impl Learner {
                 }
             }
         }
+    }
+
+    /// The clip factor for a gradient of squared norm `norm2`, and the weight
+    /// decay of one step; a gradient that is not finite is refused.
+    fn clip_and_decay(&self, norm2: f32) -> Result<(f32, f32), OnlineError> {
+        if !norm2.is_finite() {
+            return Err(OnlineError::NonFinite);
+        }
+        let decay = 1.0 - self.params.step_size * self.params.l2;
+        Ok((self.clip_factor(norm2), decay))
     }
 
     /// The factor that scales a gradient of squared norm `norm2` (finite) down
