@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::AppState;
 use crate::monitor::drift::FeatureDrift;
+use crate::monitor::watch::Check;
 use crate::monitoring::Monitoring;
 
 pub async fn drift(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -84,6 +85,12 @@ pub fn render(m: &Monitoring, out: &mut String) {
     let Some(check) = m.latest.load_full() else {
         return;
     };
+    render_features(&check, out);
+    render_window(&check, out);
+}
+
+/// The last check's per-feature (and per-output) series.
+fn render_features(check: &Check, out: &mut String) {
     let features: Vec<(&str, &FeatureDrift)> = check
         .report
         .features
@@ -131,6 +138,10 @@ pub fn render(m: &Monitoring, out: &mut String) {
             }
         }
     }
+}
+
+/// The last check's dataset-level gauges.
+fn render_window(check: &Check, out: &mut String) {
     let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };

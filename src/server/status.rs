@@ -65,44 +65,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "",
         state.app.feedback().unchanged(),
     );
-    let conns = &state.metrics.connections;
-    push(
-        &mut out,
-        "steward_connections_open",
-        "gauge",
-        "Client connections open.",
-        "",
-        get(&conns.open),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP steward_connections_total Client connections by outcome: accepted; refused \
-         (503 at server.max_connections with every connection busy); evicted (the longest-idle \
-         connection closed to make room); header_timeout (no whole request head within \
-         server.header_timeout_secs); malformed (closed after a request head the HTTP parser \
-         refused: 400, 414 or 431).\n# TYPE steward_connections_total counter"
-    );
-    for (outcome, counter) in [
-        ("accepted", &conns.accepted),
-        ("refused", &conns.refused),
-        ("evicted", &conns.evicted),
-        ("header_timeout", &conns.header_timeouts),
-        ("malformed", &conns.malformed),
-    ] {
-        let _ = writeln!(
-            out,
-            "steward_connections_total{{outcome=\"{outcome}\"}} {}",
-            get(counter)
-        );
-    }
-    push(
-        &mut out,
-        "steward_accept_errors_total",
-        "counter",
-        "Failed accepts (out of file descriptors?).",
-        "",
-        get(&conns.accept_errors),
-    );
+    render_connections(&state.metrics.connections, &mut out);
     push(
         &mut out,
         "steward_log_queue_depth",
@@ -162,4 +125,45 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// The connection layer's counters.
+fn render_connections(conns: &super::listen::ConnStats, out: &mut String) {
+    push(
+        out,
+        "steward_connections_open",
+        "gauge",
+        "Client connections open.",
+        "",
+        get(&conns.open),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP steward_connections_total Client connections by outcome: accepted; refused \
+         (503 at server.max_connections with every connection busy); evicted (the longest-idle \
+         connection closed to make room); header_timeout (no whole request head within \
+         server.header_timeout_secs); malformed (closed after a request head the HTTP parser \
+         refused: 400, 414 or 431).\n# TYPE steward_connections_total counter"
+    );
+    for (outcome, counter) in [
+        ("accepted", &conns.accepted),
+        ("refused", &conns.refused),
+        ("evicted", &conns.evicted),
+        ("header_timeout", &conns.header_timeouts),
+        ("malformed", &conns.malformed),
+    ] {
+        let _ = writeln!(
+            out,
+            "steward_connections_total{{outcome=\"{outcome}\"}} {}",
+            get(counter)
+        );
+    }
+    push(
+        out,
+        "steward_accept_errors_total",
+        "counter",
+        "Failed accepts (out of file descriptors?).",
+        "",
+        get(&conns.accept_errors),
+    );
 }
