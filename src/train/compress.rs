@@ -210,60 +210,9 @@ pub fn compress(
     let (plan, mut report) = choose(probe, tune, held, data, options);
     report.size_bytes_f32 = 4 * full.parameters();
     report.hidden_before = hidden(full);
-    let params = fine_tune_params(options.seed);
-    let (x, y) = (data.x.view(), &data.targets);
-    // The steps chosen on the probe are applied to the full model one by one, and
-    // each is checked on every row: the full model's own fine-tune can fail where
-    // the probe's did not (a pruned layer whose units all die gives a constant
-    // output), and such a step is not applied.
-    let floor = score(data, full, None, x) - options.max_drop;
-    let mut applied: Vec<String> = Vec::new();
-    let mut check =
-        |name: String, net: &Network, quant: Option<&QuantNetwork>, report: &mut Compression| {
-            let metric = score(data, net, quant, x);
-            let ok = metric >= floor;
-            if !ok {
-                report.steps.push(Step {
-                    step: format!("{name} on the full model"),
-                    metric,
-                    size_bytes: quant.map_or(4 * net.parameters(), QuantNetwork::serving_bytes),
-                    kept: false,
-                });
-            } else {
-                applied.push(name);
-            }
-            ok
-        };
-    let mut current = full.clone();
-    if let Some(share) = plan.neuron_share {
-        if let Some(smaller) = prune_neurons(&current, share, x, y, &params) {
-            if check(
-                format!("neurons -{}%", (share * 100.0).round()),
-                &smaller,
-                None,
-                &mut report,
-            ) {
-                current = smaller;
-            }
-        }
-    }
-    let mut masks = None;
-    if let Some(sparsity) = plan.sparsity {
-        let (pruned, m) = prune_weights(&current, sparsity, x, y, &params);
-        if check(
-            format!("magnitude {}%", (sparsity * 100.0).round()),
-            &pruned,
-            None,
-            &mut report,
-        ) {
-            current = pruned;
-            masks = Some(m);
-        }
-    }
-    let quant = plan
-        .int8
-        .then(|| QuantNetwork::quantize(&current))
-        .filter(|q| check("int8".into(), &current, Some(q), &mut report));
+    let floor = score(data, full, None, data.x.view()) - options.max_drop;
+    let (current, masks, quant, applied) =
+        apply_plan(full, &plan, data, options, floor, &mut report);
     if applied.len() < plan.steps() {
         report.method = if applied.is_empty() {
             "none".into()
@@ -287,6 +236,68 @@ pub fn compress(
         quant,
         report,
     }
+}
+
+/// Applies the steps chosen on the probe to the full model one by one, each
+/// checked on every row: the full model's own fine-tune can fail where the
+/// probe's did not (a pruned layer whose units all die gives a constant
+/// output), and such a step is not applied but recorded in `report`. Returns
+/// the model, its masks, its int8 form and the names of the steps applied.
+fn apply_plan(
+    full: &Network,
+    plan: &Plan,
+    data: &Prepared,
+    options: &CompressOptions,
+    floor: f64,
+    report: &mut Compression,
+) -> (Network, Option<Masks>, Option<QuantNetwork>, Vec<String>) {
+    let params = fine_tune_params(options.seed);
+    let (x, y) = (data.x.view(), &data.targets);
+    let mut applied: Vec<String> = Vec::new();
+    let mut check = |name: String, net: &Network, quant: Option<&QuantNetwork>| {
+        let metric = score(data, net, quant, x);
+        let ok = metric >= floor;
+        if !ok {
+            report.steps.push(Step {
+                step: format!("{name} on the full model"),
+                metric,
+                size_bytes: quant.map_or(4 * net.parameters(), QuantNetwork::serving_bytes),
+                kept: false,
+            });
+        } else {
+            applied.push(name);
+        }
+        ok
+    };
+    let mut current = full.clone();
+    if let Some(share) = plan.neuron_share {
+        if let Some(smaller) = prune_neurons(&current, share, x, y, &params) {
+            if check(
+                format!("neurons -{}%", (share * 100.0).round()),
+                &smaller,
+                None,
+            ) {
+                current = smaller;
+            }
+        }
+    }
+    let mut masks = None;
+    if let Some(sparsity) = plan.sparsity {
+        let (pruned, m) = prune_weights(&current, sparsity, x, y, &params);
+        if check(
+            format!("magnitude {}%", (sparsity * 100.0).round()),
+            &pruned,
+            None,
+        ) {
+            current = pruned;
+            masks = Some(m);
+        }
+    }
+    let quant = plan
+        .int8
+        .then(|| QuantNetwork::quantize(&current))
+        .filter(|q| check("int8".into(), &current, Some(q)));
+    (current, masks, quant, applied)
 }
 
 /// The metric of `net` (or its int8 form `quant`) on every row of `data`.
