@@ -39,8 +39,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::with_capacity(8192);
     state.metrics.render_requests(&mut out);
     let health = state.app.health();
-    let stats = health.log_stats();
-    let live = health.live();
     push(
         &mut out,
         "steward_predictions_total",
@@ -66,54 +64,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.app.feedback().unchanged(),
     );
     render_connections(&state.metrics.connections, &mut out);
-    push(
-        &mut out,
-        "steward_log_queue_depth",
-        "gauge",
-        "Prediction log rows waiting to be written.",
-        "",
-        health.log_depth(),
-    );
-    push(
-        &mut out,
-        "steward_log_rows_written_total",
-        "counter",
-        "Prediction log rows committed.",
-        "",
-        get(&stats.written),
-    );
-    push(
-        &mut out,
-        "steward_log_rows_dropped_total",
-        "counter",
-        "Prediction log rows dropped (queue full past server wait, or unwritable at stop).",
-        "",
-        get(&stats.dropped),
-    );
-    push(
-        &mut out,
-        "steward_log_write_failures_total",
-        "counter",
-        "Failed prediction log batch writes (each is retried).",
-        "",
-        get(&stats.failed_writes),
-    );
-    push(
-        &mut out,
-        "steward_model_info",
-        "gauge",
-        "The live model version (value is always 1).",
-        &format!("version=\"{}\"", live.version),
-        1,
-    );
-    push(
-        &mut out,
-        "steward_model_form",
-        "gauge",
-        "The arithmetic that answers requests (f32 or int8; value is always 1).",
-        &format!("form=\"{}\"", live.form.form.as_str()),
-        1,
-    );
+    render_log_and_model(health, &mut out);
     super::drift::render(health.monitoring(), &mut out);
     super::learning::render(health, &mut out);
     super::alerts::render(&state, &mut out).await;
@@ -125,6 +76,60 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// The prediction log's counters and the live model's info gauges.
+fn render_log_and_model(health: &crate::app::health::Health, out: &mut String) {
+    let stats = health.log_stats();
+    let live = health.live();
+    push(
+        out,
+        "steward_log_queue_depth",
+        "gauge",
+        "Prediction log rows waiting to be written.",
+        "",
+        health.log_depth(),
+    );
+    push(
+        out,
+        "steward_log_rows_written_total",
+        "counter",
+        "Prediction log rows committed.",
+        "",
+        get(&stats.written),
+    );
+    push(
+        out,
+        "steward_log_rows_dropped_total",
+        "counter",
+        "Prediction log rows dropped (queue full past server wait, or unwritable at stop).",
+        "",
+        get(&stats.dropped),
+    );
+    push(
+        out,
+        "steward_log_write_failures_total",
+        "counter",
+        "Failed prediction log batch writes (each is retried).",
+        "",
+        get(&stats.failed_writes),
+    );
+    push(
+        out,
+        "steward_model_info",
+        "gauge",
+        "The live model version (value is always 1).",
+        &format!("version=\"{}\"", live.version),
+        1,
+    );
+    push(
+        out,
+        "steward_model_form",
+        "gauge",
+        "The arithmetic that answers requests (f32 or int8; value is always 1).",
+        &format!("form=\"{}\"", live.form.form.as_str()),
+        1,
+    );
 }
 
 /// The connection layer's counters.

@@ -354,19 +354,18 @@ fn choose(
             else {
                 continue;
             };
-            let m = metric_f32(&tuned);
-            let ok = m >= floor;
             let name = format!("neurons -{}%", (share * 100.0).round());
-            report.steps.push(Step {
-                step: name.clone(),
-                metric: m,
-                size_bytes: 4 * tuned.parameters(),
-                kept: ok,
-            });
-            if ok {
+            let size = 4 * tuned.parameters();
+            if tried(
+                &mut report,
+                &mut kept,
+                name,
+                metric_f32(&tuned),
+                size,
+                floor,
+            ) {
                 current = tuned;
                 plan.neuron_share = Some(share);
-                kept.push(name);
                 break;
             }
         }
@@ -374,34 +373,26 @@ fn choose(
 
     for sparsity in SPARSITIES {
         let (tuned, _) = prune_weights(&current, sparsity, x_tune.view(), &y_tune, &params);
-        let metric = metric_f32(&tuned);
-        let ok = metric >= floor;
         let name = format!("magnitude {}%", (sparsity * 100.0).round());
-        report.steps.push(Step {
-            step: name.clone(),
-            metric,
-            size_bytes: 4 * tuned.parameters(),
-            kept: ok,
-        });
-        if ok {
+        let size = 4 * tuned.parameters();
+        if tried(
+            &mut report,
+            &mut kept,
+            name,
+            metric_f32(&tuned),
+            size,
+            floor,
+        ) {
             current = tuned;
             plan.sparsity = Some(sparsity);
-            kept.push(name);
             break;
         }
     }
 
     let quant = QuantNetwork::quantize(&current);
     let metric_q = score(quant.forward_batch(x_held.view()), &current);
-    let ok = metric_q >= floor;
-    report.steps.push(Step {
-        step: "int8".into(),
-        metric: metric_q,
-        size_bytes: quant.serving_bytes(),
-        kept: ok,
-    });
-    if ok {
-        kept.push("int8".into());
+    let size = quant.serving_bytes();
+    if tried(&mut report, &mut kept, "int8".into(), metric_q, size, floor) {
         plan.int8 = true;
         report.bits = 8;
         report.metric_after = metric_q;
@@ -414,6 +405,29 @@ fn choose(
         kept.join("+")
     };
     (plan, report)
+}
+
+/// Records a step tried on the probe in `report`; returns whether its metric
+/// stays at or above `floor`, and then names it in `kept`.
+fn tried(
+    report: &mut Compression,
+    kept: &mut Vec<String>,
+    name: String,
+    metric: f64,
+    size_bytes: usize,
+    floor: f64,
+) -> bool {
+    let ok = metric >= floor;
+    report.steps.push(Step {
+        step: name.clone(),
+        metric,
+        size_bytes,
+        kept: ok,
+    });
+    if ok {
+        kept.push(name);
+    }
+    ok
 }
 
 #[cfg(test)]
