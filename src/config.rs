@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Marker for the data set compiled into the binary (`model.bootstrap_data`).
 pub const BUNDLED_DATA: &str = "bundled:penguins";
 
+/// How a config read from no file names its source in messages.
+const EMBEDDED: &str = "<embedded defaults>";
+
 /// The default config location, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/steward.toml";
 
@@ -355,7 +358,7 @@ impl Config {
             None if Path::new(DEFAULT_PATH).exists() => {
                 (DEFAULT_PATH.to_string(), read(Path::new(DEFAULT_PATH))?)
             }
-            None => ("<embedded defaults>".to_string(), String::new()),
+            None => (EMBEDDED.to_string(), String::new()),
         };
         Self::from_parts(&source, &text, &env)
     }
@@ -382,22 +385,12 @@ impl Config {
         raw.validate(source)
     }
 
-    /// The configuration compiled in: what an empty file gives.
-    pub fn defaults() -> Config {
-        let raw = RawConfig::default();
-        let listen = raw
-            .server
-            .listen
-            .parse()
-            .unwrap_or(([127, 0, 0, 1], 8080).into());
-        Config::from_raw(
-            raw,
-            "<embedded defaults>",
-            listen,
-            PathBuf::from("data/steward.db"),
-        )
+    /// The configuration compiled in: what `load` gives with no file, parsed and
+    /// validated the same way (so the listen address and database path are
+    /// derived, not repeated).
+    pub fn defaults() -> Result<Config, ConfigError> {
+        Config::from_parts(EMBEDDED, "", &[])
     }
-
     fn from_raw(
         raw: RawConfig,
         source: &str,

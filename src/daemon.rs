@@ -117,12 +117,12 @@ impl Serving {
                 source,
             })?;
         let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-        let conn_limits = connection_limits(config);
+        let (conn_limits, open_file_limit) = connection_limits(config);
         app.start_jobs(config, &mut parts, &tracker, &stop);
         tracker.close();
         tracing::info!(%addr, model_version = %app.live_version(),
             database = %config.database_path.display(),
-            max_connections = conn_limits.max_connections, "listening");
+            max_connections = conn_limits.max_connections, open_file_limit, "listening");
         let serve = tokio::spawn(listen::serve(
             listener,
             router,
@@ -167,8 +167,8 @@ impl Serving {
 }
 
 /// The connection layer's bounds, with `server.max_connections` lowered to what
-/// the open-file limit allows (and a warning when it had to be).
-fn connection_limits(config: &Config) -> listen::ConnLimits {
+/// the open-file limit allows (and a warning when it had to be), and that limit.
+fn connection_limits(config: &Config) -> (listen::ConnLimits, u64) {
     let server_cfg = &config.server;
     let (max_connections, nofile) = listen::fit_to_file_limit(server_cfg.max_connections);
     if max_connections < server_cfg.max_connections {
@@ -179,11 +179,12 @@ fn connection_limits(config: &Config) -> listen::ConnLimits {
             "server.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
         );
     }
-    listen::ConnLimits {
+    let limits = listen::ConnLimits {
         max_connections,
         header_timeout: server_cfg.header_timeout_secs.get(),
         max_header_bytes: server_cfg.max_header_bytes,
-    }
+    };
+    (limits, nofile)
 }
 
 fn notify(states: &[NotifyState]) {

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::store::Store;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, BUNDLED_DATA};
@@ -17,7 +16,7 @@ use crate::model::{artifact, FormChoice, Model};
 use crate::monitor::drift::Values;
 use crate::monitor::window;
 use crate::store::registry::{self, ModelRecord};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::train::select::{self, TrainOptions};
 use crate::train::TrainError;
 

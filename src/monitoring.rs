@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::Store;
 use arc_swap::ArcSwapOption;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc};
@@ -32,6 +31,7 @@ use crate::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
 use crate::monitor::window;
 use crate::stats::gaussian as anomaly;
 use crate::stats::Correction;
+use crate::store::Store;
 use crate::store::{self, drift::LoggedRow};
 
 /// Capacity of the event channel; a subscriber that lags further loses the oldest.

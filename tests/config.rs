@@ -11,7 +11,7 @@ fn the_shipped_config_loads_and_documents_exactly_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/steward.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut c = Config::from_parts("config/steward.toml", &text, &[]).unwrap();
-    let defaults = Config::defaults();
+    let defaults = Config::defaults().unwrap();
     c.source.clone_from(&defaults.source);
     assert_eq!(
         c, defaults,

@@ -84,7 +84,7 @@ fn the_unit_allows_the_default_connections_and_the_daemons_own_files() {
         .trim()
         .parse()
         .unwrap();
-    let defaults = steward::config::Config::defaults();
+    let defaults = steward::config::Config::defaults().unwrap();
     assert!(
         limit >= defaults.server.max_connections as u64 + steward::server::listen::RESERVED_FDS,
         "LimitNOFILE={limit}"

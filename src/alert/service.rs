@@ -20,7 +20,6 @@
 
 use std::sync::Arc;
 
-use crate::store::Store;
 use rand::Rng;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ use super::mail::Mailer;
 use super::rules::{from_event, Rules, Silence, Timing};
 use crate::monitor::events::Event;
 use crate::store::alerts::{self as outbox, MailState, NewMail};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 /// Re-exported: the clock moved to `crate::time`; `daemon` names it here.
 pub use crate::time::Clock;
 

@@ -4,12 +4,11 @@
 //! (`feature_drift`, ...), any other name the label of that name (`feature`,
 //! `detector`).
 
-use crate::store::Store;
 use serde::Deserialize;
 
 use crate::alert::rules::Matcher;
 use crate::store::alerts::{self as outbox, Mail, SilenceRow};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why a silence was not created or deleted.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
@@ -31,7 +30,7 @@ use crate::monitor::watch::Outcome;
 use crate::monitoring::{Labelled, Monitoring};
 use crate::store::feedback::{self, Committer, FeedbackRow, LabelOutcome, Logged};
 use crate::store::writer::LogHandle;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why labels were not stored.
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +88,10 @@ pub struct Counts {
 }
 
 /// The feedback service.
-#[derive(Clone)]
 ///
 /// Built by `App::build` (the fields are private to `app`); the counters start
 /// at zero.
+#[derive(Clone)]
 pub struct Feedback {
     pub(super) db: Store,
     pub(super) slot: Slot,

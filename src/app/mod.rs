@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +44,7 @@ use crate::learning::{self, Learning};
 use crate::live::{self, LiveError, Slot};
 use crate::monitoring::{self, Labelled, Monitoring};
 use crate::scheduler::Cron;
+use crate::store::Store;
 use crate::store::{self, feedback::Committer, writer, writer::LogHandle, StoreError};
 
 /// Why the application could not be built.

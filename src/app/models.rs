@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::store::Store;
 use serde_json::Value;
 
 use crate::learning::retrain::{self, RetrainSettings, Started};
@@ -12,7 +11,7 @@ use crate::learning::{Activation, Learning, LearningError};
 use crate::live::Slot;
 use crate::store::registry::{self, ModelRecord};
 use crate::store::retrain::{self as runs, Run, Trigger};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// Why a version was not activated.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::store::Store;
 use tokio::sync::mpsc;
 
 use crate::live::{LiveModel, Slot};
@@ -30,7 +29,7 @@ use crate::model::{artifact, Model};
 use crate::monitoring::Monitoring;
 use crate::scheduler::Flight;
 use crate::store::registry;
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// Why a version could not go live.
 #[derive(Debug, thiserror::Error)]

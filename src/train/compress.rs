@@ -272,11 +272,7 @@ fn apply_plan(
     let mut current = full.clone();
     if let Some(share) = plan.neuron_share {
         if let Some(smaller) = prune_neurons(&current, share, x, y, &params) {
-            if check(
-                format!("neurons -{}%", (share * 100.0).round()),
-                &smaller,
-                None,
-            ) {
+            if check(neuron_step(share), &smaller, None) {
                 current = smaller;
             }
         }
@@ -284,11 +280,7 @@ fn apply_plan(
     let mut masks = None;
     if let Some(sparsity) = plan.sparsity {
         let (pruned, m) = prune_weights(&current, sparsity, x, y, &params);
-        if check(
-            format!("magnitude {}%", (sparsity * 100.0).round()),
-            &pruned,
-            None,
-        ) {
+        if check(magnitude_step(sparsity), &pruned, None) {
             current = pruned;
             masks = Some(m);
         }
@@ -296,7 +288,7 @@ fn apply_plan(
     let quant = plan
         .int8
         .then(|| QuantNetwork::quantize(&current))
-        .filter(|q| check("int8".into(), &current, Some(q)));
+        .filter(|q| check(INT8.into(), &current, Some(q)));
     (current, masks, quant, applied)
 }
 
@@ -345,7 +337,11 @@ fn choose(
     let mut report = uncompressed(net, base);
     report.held_out_rows = held.len();
     let mut plan = Plan::default();
-    let mut kept: Vec<String> = Vec::new();
+    let mut trials = Trials {
+        report: &mut report,
+        kept: Vec::new(),
+        floor,
+    };
     let mut current = net.clone();
 
     if net.layers().len() > 1 {
@@ -354,16 +350,8 @@ fn choose(
             else {
                 continue;
             };
-            let name = format!("neurons -{}%", (share * 100.0).round());
             let size = 4 * tuned.parameters();
-            if tried(
-                &mut report,
-                &mut kept,
-                name,
-                metric_f32(&tuned),
-                size,
-                floor,
-            ) {
+            if trials.keep(neuron_step(share), metric_f32(&tuned), size) {
                 current = tuned;
                 plan.neuron_share = Some(share);
                 break;
@@ -373,16 +361,8 @@ fn choose(
 
     for sparsity in SPARSITIES {
         let (tuned, _) = prune_weights(&current, sparsity, x_tune.view(), &y_tune, &params);
-        let name = format!("magnitude {}%", (sparsity * 100.0).round());
         let size = 4 * tuned.parameters();
-        if tried(
-            &mut report,
-            &mut kept,
-            name,
-            metric_f32(&tuned),
-            size,
-            floor,
-        ) {
+        if trials.keep(magnitude_step(sparsity), metric_f32(&tuned), size) {
             current = tuned;
             plan.sparsity = Some(sparsity);
             break;
@@ -391,9 +371,9 @@ fn choose(
 
     let quant = QuantNetwork::quantize(&current);
     let metric_q = score(quant.forward_batch(x_held.view()), &current);
-    let size = quant.serving_bytes();
-    if tried(&mut report, &mut kept, "int8".into(), metric_q, size, floor) {
-        plan.int8 = true;
+    plan.int8 = trials.keep(INT8.into(), metric_q, quant.serving_bytes());
+    let kept = trials.kept;
+    if plan.int8 {
         report.bits = 8;
         report.metric_after = metric_q;
     } else {
@@ -407,27 +387,40 @@ fn choose(
     (plan, report)
 }
 
-/// Records a step tried on the probe in `report`; returns whether its metric
-/// stays at or above `floor`, and then names it in `kept`.
-fn tried(
-    report: &mut Compression,
-    kept: &mut Vec<String>,
-    name: String,
-    metric: f64,
-    size_bytes: usize,
+/// The steps tried on the probe: each is recorded in the report, and those
+/// whose metric stays at or above `floor` are named in `kept`.
+struct Trials<'a> {
+    report: &'a mut Compression,
+    kept: Vec<String>,
     floor: f64,
-) -> bool {
-    let ok = metric >= floor;
-    report.steps.push(Step {
-        step: name.clone(),
-        metric,
-        size_bytes,
-        kept: ok,
-    });
-    if ok {
-        kept.push(name);
+}
+
+impl Trials<'_> {
+    /// Records `step`; returns whether it is kept.
+    fn keep(&mut self, step: String, metric: f64, size_bytes: usize) -> bool {
+        let kept = metric >= self.floor;
+        self.report.steps.push(Step {
+            step: step.clone(),
+            metric,
+            size_bytes,
+            kept,
+        });
+        if kept {
+            self.kept.push(step);
+        }
+        kept
     }
-    ok
+}
+
+/// The names of the steps, in reports and logs.
+const INT8: &str = "int8";
+
+fn neuron_step(share: f64) -> String {
+    format!("neurons -{}%", (share * 100.0).round())
+}
+
+fn magnitude_step(sparsity: f64) -> String {
+    format!("magnitude {}%", (sparsity * 100.0).round())
 }
 
 #[cfg(test)]
