@@ -16,12 +16,12 @@ use super::rules::{Alert, Notification};
 pub struct Context {
     /// Where people can look (`alerts.base_url`), without a trailing slash.
     pub base_url: String,
-    pub interval_secs: u64,
+    pub interval_secs: f64,
     pub confirm_checks: u32,
     /// `training.drift_retrain`: dataset and concept drift start a retraining run.
     pub drift_retrain: bool,
     /// `training.drift_cooldown_secs`: the least time between two such runs.
-    pub drift_cooldown_secs: u64,
+    pub drift_cooldown_secs: f64,
 }
 
 /// A composed mail.
@@ -415,11 +415,34 @@ mod tests {
     fn cx() -> Context {
         Context {
             base_url: "http://steward.example:8080".into(),
-            interval_secs: 60,
+            interval_secs: 60.0,
             confirm_checks: 2,
             drift_retrain: true,
-            drift_cooldown_secs: 3600,
+            drift_cooldown_secs: 3600.0,
         }
+    }
+
+    #[test]
+    fn durations_are_written_as_configured_fractions_included() {
+        let n = Notification {
+            group: "feature_drift".into(),
+            firing: vec![drift("a", 1e-9)],
+            resolved: vec![],
+            thread: vec![],
+        };
+        let whole = compose(&n, &cx());
+        assert!(
+            whole.text.contains("checks again every 60 s;"),
+            "{}",
+            whole.text
+        );
+        let fast = Context {
+            interval_secs: 0.5,
+            ..cx()
+        };
+        let m = compose(&n, &fast);
+        assert!(m.text.contains("checks again every 0.5 s;"), "{}", m.text);
+        assert!(m.text.contains("at most one every 3600 s"), "{}", m.text);
     }
 
     #[test]

@@ -57,10 +57,10 @@ impl AlertSettings {
             },
             context: Context {
                 base_url: c.base_url(),
-                interval_secs: c.drift.interval_secs.get().as_secs(),
+                interval_secs: c.drift.interval_secs.get().as_secs_f64(),
                 confirm_checks: c.drift.confirm_checks,
                 drift_retrain: c.training.drift_retrain,
-                drift_cooldown_secs: c.training.drift_cooldown_secs.get().as_secs(),
+                drift_cooldown_secs: c.training.drift_cooldown_secs.get().as_secs_f64(),
             },
             recipients: a.to.clone(),
             max_per_hour: i64::from(a.max_per_hour),
@@ -294,6 +294,18 @@ mod tests {
     use crate::config::Config;
     use std::collections::BTreeMap;
 
+    #[test]
+    fn fractional_durations_reach_the_mail_context_unrounded() {
+        let env = [(
+            "STEWARD_DRIFT__INTERVAL_SECS".to_string(),
+            "0.5".to_string(),
+        )];
+        let c = Config::from_parts("t", "", &env).unwrap();
+        let s = AlertSettings::from_config(&c);
+        assert_eq!(s.context.interval_secs, 0.5);
+        assert_eq!(s.context.drift_cooldown_secs, 3600.0);
+    }
+
     fn settings(max_per_hour: i64) -> AlertSettings {
         AlertSettings {
             timing: Timing {
@@ -304,10 +316,10 @@ mod tests {
             },
             context: Context {
                 base_url: "http://x".into(),
-                interval_secs: 60,
+                interval_secs: 60.0,
                 confirm_checks: 2,
                 drift_retrain: true,
-                drift_cooldown_secs: 3600,
+                drift_cooldown_secs: 3600.0,
             },
             recipients: vec!["ops@example.org".into()],
             max_per_hour,
