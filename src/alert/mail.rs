@@ -140,7 +140,7 @@ impl Mailer {
                 permanent: false,
                 message: format!(
                     "no answer within alerts.send_timeout_secs ({} s)",
-                    self.send_timeout.as_secs()
+                    self.send_timeout.as_secs_f64()
                 ),
             })
         })

@@ -293,7 +293,7 @@ pub async fn contain<T: Send + 'static>(
     match tokio::time::timeout(limit, tokio::task::spawn_blocking(job)).await {
         Err(_) => Err(format!(
             "ran past training.time_limit_secs ({} s); its result will be discarded",
-            limit.as_secs()
+            limit.as_secs_f64()
         )),
         Ok(Err(join)) if join.is_panic() => Err(format!(
             "training panicked: {}",

@@ -68,7 +68,7 @@ pub async fn on_drift(
         if let Some(left) = cooldown.left() {
             tracing::info!(
                 %trigger,
-                cooldown_left_secs = left.as_secs(),
+                cooldown_left_secs = left.as_secs_f64(),
                 "drift retrain not started: training.drift_cooldown_secs has not passed"
             );
             continue;
