@@ -14,7 +14,7 @@
 //!   into the log: a warning when a problem starts, info when it ends.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub struct Monitoring {
     pub failed: AtomicU64,
     pub labels: AtomicU64,
     pub labels_dropped: AtomicU64,
+    /// When the last drift check completed (Unix ms; 0 before any, restored
+    /// from the newest stored report at start).
+    pub last_check_ms: AtomicI64,
 }
 
 impl Monitoring {
@@ -78,6 +81,7 @@ impl Monitoring {
             failed: AtomicU64::new(0),
             labels: AtomicU64::new(0),
             labels_dropped: AtomicU64::new(0),
+            last_check_ms: AtomicI64::new(0),
         };
         (Arc::new(m), rx)
     }
@@ -151,6 +155,9 @@ pub async fn drift_job(
                 if let Err(e) = store_check(&db, &check).await {
                     tracing::error!(error = %e, "drift check: cannot store the report");
                 }
+                monitoring
+                    .last_check_ms
+                    .store(check.window.time, Ordering::Relaxed);
                 monitoring.latest.store(Some(Arc::new(check)));
                 for event in events {
                     monitoring.publish(event);

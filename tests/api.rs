@@ -451,14 +451,51 @@ async fn model_card_registry_health_and_metrics() {
         "steward_predictions_total 3\n",
         "steward_log_queue_depth ",
         "steward_log_rows_dropped_total 0\n",
-        "steward_model_info{version=\"1\"} 1\n",
+        "steward_inference_duration_seconds_count 3\n",
+        "# TYPE steward_inference_duration_seconds histogram\n",
+        "steward_build_info{version=\"",
+        "# TYPE process_cpu_seconds_total counter\n",
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }
     // The version is a label, never a number: as a float "1.10" would read 1.1.
     assert!(!m.contains("steward_model_version"), "{m}");
-    let needle = format!("steward_model_form{{form=\"{form}\"}} 1\n");
+    let needle = format!("steward_model_info{{version=\"1\",form=\"{form}\"}} 1\n");
     assert!(m.contains(&needle), "missing {needle:?} in\n{m}");
+    // Every family is announced once, with its type, before its samples.
+    let types: Vec<&str> = m.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let mut names: Vec<&str> = types.iter().filter_map(|l| l.split(' ').nth(2)).collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "a family announced twice in\n{m}");
+    // The process series describe the daemon's process (here, the test's own).
+    let pid_rss = rss_bytes(std::process::id());
+    let rss = crate::common::metric(&c, &d.url, "process_resident_memory_bytes").await;
+    assert!(
+        (rss - pid_rss).abs() < 0.5 * pid_rss,
+        "process_resident_memory_bytes {rss} vs /proc VmRSS {pid_rss}"
+    );
+    let start = crate::common::metric(&c, &d.url, "process_start_time_seconds").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start <= now && start > now - 600.0,
+        "start {start}, now {now}"
+    );
+}
+
+/// The resident memory of process `pid` from /proc, in bytes.
+fn rss_bytes(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024.0
 }
 
 /// Every answer carries `x-request-id`: the client's when it is usable, else a

@@ -558,6 +558,9 @@ async fn rollback_through_the_api_survives_a_restart() {
             .unwrap();
         assert_eq!(resp.status(), 202);
     }
+    let last = "steward_retrain_last_success_timestamp_seconds";
+    let text = common::metrics_text(&c, &d.url).await;
+    assert!(!text.contains(last), "before any run:\n{text}");
     let (status, _) = admin(&c, &format!("{}/v1/retrain", d.url), None).await;
     assert_eq!(status, 401);
     let (status, body) = admin(&c, &format!("{}/v1/retrain", d.url), Some("s3cret")).await;
@@ -565,6 +568,8 @@ async fn rollback_through_the_api_survives_a_restart() {
     let run = finished(&d, &c, body["id"].as_i64().unwrap()).await;
     assert_eq!(run["state"], "promoted", "{run}");
     assert_eq!(live_version(&d, &c).await, "2");
+    let ended = run["finished"].as_f64().unwrap() / 1000.0;
+    assert_eq!(metric(&d, &c, last).await, ended, "{run}");
 
     let activate = |v: &str| format!("{}/v1/models/{v}/activate", d.url);
     assert_eq!(admin(&c, &activate("1"), None).await.0, 401);
@@ -584,6 +589,7 @@ async fn rollback_through_the_api_survives_a_restart() {
     assert!(status.success());
     let d = Daemon::start_in(dir, &env);
     assert_eq!(live_version(&d, &c).await, "1");
+    assert_eq!(metric(&d, &c, last).await, ended, "restored at start");
     let models = registry(&d, &c).await;
     assert_eq!(models["1"]["status"], "active");
     assert_eq!(models["2"]["status"], "inactive");

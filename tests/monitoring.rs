@@ -104,12 +104,21 @@ async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log
     assert_eq!(none.status(), 404);
     let body: Value = none.json().await.unwrap();
     assert_eq!(body["error"]["code"], "no_drift_report", "{body}");
+    let last = "steward_drift_last_success_timestamp_seconds";
+    let text = metrics_text(&c, &d.url).await;
+    assert!(!text.contains(last), "before any check:\n{text}");
 
     // The training distribution itself: no drift.
     predict_all(&d, &c, &rows(300, |_| {})).await;
     checks_after(&d, &c, 1.0).await;
     let report = d.get_json(&c, "/v1/drift").await;
     assert_eq!(report["drift"], false, "{report}");
+    let ran = report["window"]["time"].as_f64().unwrap() / 1000.0;
+    let stamp = metric(&d, &c, last).await;
+    assert!(
+        stamp >= ran && stamp <= unix_now(),
+        "{last} {stamp}, check at {ran}"
+    );
     assert_eq!(report["window"]["rows"], 300);
     assert_eq!(report["window"]["model_version"], "1");
     assert_eq!(report["correction"], "bonferroni");
@@ -179,7 +188,7 @@ async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log
     assert!(e["feature"]["statistic"].as_f64().unwrap() > 0.3, "{e}");
 
     let db = d.db_path();
-    let (status, _dir, _) = d.stop();
+    let (status, dir, _) = d.stop();
     assert!(status.success());
     assert!(count(&db, "drift_reports").await >= 4);
     let pool = open_db(&db).await;
@@ -188,6 +197,25 @@ async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log
         .await
         .unwrap();
     assert!(flagged >= 3, "{flagged}");
+
+    // After a restart (and before its first check) the last success is the
+    // newest stored check's time, not absent: an alert on a stalled job must
+    // not fire because the daemon restarted.
+    let newest: i64 = sqlx::query_scalar("SELECT MAX(time) FROM drift_reports")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let d = Daemon::start_in(dir, &[("STEWARD_DRIFT__INTERVAL_SECS", "3600")]);
+    assert_eq!(metric(&d, &c, last).await, newest as f64 / 1000.0);
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[tokio::test]
@@ -237,7 +265,7 @@ async fn anomaly_scores_answer_every_row_and_a_burst_is_one_event() {
         "{:?}",
         high[0]
     );
-    assert!(metric(&d, &c, "steward_anomaly_rate").await > 0.15);
+    assert!(metric(&d, &c, "steward_anomaly_ratio").await > 0.15);
 
     // The log rows hold the scores that were answered.
     let db = d.db_path();

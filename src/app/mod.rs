@@ -88,6 +88,12 @@ pub struct App {
     settings: Arc<ArcSwap<Settings>>,
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
 /// What [`App::start_jobs`] and [`App::drain`] need besides the services: the
 /// ends of the queues the jobs read, the writers' tasks, and the parts the jobs
 /// are built from.
@@ -140,6 +146,7 @@ impl App {
         let (monitoring, outcomes) = Monitoring::new();
         let (learning, labels) =
             Learning::new(db.clone(), slot.clone(), monitoring.clone(), config);
+        restore_last_successes(&db, &monitoring, &learning).await?;
         let learning = Arc::new(learning);
         let retrain = Arc::new(RetrainSettings::from_config(config));
         let app = App {
@@ -365,4 +372,24 @@ async fn retention_job(db: Store, settings: Arc<ArcSwap<Settings>>, stop: Cancel
             Err(e) => tracing::error!(error = %e, "retention cleanup failed"),
         }
     }
+}
+
+/// Restores when the drift check and a retrain last succeeded from the store,
+/// so `/metrics`' `_last_success_timestamp_seconds` survive a restart (an alert
+/// on a stalled job must not fire because the daemon restarted).
+async fn restore_last_successes(
+    db: &Store,
+    monitoring: &Monitoring,
+    learning: &Learning,
+) -> Result<(), StoreError> {
+    if let Some(t) = store::drift::last_time(db).await? {
+        monitoring.last_check_ms.store(t, Ordering::Relaxed);
+    }
+    if let Some(t) = store::retrain::last_decided(db).await? {
+        learning
+            .stats
+            .retrain_last_decided_ms
+            .store(t, Ordering::Relaxed);
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -83,7 +84,17 @@ pub struct Predictions {
     log: LogHandle,
     settings: Arc<ArcSwap<Settings>>,
     predicted: Arc<AtomicU64>,
+    /// Model time per instance (the log row's `latency_us`), for `/metrics`.
+    inference: Histogram,
 }
+
+/// Upper bounds of the inference time buckets, in seconds: the logged latency
+/// has microsecond resolution, and a forward pass of a few hundred weights
+/// takes a few microseconds.
+pub const INFERENCE_BUCKETS: [f64; 11] = [
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+    0.002_5, 0.01,
+];
 
 impl Predictions {
     pub(super) fn new(slot: Slot, log: LogHandle, settings: Arc<ArcSwap<Settings>>) -> Self {
@@ -92,7 +103,14 @@ impl Predictions {
             log,
             settings,
             predicted: Arc::default(),
+            inference: Histogram::new(INFERENCE_BUCKETS),
         }
+    }
+
+    /// The inference time histogram (a handle: observations through either
+    /// copy land in both).
+    pub fn inference_histogram(&self) -> Histogram {
+        self.inference.clone()
     }
 
     /// `server.max_batch` as it stands now.
@@ -117,6 +135,7 @@ impl Predictions {
         let mut logged = Vec::with_capacity(rows.len());
         for (i, features) in rows.into_iter().enumerate() {
             let (answer, row) = answer_one(&live, features, batch.then_some(i))?;
+            self.inference.observe(row.latency_us as f64 / 1e6);
             answers.push(answer);
             logged.push(row);
         }

@@ -18,7 +18,7 @@ pub mod retrain;
 pub mod trigger;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,6 +73,9 @@ pub struct LearningStats {
     pub retrain_rejected: AtomicU64,
     pub retrain_skipped: AtomicU64,
     pub retrain_failed: AtomicU64,
+    /// When the last run that reached a decision (promoted or rejected) ended
+    /// (Unix ms; 0 before any, restored from `retrain_runs` at start).
+    pub retrain_last_decided_ms: AtomicI64,
 }
 
 /// What publishing and activation need.

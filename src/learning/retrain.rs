@@ -122,7 +122,8 @@ pub async fn start(
 
 /// Stores the end of the run, counts it, logs it and raises its event.
 async fn record(learning: &Learning, id: i64, trigger: Trigger, live: &LiveModel, f: Finish) {
-    if let Err(e) = runs::finish(&learning.db, id, &f, crate::time::now_millis()).await {
+    let finished = crate::time::now_millis();
+    if let Err(e) = runs::finish(&learning.db, id, &f, finished).await {
         tracing::error!(run = id, error = %e, "cannot store the end of a retrain run");
     }
     let stats = &learning.stats;
@@ -133,6 +134,11 @@ async fn record(learning: &Learning, id: i64, trigger: Trigger, live: &LiveModel
         RunState::Failed | RunState::Running => &stats.retrain_failed,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    if matches!(f.state, RunState::Promoted | RunState::Rejected) {
+        stats
+            .retrain_last_decided_ms
+            .store(finished, Ordering::Relaxed);
+    }
     let reason = f.error.clone().or(f.decision.clone()).unwrap_or_default();
     match f.state {
         RunState::Skipped => {

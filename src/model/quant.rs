@@ -351,6 +351,14 @@ impl Kernel {
         Kernel::Portable
     }
 
+    /// The kernel's name, as the artifact and `/metrics` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+        }
+    }
+
     /// `out[j] = Σ_i w[j·p + i] · u[i]` for every row `j`, `p` = the padded width.
     pub fn gemv(self, w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
         match self {

@@ -3,15 +3,22 @@
 //! RFC 3339, "created_by", "comment"}` → 201 `{"id"}`), `GET /v1/silences` (those
 //! not yet ended) and `DELETE /v1/silences/{id}`. Silences need the bearer token.
 //! A matcher named `rule` matches the alert's rule (`feature_drift`, ...), any
-//! other name the label of that name (`feature`, `detector`).
+//! other name the label of that name (`feature`, `detector`). Also the outbox's
+//! `/metrics` series.
+
+use std::fmt;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde_json::{json, Value};
 
 use super::body::{JsonBody, PathParam};
 use super::error::ApiError;
+use super::metrics::{counter, gauge, Metrics};
 use super::AppState;
 use crate::app::alerts::NewSilence;
 use crate::store::alerts::MailState;
@@ -75,37 +82,38 @@ pub async fn delete_silence(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Appends the outbox counts to `/metrics`.
-pub async fn render(state: &AppState, out: &mut String) {
-    let counts = state.app.alerts().counts().await.unwrap_or_default();
-    let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-    for (name, help, value) in [
-        (
-            "steward_alerts_sent_total",
-            "Alert mails sent.",
-            get("sent"),
-        ),
-        (
-            "steward_alerts_failed_total",
+/// The outbox series, from the counts the `/metrics` handler read just before.
+#[derive(Debug)]
+pub struct Collect(pub Arc<Metrics>);
+
+impl Collector for Collect {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let counts = self
+            .0
+            .alert_counts
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        counter(&mut enc, "alerts_sent", "Alert mails sent.", get("sent"))?;
+        counter(
+            &mut enc,
+            "alerts_failed",
             "Alert mails refused for good (see GET /v1/alerts for the error).",
             get("failed"),
-        ),
-        (
-            "steward_alerts_pending",
+        )?;
+        gauge(
+            &mut enc,
+            "alerts_pending",
             "Alert mails waiting to be sent (first try or retry).",
+            None,
             get("pending"),
-        ),
-        (
-            "steward_alerts_held_total",
+        )?;
+        counter(
+            &mut enc,
+            "alerts_held",
             "Alert mails held back by alerts.max_per_hour.",
             get("held") + get("summarized"),
-        ),
-    ] {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        super::metrics::push(out, name, kind, help, "", value);
+        )
     }
 }

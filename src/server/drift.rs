@@ -5,18 +5,25 @@
 //! the newest check in memory; a value a check could not compute (a feature with
 //! no values) is left out rather than exported as NaN.
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 
 use super::error::ApiError;
+use super::metrics::{counter, counters_by, gauge, timestamp_seconds};
 use super::AppState;
+use crate::app::App;
 use crate::monitor::drift::FeatureDrift;
 use crate::monitor::watch::Check;
-use crate::monitoring::Monitoring;
 
 pub async fn drift(State(state): State<AppState>) -> Result<Response, ApiError> {
     match state.app.health().drift_report().await? {
@@ -30,67 +37,75 @@ pub async fn drift(State(state): State<AppState>) -> Result<Response, ApiError> 
     }
 }
 
-/// Escapes a Prometheus label value.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The drift, anomaly, concept and event series.
+#[derive(Debug)]
+pub struct Collect(pub Arc<App>);
 
-/// Appends the drift, anomaly, concept and event series.
-pub fn render(m: &Monitoring, out: &mut String) {
-    let counters = [
-        (
-            "steward_drift_checks_total",
+impl Collector for Collect {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let m = self.0.health().monitoring();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "drift_checks",
             "Drift checks completed.",
-            &m.checks,
-        ),
-        (
-            "steward_drift_checks_skipped_total",
+            get(&m.checks),
+        )?;
+        counter(
+            &mut enc,
+            "drift_checks_skipped",
             "Drift checks skipped (too few predictions, or no reference sample).",
-            &m.skipped,
-        ),
-        (
-            "steward_drift_checks_failed_total",
+            get(&m.skipped),
+        )?;
+        counter(
+            &mut enc,
+            "drift_checks_failed",
             "Drift checks that failed (see the log).",
-            &m.failed,
-        ),
-        (
-            "steward_concept_labels_total",
-            "Labelled predictions read by the concept-drift detectors.",
-            &m.labels,
-        ),
-        (
-            "steward_concept_labels_dropped_total",
-            "Labelled predictions not read because the detectors' queue was full.",
-            &m.labels_dropped,
-        ),
-    ];
-    for (name, help, v) in counters {
-        let v = v.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
-    }
-    let _ = writeln!(out, "# HELP steward_monitoring_events_total Monitoring events raised, by event.\n# TYPE steward_monitoring_events_total counter");
-    if let Ok(raised) = m.raised.lock() {
-        for (name, n) in raised.iter() {
-            let _ = writeln!(
-                out,
-                "steward_monitoring_events_total{{event=\"{name}\"}} {n}"
-            );
+            get(&m.failed),
+        )?;
+        if let Some(t) = timestamp_seconds(m.last_check_ms.load(Ordering::Relaxed)) {
+            gauge(
+                &mut enc,
+                "drift_last_success_timestamp",
+                "When the last drift check completed (Unix time; restored from the database \
+                 at start).",
+                Some(&Unit::Seconds),
+                t,
+            )?;
         }
+        counter(
+            &mut enc,
+            "concept_labels",
+            "Labelled predictions read by the concept-drift detectors.",
+            get(&m.labels),
+        )?;
+        counter(
+            &mut enc,
+            "concept_labels_dropped",
+            "Labelled predictions not read because the detectors' queue was full.",
+            get(&m.labels_dropped),
+        )?;
+        let raised: Vec<(&str, u64)> = match m.raised.lock() {
+            Ok(r) => r.iter().map(|(k, v)| (*k, *v)).collect(),
+            Err(_) => Vec::new(),
+        };
+        counters_by(
+            &mut enc,
+            "monitoring_events",
+            "Monitoring events raised, by event.",
+            "event",
+            &raised,
+        )?;
+        let Some(check) = m.latest.load_full() else {
+            return Ok(());
+        };
+        encode_features(&check, &mut enc)?;
+        encode_window(&check, &mut enc)
     }
-    let Some(check) = m.latest.load_full() else {
-        return;
-    };
-    render_features(&check, out);
-    render_window(&check, out);
 }
 
 /// The last check's per-feature (and per-output) series.
-fn render_features(check: &Check, out: &mut String) {
+fn encode_features(check: &Check, enc: &mut DescriptorEncoder) -> fmt::Result {
     let features: Vec<(&str, &FeatureDrift)> = check
         .report
         .features
@@ -99,90 +114,89 @@ fn render_features(check: &Check, out: &mut String) {
         .chain(check.prediction.iter().map(|f| ("output", f)))
         .collect();
     type Pick = fn(&FeatureDrift) -> Option<f64>;
-    let series: [(&str, &str, Pick); 5] = [
+    let series: [(&str, &str, Pick); 4] = [
         (
-            "steward_drift_p_value",
+            "drift_p_value",
             "Raw p-value of the feature's drift test at the last check.",
             |f| f.p_value,
         ),
         (
-            "steward_drift_p_adjusted",
+            "drift_p_adjusted",
             "Corrected p-value at the last check.",
             |f| f.p_adjusted,
         ),
         (
-            "steward_drift_statistic",
+            "drift_statistic",
             "KS or chi-square statistic at the last check.",
             |f| f.statistic,
         ),
         (
-            "steward_drift_psi",
+            "drift_psi",
             "Population stability index at the last check.",
             |f| f.psi,
         ),
-        (
-            "steward_drift_drifted",
-            "1 when the feature drifted at the last check.",
-            |f| Some(f64::from(u8::from(f.drift))),
-        ),
     ];
     for (name, help, pick) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
         for (subject, f) in &features {
             if let Some(v) = pick(f).filter(|v| v.is_finite()) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{feature=\"{}\",subject=\"{subject}\"}} {v}",
-                    label(&f.name)
-                );
+                let labels = [("feature", f.name.as_str()), ("subject", subject)];
+                ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
             }
         }
     }
+    let mut m = enc.encode_descriptor(
+        "drift_drifted",
+        "1 when the feature drifted at the last check.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (subject, f) in &features {
+        let labels = [("feature", f.name.as_str()), ("subject", subject)];
+        ConstGauge::new(u64::from(f.drift)).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 /// The last check's dataset-level gauges.
-fn render_window(check: &Check, out: &mut String) {
-    let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
+fn encode_window(check: &Check, enc: &mut DescriptorEncoder) -> fmt::Result {
     gauge(
-        out,
-        "steward_dataset_drift",
+        enc,
+        "dataset_drift",
         "1 when the last check found dataset drift.",
-        f64::from(u8::from(check.report.dataset_drift)),
-    );
+        None,
+        u64::from(check.report.dataset_drift),
+    )?;
     gauge(
-        out,
-        "steward_drift_window_rows",
+        enc,
+        "drift_window_rows",
         "Predictions in the last check's window.",
-        check.window.rows as f64,
-    );
-    if let Some(a) = &check.anomaly {
-        gauge(
-            out,
-            "steward_anomaly_rate",
-            "Share of anomalous inputs in the last check's window.",
-            a.rate,
-        );
-        gauge(
-            out,
-            "steward_anomaly_expected_rate",
-            "Anomaly rate expected under the training distribution.",
-            a.expected_rate,
-        );
-        gauge(
-            out,
-            "steward_anomaly_rate_p_value",
-            "Binomial test of the window's anomaly count against the expected rate.",
-            a.p_value,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
+        None,
+        check.window.rows as u64,
+    )?;
+    let Some(a) = &check.anomaly else {
+        return Ok(());
+    };
+    let ratio = Unit::Other("ratio".to_owned());
+    gauge(
+        enc,
+        "anomaly",
+        "Share of anomalous inputs in the last check's window.",
+        Some(&ratio),
+        a.rate,
+    )?;
+    gauge(
+        enc,
+        "anomaly_expected",
+        "Share of anomalous inputs expected under the training distribution.",
+        Some(&ratio),
+        a.expected_rate,
+    )?;
+    gauge(
+        enc,
+        "anomaly_p_value",
+        "Binomial test of the window's anomaly count against the expected share.",
+        None,
+        a.p_value,
+    )
 }

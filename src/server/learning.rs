@@ -1,20 +1,25 @@
 //! The continuous-learning endpoints: `POST /v1/retrain` (admin) starts a run and
 //! answers its id, `GET /v1/retrain/{id}` shows one run, `GET /v1/retrain` the
 //! recent ones, and `POST /v1/models/{version}/activate` (admin) rolls back or
-//! forward to a stored version. Also their `/metrics` lines.
+//! forward to a stored version. Also their `/metrics` series.
 
-use std::fmt::Write;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Unit;
 use serde_json::{json, Value};
 
 use super::body::PathParam;
 use super::error::ApiError;
-use super::metrics::{get, push};
+use super::metrics::{counter, counters_by, gauge, timestamp_seconds};
 use super::AppState;
-use crate::app::health::Health;
+use crate::app::App;
 use crate::learning::retrain::Started;
 use crate::learning::Activation;
 use crate::store::retrain::{self as runs, Trigger};
@@ -66,79 +71,78 @@ pub async fn activate(
     Ok(Json(state.app.models().activate(&version).await?))
 }
 
-/// The learning counters in Prometheus text.
-pub fn render(health: &Health, out: &mut String) {
-    let s = health.learning();
-    push(
-        out,
-        "steward_model_swaps_total",
-        "counter",
-        "Model versions made live (publish, activation, revert).",
-        "",
-        get(&s.swaps),
-    );
-    push(
-        out,
-        "steward_online_updates_total",
-        "counter",
-        "Online gradient steps taken from feedback labels.",
-        "",
-        get(&s.online_updates),
-    );
-    push(
-        out,
-        "steward_online_published_total",
-        "counter",
-        "Minor versions published by the online learner.",
-        "",
-        get(&s.online_published),
-    );
-    push(
-        out,
-        "steward_online_reverts_total",
-        "counter",
-        "Times the online guard went back to the base version.",
-        "",
-        get(&s.online_reverts),
-    );
-    push(
-        out,
-        "steward_online_labels_skipped_total",
-        "counter",
-        "Labels the online learner could not use (unknown class, unreadable input).",
-        "",
-        get(&s.online_skipped),
-    );
-    push(
-        out,
-        "steward_online_labels_dropped_total",
-        "counter",
-        "Labels dropped because the online learner's queue was full.",
-        "",
-        get(&s.online_dropped),
-    );
-    out.push_str(
-        "# HELP steward_retrain_runs_total Retraining runs by how they ended.\n\
-         # TYPE steward_retrain_runs_total counter\n",
-    );
-    for (name, c) in [
-        ("promoted", &s.retrain_promoted),
-        ("rejected", &s.retrain_rejected),
-        ("skipped", &s.retrain_skipped),
-        ("failed", &s.retrain_failed),
-    ] {
-        let _ = writeln!(
-            out,
-            "steward_retrain_runs_total{{state=\"{name}\"}} {}",
-            get(c)
-        );
+/// The model swap, online learner and retraining series.
+#[derive(Debug)]
+pub struct Collect(pub Arc<App>);
+
+impl Collector for Collect {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let health = self.0.health();
+        let s = health.learning();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, c) in [
+            (
+                "model_swaps",
+                "Model versions made live (publish, activation, revert).",
+                &s.swaps,
+            ),
+            (
+                "online_updates",
+                "Online gradient steps taken from feedback labels.",
+                &s.online_updates,
+            ),
+            (
+                "online_published",
+                "Minor versions published by the online learner.",
+                &s.online_published,
+            ),
+            (
+                "online_reverts",
+                "Times the online guard went back to the base version.",
+                &s.online_reverts,
+            ),
+            (
+                "online_labels_skipped",
+                "Labels the online learner could not use (unknown class, unreadable input).",
+                &s.online_skipped,
+            ),
+            (
+                "online_labels_dropped",
+                "Labels dropped because the online learner's queue was full.",
+                &s.online_dropped,
+            ),
+        ] {
+            counter(&mut enc, name, help, get(c))?;
+        }
+        counters_by(
+            &mut enc,
+            "retrain_runs",
+            "Retraining runs by how they ended.",
+            "state",
+            &[
+                ("promoted", get(&s.retrain_promoted)),
+                ("rejected", get(&s.retrain_rejected)),
+                ("skipped", get(&s.retrain_skipped)),
+                ("failed", get(&s.retrain_failed)),
+            ],
+        )?;
+        gauge(
+            &mut enc,
+            "retrain_running",
+            "1 while a retraining run holds the flight.",
+            None,
+            u64::from(health.retrain_running()),
+        )?;
+        match timestamp_seconds(s.retrain_last_decided_ms.load(Ordering::Relaxed)) {
+            Some(t) => gauge(
+                &mut enc,
+                "retrain_last_success_timestamp",
+                "When the last retraining run that reached a decision (promoted or rejected) \
+                 ended (Unix time; restored from the database at start).",
+                Some(&Unit::Seconds),
+                t,
+            ),
+            None => Ok(()),
+        }
     }
-    push(
-        out,
-        "steward_retrain_running",
-        "gauge",
-        "1 while a retraining run holds the flight.",
-        "",
-        u8::from(health.retrain_running()),
-    );
 }

@@ -124,6 +124,19 @@ pub fn fit_to_file_limit(wanted: usize) -> (usize, u64) {
     )
 }
 
+/// RLIMIT_NOFILE's soft limit now (the most descriptors the process may open).
+pub fn nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    lim.rlim_cur
+}
+
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the soft limit.
 fn raise_nofile_limit() -> u64 {
     let mut lim = libc::rlimit {

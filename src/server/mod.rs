@@ -17,6 +17,7 @@ pub mod listen;
 pub mod metrics;
 mod parse_errors;
 pub mod predict;
+mod process;
 mod status;
 
 use std::sync::Arc;
@@ -43,13 +44,19 @@ use metrics::Metrics;
 pub struct AppState {
     pub app: Arc<App>,
     pub metrics: Arc<Metrics>,
+    /// What `/metrics` encodes.
+    pub registry: Arc<prometheus_client::registry::Registry>,
 }
 
 impl AppState {
     pub fn new(app: App) -> AppState {
+        let app = Arc::new(app);
+        let metrics = Arc::new(Metrics::default());
+        let registry = Arc::new(metrics::registry(&app, &metrics));
         AppState {
-            app: Arc::new(app),
-            metrics: Arc::default(),
+            app,
+            metrics,
+            registry,
         }
     }
 }

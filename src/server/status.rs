@@ -1,17 +1,24 @@
 //! Read-only endpoints: the model card, the registry, liveness, readiness and
 //! `/metrics`.
 
-use std::fmt::Write as _;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::metrics::{get, push};
+use super::listen::ConnStats;
+use super::metrics::{counter, counters_by, gauge, info, Metrics};
 use super::AppState;
+use crate::app::health::Health;
+use crate::app::App;
 
 pub async fn model(State(state): State<AppState>) -> Json<Value> {
     Json(state.app.models().card())
@@ -35,140 +42,138 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     ))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(8192);
-    state.metrics.render_requests(&mut out);
-    let health = state.app.health();
-    push(
-        &mut out,
-        "steward_predictions_total",
-        "counter",
-        "Instances predicted.",
-        "",
-        state.app.predictions().predicted(),
-    );
-    push(
-        &mut out,
-        "steward_feedback_total",
-        "counter",
-        "Feedback labels stored (new, or replacing a different label).",
-        "",
-        state.app.feedback().stored(),
-    );
-    push(
-        &mut out,
-        "steward_feedback_unchanged_total",
-        "counter",
-        "Feedback labels that repeated the stored label (not stored or learned again).",
-        "",
-        state.app.feedback().unchanged(),
-    );
-    render_connections(&state.metrics.connections, &mut out);
-    render_log_and_model(health, &mut out);
-    super::drift::render(health.monitoring(), &mut out);
-    super::learning::render(health, &mut out);
-    super::alerts::render(&state, &mut out).await;
-    (
+/// `GET /metrics`. The outbox counts need a query, so they are read here
+/// and left for the alerts collector; every other series is read while encoding.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match state.app.alerts().counts().await {
+        Ok(counts) => {
+            if let Ok(mut held) = state.metrics.alert_counts.lock() {
+                *held = counts
+                    .into_iter()
+                    .map(|(state, n)| (state, u64::try_from(n).unwrap_or(0)))
+                    .collect();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "/metrics: cannot count the alert outbox; its series keep their last values")
+        }
+    }
+    let out = super::metrics::encode(&state.registry).map_err(|e| ApiError::internal(&e))?;
+    Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         out,
+    ))
+}
+
+/// The series of the prediction and feedback services, the log writer, the
+/// live model and the connection layer.
+#[derive(Debug)]
+pub struct Collect {
+    pub app: Arc<App>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Collector for Collect {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let app = &self.app;
+        counter(
+            &mut enc,
+            "predictions",
+            "Instances predicted.",
+            app.predictions().predicted(),
+        )?;
+        counter(
+            &mut enc,
+            "feedback",
+            "Feedback labels stored (new, or replacing a different label).",
+            app.feedback().stored(),
+        )?;
+        counter(
+            &mut enc,
+            "feedback_unchanged",
+            "Feedback labels that repeated the stored label (not stored or learned again).",
+            app.feedback().unchanged(),
+        )?;
+        encode_connections(&self.metrics.connections, &mut enc)?;
+        encode_log_and_model(app.health(), &mut enc)
+    }
+}
+
+/// The prediction log's counters and the live model's info series.
+fn encode_log_and_model(health: &Health, enc: &mut DescriptorEncoder) -> fmt::Result {
+    let stats = health.log_stats();
+    gauge(
+        enc,
+        "log_queue_depth",
+        "Prediction log rows waiting to be written.",
+        None,
+        health.log_depth() as u64,
+    )?;
+    counter(
+        enc,
+        "log_rows_written",
+        "Prediction log rows committed.",
+        get(&stats.written),
+    )?;
+    counter(
+        enc,
+        "log_rows_dropped",
+        "Prediction log rows dropped (queue full past server wait, or unwritable at stop).",
+        get(&stats.dropped),
+    )?;
+    counter(
+        enc,
+        "log_write_failures",
+        "Failed prediction log batch writes (each is retried).",
+        get(&stats.failed_writes),
+    )?;
+    let live = health.live();
+    info(
+        enc,
+        "model",
+        "The live model: its version and the arithmetic that answers (f32 or int8; value is always 1).",
+        &[("version", &live.version), ("form", live.form.form.as_str())],
     )
 }
 
-/// The prediction log's counters and the live model's info gauges.
-fn render_log_and_model(health: &crate::app::health::Health, out: &mut String) {
-    let stats = health.log_stats();
-    let live = health.live();
-    push(
-        out,
-        "steward_log_queue_depth",
-        "gauge",
-        "Prediction log rows waiting to be written.",
-        "",
-        health.log_depth(),
-    );
-    push(
-        out,
-        "steward_log_rows_written_total",
-        "counter",
-        "Prediction log rows committed.",
-        "",
-        get(&stats.written),
-    );
-    push(
-        out,
-        "steward_log_rows_dropped_total",
-        "counter",
-        "Prediction log rows dropped (queue full past server wait, or unwritable at stop).",
-        "",
-        get(&stats.dropped),
-    );
-    push(
-        out,
-        "steward_log_write_failures_total",
-        "counter",
-        "Failed prediction log batch writes (each is retried).",
-        "",
-        get(&stats.failed_writes),
-    );
-    push(
-        out,
-        "steward_model_info",
-        "gauge",
-        "The live model version (value is always 1).",
-        &format!("version=\"{}\"", live.version),
-        1,
-    );
-    push(
-        out,
-        "steward_model_form",
-        "gauge",
-        "The arithmetic that answers requests (f32 or int8; value is always 1).",
-        &format!("form=\"{}\"", live.form.form.as_str()),
-        1,
-    );
+/// The connection layer's counters.
+fn encode_connections(conns: &ConnStats, enc: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        enc,
+        "connections_open",
+        "Client connections open.",
+        None,
+        get(&conns.open),
+    )?;
+    counters_by(
+        enc,
+        "connections",
+        "Client connections by outcome: accepted; refused (503 at server.max_connections \
+         with every connection busy); evicted (the longest-idle connection closed to make \
+         room); header_timeout (no whole request head within server.header_timeout_secs); \
+         malformed (closed after a request head the HTTP parser refused: 400, 414 or 431).",
+        "outcome",
+        &[
+            ("accepted", get(&conns.accepted)),
+            ("refused", get(&conns.refused)),
+            ("evicted", get(&conns.evicted)),
+            ("header_timeout", get(&conns.header_timeouts)),
+            ("malformed", get(&conns.malformed)),
+        ],
+    )?;
+    counter(
+        enc,
+        "accept_errors",
+        "Failed accepts (out of file descriptors?).",
+        get(&conns.accept_errors),
+    )
 }
 
-/// The connection layer's counters.
-fn render_connections(conns: &super::listen::ConnStats, out: &mut String) {
-    push(
-        out,
-        "steward_connections_open",
-        "gauge",
-        "Client connections open.",
-        "",
-        get(&conns.open),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP steward_connections_total Client connections by outcome: accepted; refused \
-         (503 at server.max_connections with every connection busy); evicted (the longest-idle \
-         connection closed to make room); header_timeout (no whole request head within \
-         server.header_timeout_secs); malformed (closed after a request head the HTTP parser \
-         refused: 400, 414 or 431).\n# TYPE steward_connections_total counter"
-    );
-    for (outcome, counter) in [
-        ("accepted", &conns.accepted),
-        ("refused", &conns.refused),
-        ("evicted", &conns.evicted),
-        ("header_timeout", &conns.header_timeouts),
-        ("malformed", &conns.malformed),
-    ] {
-        let _ = writeln!(
-            out,
-            "steward_connections_total{{outcome=\"{outcome}\"}} {}",
-            get(counter)
-        );
-    }
-    push(
-        out,
-        "steward_accept_errors_total",
-        "counter",
-        "Failed accepts (out of file descriptors?).",
-        "",
-        get(&conns.accept_errors),
-    );
+/// Reads an atomic counter.
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
 }

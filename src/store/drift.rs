@@ -53,6 +53,15 @@ pub async fn insert(store: &Store, row: &ReportRow) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// When the newest stored check ran (Unix ms): the last successful drift check,
+/// for `/metrics` after a restart.
+pub async fn last_time(store: &Store) -> Result<Option<i64>, StoreError> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT MAX(time) FROM drift_reports")
+        .fetch_optional(&store.pool)
+        .await?;
+    Ok(row.and_then(|(t,)| t))
+}
+
 /// The newest stored report's JSON text.
 pub async fn latest(store: &Store) -> Result<Option<String>, StoreError> {
     let row: Option<(String,)> =

@@ -191,6 +191,17 @@ pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Run>, StoreError> {
     rows.iter().map(run).collect()
 }
 
+/// When the newest run that reached a decision (promoted or rejected) ended
+/// (Unix ms): the last successful retrain, for `/metrics` after a restart.
+pub async fn last_decided(store: &Store) -> Result<Option<i64>, StoreError> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT MAX(finished) FROM retrain_runs WHERE state IN ('promoted', 'rejected')",
+    )
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(row.and_then(|(t,)| t))
+}
+
 /// Marks runs left `running` by a stop or crash as failed; returns how many.
 pub async fn interrupted(store: &Store, now: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
