@@ -174,23 +174,9 @@ fn describe(a: &Alert, cx: &Context) -> Vec<String> {
     };
     match a.rule.as_str() {
         "feature_drift" | "prediction_drift" => {
-            let f = &d["feature"];
-            let test = match f["test"].as_str() {
-                Some("ks") => "KS statistic",
-                Some("chi2") => "chi-square",
-                _ => "statistic",
-            };
-            vec![
-                format!("{}", f["name"].as_str().unwrap_or("?")),
-                format!(
-                    "{test} {}, p-value {} (corrected {}), PSI {}",
-                    num(&f["statistic"]),
-                    num(&f["p_value"]),
-                    num(&f["p_adjusted"]),
-                    num(&f["psi"])
-                ),
-                window(&d["window"]),
-            ]
+            let mut lines = describe_feature(&d["feature"]);
+            lines.push(window(&d["window"]));
+            lines
         }
         "dataset_drift" => vec![
             format!(
@@ -198,17 +184,7 @@ fn describe(a: &Alert, cx: &Context) -> Vec<String> {
                 d["drifted"].as_array().map_or(0, Vec::len),
                 d["tested"]
             ),
-            format!(
-                "drifting: {}",
-                d["drifted"]
-                    .as_array()
-                    .map(|v| v
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
-            ),
+            format!("drifting: {}", names(&d["drifted"])),
             window(&d["window"]),
         ],
         "anomaly_rate" => vec![
@@ -243,6 +219,37 @@ fn describe(a: &Alert, cx: &Context) -> Vec<String> {
         "online_reverted" => describe_revert(d),
         other => vec![other.to_string(), d.to_string()],
     }
+}
+
+/// A drifting feature's name and its test's numbers.
+fn describe_feature(f: &Value) -> Vec<String> {
+    let test = match f["test"].as_str() {
+        Some("ks") => "KS statistic",
+        Some("chi2") => "chi-square",
+        _ => "statistic",
+    };
+    vec![
+        f["name"].as_str().unwrap_or("?").to_string(),
+        format!(
+            "{test} {}, p-value {} (corrected {}), PSI {}",
+            num(&f["statistic"]),
+            num(&f["p_value"]),
+            num(&f["p_adjusted"]),
+            num(&f["psi"])
+        ),
+    ]
+}
+
+/// The strings of a JSON array, comma-separated.
+fn names(list: &Value) -> String {
+    list.as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 /// A retraining run's end: what went live (or did not), the scores, the data.

@@ -224,6 +224,47 @@ pub fn load(path: &Path) -> Result<Model, ArtifactError> {
 
 /// Parses and checks artifact bytes; `name` is used in messages.
 pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
+    let meta_err = |reason: String| ArtifactError::Metadata {
+        path: name.into(),
+        reason,
+    };
+    let (header, tensors) = read_header(name, bytes)?;
+    let Layers {
+        dense,
+        masks,
+        quant,
+    } = read_layers(name, &tensors, &header)?;
+    let per_layer = 2 + usize::from(header.masked) + 3 * usize::from(header.quantized);
+    if let Some((tensor, reason)) = undescribed(&tensors, dense.len(), per_layer) {
+        return Err(ArtifactError::Tensor {
+            path: name.into(),
+            tensor,
+            reason,
+        });
+    }
+    let network = Network::new(dense, header.output).map_err(|e| meta_err(e.to_string()))?;
+    let quant = if header.quantized {
+        Some(QuantNetwork::from_layers(quant, header.output).map_err(meta_err)?)
+    } else {
+        None
+    };
+    let model = Model {
+        schema: header.schema,
+        network,
+        meta: header.meta,
+        masks: header.masked.then_some(masks),
+        quant,
+    };
+    model.check().map_err(meta_err)?;
+    Ok(model)
+}
+
+/// The safetensors container and steward's header in its metadata, whose
+/// format version this build reads.
+fn read_header<'b>(
+    name: &str,
+    bytes: &'b [u8],
+) -> Result<(Header, SafeTensors<'b>), ArtifactError> {
     let corrupt = |reason: String| ArtifactError::Corrupt {
         path: name.into(),
         reason,
@@ -246,11 +287,31 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
             header.format_version
         )));
     }
-    let mut layers = Vec::with_capacity(header.layers.len());
-    let mut masks = Vec::new();
-    let mut quant = Vec::new();
+    Ok((header, tensors))
+}
+
+/// What the layer tensors hold: the f32 layers, and the masks and int8 parts
+/// when the header says the artifact has them.
+struct Layers {
+    dense: Vec<Dense>,
+    masks: Vec<Array2<f32>>,
+    quant: Vec<QuantLayer>,
+}
+
+/// Reads every layer the header lists, checking each one's shape against the
+/// width that feeds it.
+fn read_layers(
+    name: &str,
+    tensors: &SafeTensors,
+    header: &Header,
+) -> Result<Layers, ArtifactError> {
+    let mut out = Layers {
+        dense: Vec::with_capacity(header.layers.len()),
+        masks: Vec::new(),
+        quant: Vec::new(),
+    };
     let mut expected_in = header.schema.width();
-    for (i, &[out, inp]) in header.layers.iter().enumerate() {
+    for (i, &[rows, inp]) in header.layers.iter().enumerate() {
         let tensor_err = |tensor: String, reason: String| ArtifactError::Tensor {
             path: name.into(),
             tensor,
@@ -267,51 +328,29 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
                 format!("metadata says {inp} inputs but {what} {expected_in}"),
             ));
         }
-        let weight = read_tensor(&tensors, &format!("layers.{i}.weight"), &[out, inp])
+        let weight = read_tensor(tensors, &format!("layers.{i}.weight"), &[rows, inp])
             .map_err(|(t, r)| tensor_err(t, r))?;
-        let bias = read_tensor(&tensors, &format!("layers.{i}.bias"), &[out])
+        let bias = read_tensor(tensors, &format!("layers.{i}.bias"), &[rows])
             .map_err(|(t, r)| tensor_err(t, r))?;
         if header.masked {
-            masks.push(
-                read_mask(&tensors, i, [out, inp], &weight).map_err(|(t, r)| tensor_err(t, r))?,
+            out.masks.push(
+                read_mask(tensors, i, [rows, inp], &weight).map_err(|(t, r)| tensor_err(t, r))?,
             );
         }
         if header.quantized {
-            quant.push(
-                read_quant(&tensors, i, [out, inp], &bias).map_err(|(t, r)| tensor_err(t, r))?,
+            out.quant.push(
+                read_quant(tensors, i, [rows, inp], &bias).map_err(|(t, r)| tensor_err(t, r))?,
             );
         }
-        let weight = Array2::from_shape_vec((out, inp), weight)
+        let weight = Array2::from_shape_vec((rows, inp), weight)
             .map_err(|e| tensor_err(format!("layers.{i}.weight"), e.to_string()))?;
-        layers.push(Dense {
+        out.dense.push(Dense {
             weight,
             bias: Array1::from_vec(bias),
         });
-        expected_in = out;
+        expected_in = rows;
     }
-    let per_layer = 2 + usize::from(header.masked) + 3 * usize::from(header.quantized);
-    if let Some((tensor, reason)) = undescribed(&tensors, layers.len(), per_layer) {
-        return Err(ArtifactError::Tensor {
-            path: name.into(),
-            tensor,
-            reason,
-        });
-    }
-    let network = Network::new(layers, header.output).map_err(|e| meta_err(e.to_string()))?;
-    let quant = if header.quantized {
-        Some(QuantNetwork::from_layers(quant, header.output).map_err(meta_err)?)
-    } else {
-        None
-    };
-    let model = Model {
-        schema: header.schema,
-        network,
-        meta: header.meta,
-        masks: header.masked.then_some(masks),
-        quant,
-    };
-    model.check().map_err(meta_err)?;
-    Ok(model)
+    Ok(out)
 }
 
 /// Layer `i`'s pruning mask: 0 or 1 in every element, and 0 only where the

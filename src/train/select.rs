@@ -258,28 +258,7 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
         return Err(invalid("the candidate grid is empty".into()));
     }
 
-    let (reports, pooled_predictions) = cross_validate(&data, &grid, k, options)?;
-    let best = choose(&reports).ok_or_else(|| {
-        invalid(format!(
-            "no candidate could be trained: {}",
-            reports
-                .iter()
-                .filter_map(|r| r.error.clone())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-    })?;
-    let winner = &reports[best];
-    let pooled = pooled_predictions[best].scores(&data);
-    let cv_report = CvReport {
-        folds: k,
-        metric: pooled.metric_name(),
-        mean: winner.cv_mean.unwrap_or(f64::NAN),
-        std: winner.cv_std.unwrap_or(f64::NAN),
-        per_fold: winner.per_fold.clone(),
-        pooled,
-    };
-
+    let (best, reports, cv_report) = select(&data, &grid, k, options, &table.path)?;
     let network = grid[best].fit(data.x.view(), &data.targets, options.seed)?;
     let compressed = compress_winner(&data, &grid[best], network, cv_report.mean, options)?;
     let mut metrics = BTreeMap::new();
@@ -299,34 +278,75 @@ pub fn train(table: &Table, options: &TrainOptions) -> Result<Trained, TrainErro
         compressed: compressed.report.clone(),
         model: None,
     };
-    let target = match &data.targets {
-        Targets::Values(_) => {
-            let (mean, std) = data.targets.scale();
-            Some(TargetScale { mean, std })
-        }
-        Targets::Classes { .. } => None,
+    let meta = ModelMeta {
+        task: data.task,
+        label: data.label.clone(),
+        classes: data.classes.clone(),
+        metrics,
+        training: serde_json::to_value(&report).unwrap_or_default(),
+        created: None,
+        parent: None,
+        target: target_scale(&data.targets),
+        online_updates: 0,
+        reference: Some(reference_sample(table, &data, options.seed)),
+        anomaly: anomaly_scorer(&data, options.anomaly_level),
     };
     let model = Model {
         schema: data.schema.clone(),
         network: compressed.network,
-        meta: ModelMeta {
-            task: data.task,
-            label: data.label.clone(),
-            classes: data.classes.clone(),
-            metrics,
-            training: serde_json::to_value(&report).unwrap_or_default(),
-            created: None,
-            parent: None,
-            target,
-            online_updates: 0,
-            reference: Some(reference_sample(table, &data, options.seed)),
-            anomaly: anomaly_scorer(&data, options.anomaly_level),
-        },
+        meta,
         masks: compressed.masks,
         quant: compressed.quant,
     };
     model.check().map_err(invalid)?;
     Ok(Trained { model, report })
+}
+
+/// Cross-validates every candidate of `grid` and chooses one: its index, every
+/// candidate's report, and the winner's CV report (with the pooled scores).
+/// `path` names the data in the error when no candidate could be trained.
+fn select(
+    data: &Prepared,
+    grid: &[Candidate],
+    k: usize,
+    options: &TrainOptions,
+    path: &str,
+) -> Result<(usize, Vec<CandidateReport>, CvReport), TrainError> {
+    let (reports, pooled_predictions) = cross_validate(data, grid, k, options)?;
+    let best = choose(&reports).ok_or_else(|| TrainError::Invalid {
+        path: path.into(),
+        message: format!(
+            "no candidate could be trained: {}",
+            reports
+                .iter()
+                .filter_map(|r| r.error.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })?;
+    let winner = &reports[best];
+    let pooled = pooled_predictions[best].scores(data);
+    let cv = CvReport {
+        folds: k,
+        metric: pooled.metric_name(),
+        mean: winner.cv_mean.unwrap_or(f64::NAN),
+        std: winner.cv_std.unwrap_or(f64::NAN),
+        per_fold: winner.per_fold.clone(),
+        pooled,
+    };
+    Ok((best, reports, cv))
+}
+
+/// A regression model's target mean and standard deviation (it predicts in
+/// standard units); `None` for a classifier.
+fn target_scale(targets: &Targets) -> Option<TargetScale> {
+    match targets {
+        Targets::Values(_) => {
+            let (mean, std) = targets.scale();
+            Some(TargetScale { mean, std })
+        }
+        Targets::Classes { .. } => None,
+    }
 }
 
 /// Every class needs a row in every fold, and there must be at least 2 folds.
