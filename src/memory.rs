@@ -61,6 +61,31 @@ pub fn trim() {
     }
 }
 
+/// What malloc holds: bytes in live allocations, and bytes free inside its
+/// arenas (freed but not returned to the system). `None` off glibc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    pub in_use: u64,
+    pub free: u64,
+}
+
+/// The heap's state now, from glibc's `mallinfo2` (walks every arena; call it
+/// at scrape time, not per request).
+pub fn heap() -> Option<Heap> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads glibc's allocator statistics and returns
+        // them by value.
+        let m = unsafe { libc::mallinfo2() };
+        Some(Heap {
+            in_use: (m.uordblks + m.hblkhd) as u64,
+            free: m.fordblks as u64,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 #[cfg(test)]
 mod tests {
     /// glibc accepts the cap (mallopt answers 1 on success, 0 on a refused

@@ -476,6 +476,15 @@ async fn model_card_registry_health_and_metrics() {
         (rss - pid_rss).abs() < 0.5 * pid_rss,
         "process_resident_memory_bytes {rss} vs /proc VmRSS {pid_rss}"
     );
+    // SQLite's and malloc's own accounts: the database has pages cached, and
+    // the heap holds at least the model.
+    let sqlite = crate::common::metric(&c, &d.url, "steward_database_memory_bytes").await;
+    assert!(sqlite > 10_000.0, "steward_database_memory_bytes {sqlite}");
+    let heap = crate::common::metric(&c, &d.url, "steward_heap_in_use_bytes").await;
+    assert!(
+        heap > 100_000.0 && heap < pid_rss * 4.0,
+        "steward_heap_in_use_bytes {heap}"
+    );
     let start = crate::common::metric(&c, &d.url, "process_start_time_seconds").await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -65,6 +65,12 @@ impl Health {
         crate::store::drift::latest(&self.db).await
     }
 
+    /// Bytes SQLite holds in memory (every connection's page cache,
+    /// statements and sorters).
+    pub fn database_memory_bytes(&self) -> i64 {
+        crate::store::sqlite_memory_bytes()
+    }
+
     /// The live model's version.
     pub fn live_version(&self) -> String {
         self.slot.load().version.to_string()

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Unit;
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -131,6 +132,29 @@ fn encode_log_and_model(health: &Health, enc: &mut DescriptorEncoder) -> fmt::Re
         "Failed prediction log batch writes (each is retried).",
         get(&stats.failed_writes),
     )?;
+    gauge(
+        enc,
+        "database_memory",
+        "Memory SQLite holds across its connections (page caches, statements, sorters).",
+        Some(&Unit::Bytes),
+        health.database_memory_bytes(),
+    )?;
+    if let Some(heap) = crate::memory::heap() {
+        gauge(
+            enc,
+            "heap_in_use",
+            "Bytes in live heap allocations (glibc mallinfo2).",
+            Some(&Unit::Bytes),
+            heap.in_use,
+        )?;
+        gauge(
+            enc,
+            "heap_free",
+            "Bytes freed but kept inside malloc's arenas (glibc mallinfo2).",
+            Some(&Unit::Bytes),
+            heap.free,
+        )?;
+    }
     let live = health.live();
     info(
         enc,

@@ -196,6 +196,14 @@ pub async fn apply_retention(store: &Store, days: u32) -> Result<u64, StoreError
     Ok(done.rows_affected())
 }
 
+/// Bytes SQLite holds in memory now across every connection (page caches,
+/// prepared statements, sorters), as `sqlite3_memory_used` counts them.
+pub fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: sqlite3_memory_used reads SQLite's global memory counter; it takes
+    // no arguments and is safe to call from any thread at any time.
+    unsafe { libsqlite3_sys::sqlite3_memory_used() }
+}
+
 #[cfg(test)]
 mod retention_tests {
     use super::*;
