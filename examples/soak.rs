@@ -641,7 +641,7 @@ impl Metrics {
         // The live version is a label of the one steward_model_info series.
         let version = values.keys().find_map(|name| {
             let rest = name.strip_prefix("steward_model_info{version=\"")?;
-            rest.strip_suffix("\"}").map(String::from)
+            rest.split('"').next().map(String::from)
         });
         Metrics { values, version }
     }
