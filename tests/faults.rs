@@ -324,7 +324,10 @@ async fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_refuse_fast(
                 }
             }
         }
-        assert!(std::time::Instant::now() < deadline, "/metrics not answered in 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/metrics not answered in 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     for outcome in ["refused", "evicted"] {

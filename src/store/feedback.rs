@@ -49,7 +49,7 @@ pub struct Logged {
 /// The logged predictions among `ids` (in no particular order).
 pub async fn logged(store: &Store, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
     let mut known = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
+    for chunk in super::standard_chunks(ids) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT id, model_version, output, features FROM predictions WHERE id IN (",
         );
@@ -163,7 +163,7 @@ async fn upsert_in(
     now: i64,
 ) -> Result<Vec<LabelOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(500) {
+    for chunk in super::standard_chunks(rows) {
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("SELECT prediction_id, label FROM feedback WHERE prediction_id IN (");
         let mut sep = q.separated(", ");
@@ -195,7 +195,11 @@ async fn upsert_in(
         // One statement per distinct prediction would be needed if a chunk held
         // the same id twice (an upsert cannot touch one row twice); apply such
         // rows one by one, in order.
-        for part in distinct_runs(&changed) {
+        let runs = distinct_runs(&changed);
+        for part in runs
+            .iter()
+            .flat_map(|run| super::standard_chunks(run.as_slice()))
+        {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
             q.push_values(part, |mut b, r| {
@@ -275,6 +279,58 @@ mod tests {
         assert!(good.iter().all(|r| *r == [Replaced]), "{good:?}");
         let err = bad.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        drop(committer);
+        task.await.unwrap();
+    }
+
+    /// Lookups and label batches of every size from 1 to 300 give the right
+    /// answers and leave SQLite's memory bounded (one prepared statement per
+    /// distinct size would hold megabytes: see `store::CHUNK_SIZES`).
+    #[tokio::test]
+    async fn batches_of_every_size_are_answered_and_keep_sqlites_memory_bounded() {
+        let _alone = super::super::tests::SQLITE_MEMORY.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::open(&dir.path().join("f.db")).await.unwrap();
+        let total: usize = (1..=300).sum();
+        let predictions: Vec<crate::store::writer::PredictionRow> = (0..total)
+            .map(|i| crate::store::writer::PredictionRow {
+                id: format!("p{i}"),
+                time: 0,
+                model_version: std::sync::Arc::from("1"),
+                features: "{}".into(),
+                output: "{}".into(),
+                latency_us: 0,
+                anomaly_score: None,
+            })
+            .collect();
+        crate::store::writer::insert(&store, &predictions)
+            .await
+            .unwrap();
+        let (committer, task) = Committer::spawn(store.clone());
+        let before = super::super::sqlite_memory_bytes();
+        let mut next = 0;
+        for n in 1..=300 {
+            let ids: Vec<String> = (next..next + n).map(|i| format!("p{i}")).collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            assert_eq!(logged(&store, &refs).await.unwrap().len(), n);
+            let rows = ids
+                .iter()
+                .map(|id| FeedbackRow {
+                    prediction_id: id.clone(),
+                    label: "\"a\"".into(),
+                })
+                .collect();
+            assert_eq!(committer.store(rows).await.unwrap(), vec![New; n]);
+            next += n;
+        }
+        let after = super::super::sqlite_memory_bytes();
+        // One statement per size: about 30 MB more; the standard sizes: under 1.
+        assert!(after < before + 10_000_000, "{before} -> {after}");
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored as usize, total);
         drop(committer);
         task.await.unwrap();
     }
