@@ -55,8 +55,10 @@
 //! The memory verdict compares the least-squares RSS slope (MB/min) of the
 //! samples in the last third of the load with that of the first third (the start
 //! sample, taken before any load, left out). A third needs 3 samples, so runs
-//! shorter than about 9 sample intervals get no verdict. It is reported, not part
-//! of the exit status.
+//! shorter than about 9 sample intervals get no verdict. With a retrain every few
+//! minutes that fit is aliased by the retrain cycle, so the lowest and highest
+//! RSS in each 10 minutes are reported too, and are the better measure. Neither
+//! is part of the exit status.
 //!
 //! Output: the sample table in markdown and the counts on stderr; with `--json`
 //! one JSON document on stdout. Ctrl-C ends the load early and still reports.
@@ -325,6 +327,14 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         fmt_opt(memory.last_slope, 3),
         memory.verdict
     );
+    eprintln!(
+        "memory: lowest/highest RSS per 10 minutes (MB): {}",
+        rss_windows(&load.samples)
+            .iter()
+            .map(|w| format!("{}–{} {:.1}/{:.1}", w.0, w.0 + 9, w.1, w.2))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Some(s) = &stop_text {
         eprintln!("daemon: {s}");
     }
@@ -398,6 +408,10 @@ async fn run(args: &Args) -> anyhow::Result<Value> {
         "memory": {
             "first_third_rss_slope_mb_per_min": memory.first_slope,
             "last_third_rss_slope_mb_per_min": memory.last_slope,
+            "rss_per_10_minutes": rss_windows(&load.samples)
+                .iter()
+                .map(|(m, lo, hi)| json!({"from_minute": m, "lowest_mb": lo, "highest_mb": hi}))
+                .collect::<Vec<_>>(),
             "first_third_samples": memory.first_n,
             "last_third_samples": memory.last_n,
             "rss_start_mb": load.samples.first().and_then(|s| s.rss_mb),
@@ -852,6 +866,28 @@ fn memory_verdict(samples: &[Sample]) -> MemoryVerdict {
         last_n: last.len(),
         verdict,
     }
+}
+
+/// The lowest and highest RSS in each 10 minutes of the run (start minute,
+/// low, high). With a retrain every few minutes RSS swings between a low after
+/// each run and a high during the next; a least-squares fit over samples taken
+/// once a minute is aliased by that cycle (where the highs fall in a third moves
+/// it more than any trend), so the lows and highs per window are the measure
+/// to read.
+fn rss_windows(samples: &[Sample]) -> Vec<(u64, f64, f64)> {
+    let mut windows: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for s in samples {
+        let Some(rss) = s.rss_mb else { continue };
+        let w = windows
+            .entry((s.t_s / 600.0) as u64 * 10)
+            .or_insert((f64::INFINITY, f64::NEG_INFINITY));
+        w.0 = w.0.min(rss);
+        w.1 = w.1.max(rss);
+    }
+    windows
+        .into_iter()
+        .map(|(m, (lo, hi))| (m, lo, hi))
+        .collect()
 }
 
 fn slope(points: &[(f64, f64)]) -> Option<f64> {
