@@ -124,29 +124,27 @@ pub fn fit_to_file_limit(wanted: usize) -> (usize, u64) {
     )
 }
 
-/// RLIMIT_NOFILE's soft limit now (the most descriptors the process may open).
-pub fn nofile_limit() -> u64 {
+/// RLIMIT_NOFILE's soft and hard limits; `None` when they cannot be read.
+fn nofile_rlimit() -> Option<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own and pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    lim.rlim_cur
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// RLIMIT_NOFILE's soft limit now (the most descriptors the process may open);
+/// 0 when it cannot be read.
+pub fn nofile_limit() -> u64 {
+    nofile_rlimit().map_or(0, |lim| lim.rlim_cur)
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the soft limit.
 fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+    let Some(mut lim) = nofile_rlimit() else {
         return 1024;
-    }
+    };
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
