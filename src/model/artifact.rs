@@ -4,7 +4,9 @@
 //! weights (`layers.{i}.qweight`, i8 `out × in`) with their per-row scale and zero
 //! point (`layers.{i}.qscale`, `layers.{i}.qzero`, f32 `out`), and, under the
 //! `__metadata__` key `steward`, a JSON document with the schema, the layer shapes,
-//! the output function, the classes and the training report.
+//! the hidden layers' activations, the output function, the classes and the
+//! training report. `activations` came after format version 1 was first written:
+//! an artifact without it is ReLU throughout, as every network then was.
 //!
 //! Saving writes a temporary file in the target directory, fsyncs it, renames it
 //! over the target and fsyncs the directory, so a crash leaves either the old file or
@@ -20,7 +22,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use super::network::{Dense, Network, Output};
+use super::network::{Activation, Dense, Network, Output};
 use super::quant::{QuantLayer, QuantNetwork};
 use super::{Model, ModelMeta, Schema};
 
@@ -60,6 +62,9 @@ struct Header {
     format_version: u32,
     /// `[out, in]` per layer.
     layers: Vec<[usize; 2]>,
+    /// One per hidden layer; `None` (absent) is ReLU throughout.
+    #[serde(default)]
+    activations: Option<Vec<Activation>>,
     output: Output,
     /// Whether `layers.{i}.mask` tensors are present.
     #[serde(default)]
@@ -90,6 +95,7 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, String> {
     let header = Header {
         format_version: FORMAT_VERSION,
         layers: layers.iter().map(|l| [l.outputs(), l.inputs()]).collect(),
+        activations: Some(model.network.activations().to_vec()),
         output: model.network.output(),
         masked: model.masks.is_some(),
         quantized: model.quant.is_some(),
@@ -229,6 +235,7 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
         reason,
     };
     let (header, tensors) = read_header(name, bytes)?;
+    let activations = hidden_activations(&header).map_err(meta_err)?;
     let Layers {
         dense,
         masks,
@@ -242,9 +249,10 @@ pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Model, ArtifactError> {
             reason,
         });
     }
-    let network = Network::new(dense, header.output).map_err(|e| meta_err(e.to_string()))?;
+    let network = Network::with_activations(dense, activations.clone(), header.output)
+        .map_err(|e| meta_err(e.to_string()))?;
     let quant = if header.quantized {
-        Some(QuantNetwork::from_layers(quant, header.output).map_err(meta_err)?)
+        Some(QuantNetwork::from_layers(quant, activations, header.output).map_err(meta_err)?)
     } else {
         None
     };
@@ -288,6 +296,21 @@ fn read_header<'b>(
         )));
     }
     Ok((header, tensors))
+}
+
+/// The header's hidden-layer activations (ReLU throughout when it has none), one
+/// per layer but the last.
+fn hidden_activations(header: &Header) -> Result<Vec<Activation>, String> {
+    let hidden = header.layers.len().saturating_sub(1);
+    match &header.activations {
+        None => Ok(vec![Activation::Relu; hidden]),
+        Some(a) if a.len() == hidden => Ok(a.clone()),
+        Some(a) => Err(format!(
+            "`activations` lists {} entries; {} layers need {hidden} (one per layer but the last)",
+            a.len(),
+            header.layers.len()
+        )),
+    }
 }
 
 /// What the layer tensors hold: the f32 layers, and the masks and int8 parts
@@ -483,6 +506,93 @@ mod tests {
         assert_eq!(back.masks, m.masks);
         assert_eq!(back.quant, m.quant);
         assert_eq!(to_bytes(&back).unwrap(), bytes);
+    }
+
+    /// A tiny model whose hidden layer is `activation`.
+    fn with_hidden(activation: Activation) -> Model {
+        let mut m = tiny_model();
+        m.network = Network::with_activations(
+            m.network.layers().to_vec(),
+            vec![activation],
+            m.network.output(),
+        )
+        .unwrap();
+        m
+    }
+
+    #[test]
+    fn activations_round_trip_in_both_forms() {
+        for activation in [
+            Activation::Tanh,
+            Activation::LeakyRelu { alpha: 0.01 },
+            Activation::Sigmoid,
+        ] {
+            let mut m = with_hidden(activation);
+            m.quant = Some(QuantNetwork::quantize(&m.network));
+            let bytes = to_bytes(&m).unwrap();
+            let back = from_bytes("m", &bytes).unwrap();
+            assert_eq!(back.network, m.network);
+            assert_eq!(back.network.activations(), &[activation]);
+            assert_eq!(back.quant, m.quant);
+            let quant = back.quant.as_ref().unwrap();
+            assert_eq!(quant.activations(), &[activation]);
+            assert_eq!(quant.dequantized().unwrap().activations(), &[activation]);
+            assert_eq!(to_bytes(&back).unwrap(), bytes);
+        }
+    }
+
+    /// The header with `edit` applied to its JSON (same tensors).
+    fn edit_header(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+        let mut info = meta.metadata().clone().unwrap();
+        let mut header: serde_json::Value = serde_json::from_str(&info[META_KEY]).unwrap();
+        edit(&mut header);
+        info.insert(META_KEY.to_string(), header.to_string());
+        let tensors = SafeTensors::deserialize(bytes).unwrap();
+        let views: Vec<(String, TensorView)> = tensors.tensors();
+        safetensors::serialize(views, &Some(info)).unwrap()
+    }
+
+    /// Artifacts written before activations were recorded have no
+    /// `activations` entry: they load as ReLU throughout.
+    #[test]
+    fn an_artifact_without_activations_is_relu() {
+        let mut m = with_hidden(Activation::Tanh);
+        m.quant = Some(QuantNetwork::quantize(&m.network));
+        let bytes = edit_header(&to_bytes(&m).unwrap(), |h| {
+            h.as_object_mut().unwrap().remove("activations");
+        });
+        let back = from_bytes("m", &bytes).unwrap();
+        assert_eq!(back.network.activations(), &[Activation::Relu]);
+        assert_eq!(
+            back.quant.unwrap().activations(),
+            &[Activation::Relu],
+            "the int8 form too"
+        );
+    }
+
+    #[test]
+    fn wrong_activations_are_refused_naming_the_counts() {
+        let bytes = to_bytes(&with_hidden(Activation::Tanh)).unwrap();
+        let cases: [(serde_json::Value, &str); 3] = [
+            (
+                serde_json::json!([{"kind": "tanh"}, {"kind": "relu"}]),
+                "m: metadata: `activations` lists 2 entries; 2 layers need 1 (one per layer but the last)",
+            ),
+            (
+                serde_json::json!([{"kind": "leaky_relu", "alpha": 0.0}]),
+                "m: metadata: hidden layer 0: leaky ReLU alpha 0 must be finite and above 0 (a ReLU is `relu`)",
+            ),
+            (
+                serde_json::json!([{"kind": "swish"}]),
+                "m: metadata: unknown variant `swish`",
+            ),
+        ];
+        for (activations, want) in cases {
+            let bad = edit_header(&bytes, |h| h["activations"] = activations.clone());
+            let err = from_bytes("m", &bad).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{err} (wanted {want})");
+        }
     }
 
     /// The artifact's tensors with one replaced (same metadata).

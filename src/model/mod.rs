@@ -209,20 +209,7 @@ impl Model {
             }
         }
         if let Some(q) = &self.quant {
-            let shapes = |ls: Vec<(usize, usize)>| ls;
-            let int8 = shapes(q.layers().iter().map(|l| (l.outputs, l.inputs)).collect());
-            let f32s = shapes(
-                self.network
-                    .layers()
-                    .iter()
-                    .map(|l| l.weight.dim())
-                    .collect(),
-            );
-            if int8 != f32s || q.output() != self.network.output() {
-                return Err(format!(
-                    "the int8 layers {int8:?} do not match the f32 layers {f32s:?}"
-                ));
-            }
+            self.check_int8(q)?;
         }
         let outputs = self.network.outputs();
         match (self.meta.task, self.network.output()) {
@@ -234,6 +221,33 @@ impl Model {
                 self.meta.classes.len()
             )),
         }
+    }
+
+    /// Checks that the int8 form has the f32 network's shapes, output and hidden
+    /// activations.
+    fn check_int8(&self, q: &quant::QuantNetwork) -> Result<(), String> {
+        let shapes = |ls: Vec<(usize, usize)>| ls;
+        let int8 = shapes(q.layers().iter().map(|l| (l.outputs, l.inputs)).collect());
+        let f32s = shapes(
+            self.network
+                .layers()
+                .iter()
+                .map(|l| l.weight.dim())
+                .collect(),
+        );
+        if int8 != f32s || q.output() != self.network.output() {
+            return Err(format!(
+                "the int8 layers {int8:?} do not match the f32 layers {f32s:?}"
+            ));
+        }
+        if q.activations() != self.network.activations() {
+            return Err(format!(
+                "the int8 activations {:?} do not match the f32 ones {:?}",
+                q.activations(),
+                self.network.activations()
+            ));
+        }
+        Ok(())
     }
 
     /// The prediction for an encoded input row, by the f32 network.
@@ -362,6 +376,12 @@ impl Model {
             .iter()
             .map(|l| serde_json::json!({"inputs": l.inputs(), "outputs": l.outputs()}))
             .collect();
+        let activations: Vec<&str> = self
+            .network
+            .activations()
+            .iter()
+            .map(|a| a.name())
+            .collect();
         serde_json::json!({
             "version": version,
             "path": path,
@@ -372,6 +392,7 @@ impl Model {
             "schema": self.schema.features,
             "inputs": self.network.inputs(),
             "layers": layers,
+            "activations": activations,
             "parameters": self.network.parameters(),
             "sparsity": self.sparsity(),
             "bits": if self.quant.is_some() { 8 } else { 32 },
@@ -495,6 +516,42 @@ pub(crate) mod tests {
             m.forward_form(Form::Int8, &rows[0]),
         );
         assert!((a[0] - b[0]).abs() < 0.02, "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn the_card_shows_the_hidden_activations() {
+        let mut m = tiny_model();
+        assert_eq!(
+            m.card(None, None, None)["activations"],
+            serde_json::json!(["relu"])
+        );
+        m.network = Network::with_activations(
+            m.network.layers().to_vec(),
+            vec![network::Activation::LeakyRelu { alpha: 0.01 }],
+            m.network.output(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.card(Some("3"), None, None)["activations"],
+            serde_json::json!(["leaky_relu"])
+        );
+    }
+
+    #[test]
+    fn check_rejects_int8_activations_that_differ() {
+        let mut m = tiny_model();
+        m.quant = Some(quant::QuantNetwork::quantize(&m.network));
+        assert_eq!(m.check(), Ok(()));
+        m.network = Network::with_activations(
+            m.network.layers().to_vec(),
+            vec![network::Activation::Tanh],
+            m.network.output(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.check().unwrap_err(),
+            "the int8 activations [Relu] do not match the f32 ones [Tanh]"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The feed-forward network: dense layers with ReLU between them and a softmax,
-//! sigmoid or identity output. Zero hidden layers is logistic / linear regression.
+//! The feed-forward network: dense layers with an activation after each hidden
+//! layer (ReLU unless the network says otherwise: leaky ReLU, tanh or sigmoid, as
+//! imported models need) and a softmax, sigmoid or identity output. Zero hidden
+//! layers is logistic / linear regression.
 //!
 //! Weights are stored `out × in` (one row per output unit), row-major, so the
 //! single-row forward pass is a dot product per unit over contiguous memory and the
@@ -19,6 +21,140 @@ pub enum Output {
     Sigmoid,
     /// Regression: the raw value.
     Identity,
+}
+
+/// The function applied to a hidden layer's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Activation {
+    /// `max(z, 0)`.
+    Relu,
+    /// `z` above 0, `alpha·z` below; `alpha` is finite and above 0 in a
+    /// [`Network`] (a 0 is [`Activation::Relu`]).
+    LeakyRelu {
+        alpha: f32,
+    },
+    Tanh,
+    /// The logistic function `1 / (1 + e^-z)`.
+    Sigmoid,
+}
+
+impl Activation {
+    /// The function at `v`.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Relu => v.max(0.0),
+            Activation::LeakyRelu { alpha } => {
+                if v > 0.0 {
+                    v
+                } else {
+                    alpha * v
+                }
+            }
+            Activation::Tanh => v.tanh(),
+            Activation::Sigmoid => sigmoid(v),
+        }
+    }
+
+    /// The derivative expressed through the activation's output `a = f(z)`, which
+    /// is what back-propagation keeps: ReLU 1 if `a > 0` else 0; leaky ReLU 1 if
+    /// `a > 0` else `alpha` (with `alpha > 0`, `a` has the sign of `z`; at 0 the
+    /// lower slope, as ReLU); tanh `1 − a²`; sigmoid `a (1 − a)`.
+    #[inline(always)]
+    pub fn derivative_at_output(self, a: f32) -> f32 {
+        match self {
+            Activation::Relu => f32::from(u8::from(a > 0.0)),
+            Activation::LeakyRelu { alpha } => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
+            Activation::Tanh => 1.0 - a * a,
+            Activation::Sigmoid => a * (1.0 - a),
+        }
+    }
+
+    /// The name cards and logs show: `relu`, `leaky_relu`, `tanh`, `sigmoid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// [`Self::apply`] to every value in place. The `match` is outside the loop:
+    /// each arm is a plain loop over one known function (which the compiler can
+    /// vectorise), and the formulas stay those of [`Self::apply`].
+    #[inline(always)]
+    pub fn apply_in_place(self, values: &mut [f32]) {
+        let each = |f: Activation, values: &mut [f32]| {
+            values.iter_mut().for_each(|v| *v = f.apply(*v));
+        };
+        match self {
+            Activation::Relu => each(Activation::Relu, values),
+            Activation::LeakyRelu { alpha } => each(Activation::LeakyRelu { alpha }, values),
+            Activation::Tanh => each(Activation::Tanh, values),
+            Activation::Sigmoid => each(Activation::Sigmoid, values),
+        }
+    }
+
+    /// The chain rule through this activation in place: each gradient with
+    /// respect to an output becomes the gradient with respect to its input,
+    /// multiplied by [`Self::derivative_at_output`] of the matching entry of
+    /// `outputs` (the `match` outside the loop, as in [`Self::apply_in_place`]).
+    /// ReLU sets the gradient to 0 where the output is ≤ 0 and leaves it as it is
+    /// elsewhere, as steward always has (no multiplication, so an infinite
+    /// gradient stays infinite rather than becoming NaN).
+    #[inline(always)]
+    pub fn chain_in_place(self, grads: &mut [f32], outputs: &[f32]) {
+        let each = |f: Activation, grads: &mut [f32]| {
+            for (g, a) in grads.iter_mut().zip(outputs) {
+                *g *= f.derivative_at_output(*a);
+            }
+        };
+        match self {
+            Activation::Relu => {
+                for (g, a) in grads.iter_mut().zip(outputs) {
+                    if *a <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            }
+            Activation::LeakyRelu { alpha } => each(Activation::LeakyRelu { alpha }, grads),
+            Activation::Tanh => each(Activation::Tanh, grads),
+            Activation::Sigmoid => each(Activation::Sigmoid, grads),
+        }
+    }
+}
+
+/// Checks that `activations` has one entry per hidden layer of a network of
+/// `layers` layers, and that every leaky ReLU's alpha is finite and above 0: its
+/// derivative is read from the sign of its output.
+pub(crate) fn check_activations(
+    layers: usize,
+    activations: &[Activation],
+) -> Result<(), NetworkError> {
+    let want = layers.saturating_sub(1);
+    if activations.len() != want {
+        return Err(NetworkError::ActivationCount {
+            layers,
+            want,
+            got: activations.len(),
+        });
+    }
+    for (layer, a) in activations.iter().enumerate() {
+        if let Activation::LeakyRelu { alpha } = *a {
+            if !(alpha.is_finite() && alpha > 0.0) {
+                return Err(NetworkError::LeakyAlpha { layer, alpha });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One dense layer: `y = W x + b`.
@@ -56,8 +192,8 @@ impl Dense {
 
 #[cold]
 fn unreachable_layout() -> ! {
-    // Layers are only built through `Network::new`, which makes weights standard
-    // layout; reaching this is a bug in this module, not bad input.
+    // Layers are only built through `Network::with_activations`, which makes
+    // weights standard layout; reaching this is a bug in this module, not bad input.
     panic!("dense weights must be in standard (row-major) layout")
 }
 
@@ -123,19 +259,46 @@ pub enum NetworkError {
         want: &'static str,
         got: usize,
     },
+    #[error(
+        "{layers} layers take {want} hidden-layer activations (one per layer but the last), {got} given"
+    )]
+    ActivationCount {
+        layers: usize,
+        want: usize,
+        got: usize,
+    },
+    #[error(
+        "hidden layer {layer}: leaky ReLU alpha {alpha} must be finite and above 0 (a ReLU is `relu`)"
+    )]
+    LeakyAlpha { layer: usize, alpha: f32 },
 }
 
 /// A feed-forward network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
     layers: Vec<Dense>,
+    /// One per hidden layer (`layers.len() - 1`).
+    activations: Vec<Activation>,
     output: Output,
 }
 
 impl Network {
-    /// Checks that the layers chain and that the output fits the last layer.
+    /// Checks that the layers chain and that the output fits the last layer; every
+    /// hidden layer is ReLU.
     pub fn new(layers: Vec<Dense>, output: Output) -> Result<Network, NetworkError> {
+        let activations = vec![Activation::Relu; layers.len().saturating_sub(1)];
+        Self::with_activations(layers, activations, output)
+    }
+
+    /// As [`Network::new`], with one activation per hidden layer
+    /// (`layers.len() - 1` of them); a leaky ReLU's alpha must be finite and above 0.
+    pub fn with_activations(
+        layers: Vec<Dense>,
+        activations: Vec<Activation>,
+        output: Output,
+    ) -> Result<Network, NetworkError> {
         let last = layers.last().ok_or(NetworkError::NoLayers)?;
+        check_activations(layers.len(), &activations)?;
         for (i, l) in layers.iter().enumerate() {
             if l.bias.len() != l.outputs() {
                 return Err(NetworkError::Bias {
@@ -171,11 +334,20 @@ impl Network {
                 bias: l.bias,
             })
             .collect();
-        Ok(Network { layers, output })
+        Ok(Network {
+            layers,
+            activations,
+            output,
+        })
     }
 
     pub fn layers(&self) -> &[Dense] {
         &self.layers
+    }
+
+    /// The activation of each hidden layer.
+    pub fn activations(&self) -> &[Activation] {
+        &self.activations
     }
 
     /// Mutable access for trainers; shapes must not change.
@@ -232,7 +404,7 @@ impl Network {
         for (i, layer) in self.layers.iter().enumerate() {
             layer.apply_one(&a, &mut z);
             if i < hidden {
-                z.iter_mut().for_each(|v| *v = v.max(0.0));
+                self.activations[i].apply_in_place(&mut z);
             }
             std::mem::swap(&mut a, &mut z);
         }
@@ -253,7 +425,8 @@ impl Network {
     }
 
     /// The batch pass keeping each layer's activations (input first, then the output
-    /// of every hidden layer after ReLU); returns the last layer's pre-activation.
+    /// of every hidden layer after its activation function); returns the last
+    /// layer's pre-activation.
     /// Trainers use the activations for back-propagation.
     pub fn forward_batch_trace(&self, x: ArrayView2<f32>) -> (Array2<f32>, Vec<Array2<f32>>) {
         let mut acts = vec![x.to_owned()];
@@ -263,7 +436,13 @@ impl Network {
             let mut z = prev.dot(&layer.weight.t());
             z += &layer.bias;
             if i < hidden {
-                z.mapv_inplace(|v| v.max(0.0));
+                match z.as_slice_mut() {
+                    Some(values) => self.activations[i].apply_in_place(values),
+                    None => {
+                        let f = self.activations[i];
+                        z.mapv_inplace(|v| f.apply(v));
+                    }
+                }
                 acts.push(z);
             } else {
                 return (z, acts);
@@ -336,23 +515,94 @@ mod tests {
         Network::new(vec![l1, l2], output).unwrap()
     }
 
+    /// For every activation (and a mix of them), the AVX2 build of the pass gives
+    /// the portable build's bits.
     #[test]
     fn the_avx2_and_portable_passes_are_bit_identical() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let mut next = || rng.gen_range(-0.5f32..0.5);
-        let layers = [(30, 67), (67, 64), (64, 3)]
+        let layers: Vec<Dense> = [(30, 67), (67, 64), (64, 3)]
             .iter()
             .map(|&(i, o)| Dense {
                 weight: Array2::from_shape_simple_fn((o, i), &mut next),
                 bias: Array1::from_shape_simple_fn(o, &mut next),
             })
             .collect();
-        let n = Network::new(layers, Output::Softmax).unwrap();
-        for _ in 0..50 {
-            let x: Vec<f32> = (0..30).map(|_| next() * 4.0).collect();
-            assert_eq!(n.forward_one(&x), n.forward_one_portable(&x));
+        let leaky = Activation::LeakyRelu { alpha: 0.01 };
+        for activations in [
+            [Activation::Relu; 2],
+            [Activation::Tanh; 2],
+            [leaky; 2],
+            [Activation::Sigmoid; 2],
+            [Activation::Tanh, leaky],
+        ] {
+            let n =
+                Network::with_activations(layers.clone(), activations.to_vec(), Output::Softmax)
+                    .unwrap();
+            for _ in 0..50 {
+                let x: Vec<f32> = (0..30).map(|_| next() * 4.0).collect();
+                assert_eq!(
+                    n.forward_one(&x),
+                    n.forward_one_portable(&x),
+                    "{activations:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn each_activation_and_its_derivative_by_the_output() {
+        let leaky = Activation::LeakyRelu { alpha: 0.1 };
+        let cases = [
+            (Activation::Relu, "relu", [0.0, 0.0, 2.0]),
+            (leaky, "leaky_relu", [-0.2, 0.0, 2.0]),
+            (Activation::Tanh, "tanh", [(-2f32).tanh(), 0.0, 2f32.tanh()]),
+            (
+                Activation::Sigmoid,
+                "sigmoid",
+                [sigmoid(-2.0), 0.5, sigmoid(2.0)],
+            ),
+        ];
+        for (f, name, want) in cases {
+            assert_eq!(f.name(), name);
+            let mut values = [-2.0f32, 0.0, 2.0];
+            assert_eq!(values.map(|v| f.apply(v)), want, "{name}");
+            f.apply_in_place(&mut values);
+            assert_eq!(values, want, "{name}");
+            // The derivative through the output equals a central difference of f.
+            for z in [-1.3f32, -0.2, 0.4, 1.7] {
+                let h = 1e-3;
+                let numeric = (f.apply(z + h) - f.apply(z - h)) / (2.0 * h);
+                let analytic = f.derivative_at_output(f.apply(z));
+                assert!(
+                    (numeric - analytic).abs() < 1e-3,
+                    "{name} at {z}: {numeric} vs {analytic}"
+                );
+                let mut g = [3.0f32];
+                f.chain_in_place(&mut g, &[f.apply(z)]);
+                assert_eq!(g[0], 3.0 * analytic, "{name} at {z}");
+            }
+        }
+        // At 0 both ReLUs take their lower slope.
+        assert_eq!(Activation::Relu.derivative_at_output(0.0), 0.0);
+        assert_eq!(leaky.derivative_at_output(0.0), 0.1);
+    }
+
+    #[test]
+    fn activations_serialise_by_kind() {
+        let all = vec![
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.01 },
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ];
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"kind":"relu"},{"kind":"leaky_relu","alpha":0.01},{"kind":"tanh"},{"kind":"sigmoid"}]"#
+        );
+        assert_eq!(serde_json::from_str::<Vec<Activation>>(&json).unwrap(), all);
     }
 
     #[test]
@@ -368,17 +618,90 @@ mod tests {
     }
 
     #[test]
+    fn hidden_activations_are_applied_per_layer() {
+        // x = [-1, 1]: pre-activations [-2, 0.5]; out = 1·h0 + 2·h1 + 0.5.
+        let n = net(Output::Identity);
+        let with = |f: Activation| {
+            Network::with_activations(n.layers().to_vec(), vec![f], Output::Identity).unwrap()
+        };
+        let out = |f: Activation| with(f).forward_one(&[-1.0, 1.0])[0];
+        assert_eq!(out(Activation::LeakyRelu { alpha: 0.1 }), -0.2 + 1.0 + 0.5);
+        let t = out(Activation::Tanh);
+        assert!((t - ((-2f32).tanh() + 2.0 * 0.5f32.tanh() + 0.5)).abs() < 1e-6);
+        let s = out(Activation::Sigmoid);
+        assert!((s - (sigmoid(-2.0) + 2.0 * sigmoid(0.5) + 0.5)).abs() < 1e-6);
+        assert_eq!(with(Activation::Tanh).activations(), &[Activation::Tanh]);
+        assert_eq!(n.activations(), &[Activation::Relu]);
+    }
+
+    #[test]
     fn softmax_sums_to_one_and_batch_equals_rows() {
-        let n = net(Output::Softmax);
         let x = array![[2.0, 1.0], [-1.0, 1.0], [0.3, -0.7]];
-        let batch = n.forward_batch(x.view());
-        for (i, row) in x.rows().into_iter().enumerate() {
-            let one = n.forward_one(row.as_slice().unwrap());
-            assert!((one.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-            for (a, b) in one.iter().zip(batch.row(i)) {
-                assert!((a - b).abs() < 1e-6);
+        let relu = net(Output::Softmax);
+        for f in [
+            Activation::Relu,
+            Activation::LeakyRelu { alpha: 0.2 },
+            Activation::Tanh,
+            Activation::Sigmoid,
+        ] {
+            let n = Network::with_activations(relu.layers().to_vec(), vec![f], Output::Softmax)
+                .unwrap();
+            let batch = n.forward_batch(x.view());
+            let (_, acts) = n.forward_batch_trace(x.view());
+            for (i, row) in x.rows().into_iter().enumerate() {
+                let one = n.forward_one(row.as_slice().unwrap());
+                assert!((one.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+                for (a, b) in one.iter().zip(batch.row(i)) {
+                    assert!((a - b).abs() < 1e-6, "{f:?}");
+                }
+                // The trace keeps the hidden layer's output after its activation.
+                let l = &n.layers()[0];
+                for (j, a) in acts[1].row(i).iter().enumerate() {
+                    let z = dot(l.weight.row(j).as_slice().unwrap(), row.as_slice().unwrap())
+                        + l.bias[j];
+                    assert!((a - f.apply(z)).abs() < 1e-6, "{f:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn activations_are_checked() {
+        let layers = net(Output::Identity).layers().to_vec();
+        assert_eq!(
+            Network::with_activations(layers.clone(), vec![], Output::Identity).unwrap_err(),
+            NetworkError::ActivationCount {
+                layers: 2,
+                want: 1,
+                got: 0
+            }
+        );
+        let err = Network::with_activations(
+            layers.clone(),
+            vec![Activation::Relu, Activation::Tanh],
+            Output::Identity,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "2 layers take 1 hidden-layer activations (one per layer but the last), 2 given"
+        );
+        for alpha in [0.0, -0.01, f32::NAN, f32::INFINITY] {
+            let err = Network::with_activations(
+                layers.clone(),
+                vec![Activation::LeakyRelu { alpha }],
+                Output::Identity,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, NetworkError::LeakyAlpha { layer: 0, .. }),
+                "{alpha}: {err}"
+            );
+        }
+        assert_eq!(
+            Network::with_activations(vec![], vec![], Output::Identity).unwrap_err(),
+            NetworkError::NoLayers
+        );
     }
 
     #[test]

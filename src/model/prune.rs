@@ -8,6 +8,9 @@
 //! - **Neuron pruning** removes hidden units and shrinks the layers. A unit's
 //!   importance is its mean |activation| over held-out rows times the L2 norm of its
 //!   outgoing weights: how much it can move the next layer's input on typical data.
+//!   A network's hidden activations carry over. With tanh or sigmoid a unit's
+//!   output is rarely 0, so removing one also shifts the next layer's input by its
+//!   typical contribution; the fine-tune that follows in `train::compress` absorbs it.
 
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 
@@ -102,7 +105,7 @@ pub fn neuron_importance(net: &Network, x: ArrayView2<f32>) -> Vec<Vec<f32>> {
 }
 
 /// The network with only the hidden units `keep[l]` of each hidden layer `l`
-/// (indices in ascending order): the layers shrink.
+/// (indices in ascending order): the layers shrink; each keeps its activation.
 pub fn keep_neurons(net: &Network, keep: &[Vec<usize>]) -> Result<Network, NetworkError> {
     let layers = net.layers();
     let mut out: Vec<Dense> = layers.to_vec();
@@ -116,7 +119,7 @@ pub fn keep_neurons(net: &Network, keep: &[Vec<usize>]) -> Result<Network, Netwo
             bias: out[l + 1].bias.clone(),
         };
     }
-    Network::new(out, net.output())
+    Network::with_activations(out, net.activations().to_vec(), net.output())
 }
 
 /// The units to keep when dropping the `share` least important of each hidden layer
@@ -190,5 +193,24 @@ mod tests {
         assert_eq!(small.layers()[0].weight.dim(), (2, 2));
         assert_eq!(small.layers()[1].weight.dim(), (1, 2));
         assert_eq!(small.forward_batch(x.view()), n.forward_batch(x.view()));
+    }
+
+    #[test]
+    fn neuron_pruning_keeps_each_layers_activation() {
+        let layers: Vec<Dense> = [(2, 4), (4, 3), (3, 1)]
+            .iter()
+            .map(|&(i, o)| Dense {
+                weight: Array2::from_shape_fn((o, i), |(j, k)| (j as f32 - k as f32) * 0.3),
+                bias: Array1::zeros(o),
+            })
+            .collect();
+        let activations = vec![
+            crate::model::network::Activation::Tanh,
+            crate::model::network::Activation::LeakyRelu { alpha: 0.05 },
+        ];
+        let n = Network::with_activations(layers, activations.clone(), Output::Identity).unwrap();
+        let small = keep_neurons(&n, &[vec![0, 2], vec![1, 2]]).unwrap();
+        assert_eq!(small.activations(), activations.as_slice());
+        assert_eq!(small.layers()[1].weight.dim(), (2, 2));
     }
 }

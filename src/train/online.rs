@@ -13,12 +13,14 @@
 //!   predictions.
 //!
 //! The hot loops run over contiguous row-major weights so that the compiler
-//! vectorises them; a single-row step allocates nothing.
+//! vectorises them; a single-row step allocates nothing. Hidden layers use the
+//! network's activations (ReLU, leaky ReLU, tanh, sigmoid); each layer picks its
+//! function once, outside the loop over its units.
 
 use ndarray::{Array1, Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::model::network::{dot, finish_one, Dense, Network, NetworkError, Output};
+use crate::model::network::{dot, finish_one, Activation, Dense, Network, NetworkError, Output};
 use crate::model::{Model, Task};
 
 /// Step settings.
@@ -135,14 +137,16 @@ impl Progress {
 #[derive(Debug, Clone)]
 pub struct Learner {
     layers: Vec<Layer>,
+    /// One per hidden layer, the network's.
+    activations: Vec<Activation>,
     output: Output,
     task: Task,
     /// Label standard deviation (1 for classes).
     scale: f32,
     params: OnlineParams,
     updates: u64,
-    /// acts[0] is the input; acts[l + 1] the output of layer l (after ReLU, or the
-    /// finished output for the last layer).
+    /// acts[0] is the input; acts[l + 1] the output of layer l (after its
+    /// activation, or the finished output for the last layer).
     acts: Vec<Vec<f32>>,
     /// deltas[l]: the loss's gradient at layer l's pre-activation.
     deltas: Vec<Vec<f32>>,
@@ -207,6 +211,7 @@ impl Learner {
         let deltas = layers.iter().map(|l| vec![0.0; l.outputs]).collect();
         Learner {
             layers,
+            activations: net.activations().to_vec(),
             output: net.output(),
             task: model.meta.task,
             scale: model.meta.target.map_or(1.0, |t| t.std as f32),
@@ -360,7 +365,7 @@ impl Learner {
         Ok(total / f64::from(n))
     }
 
-    /// The network as it is now.
+    /// The network as it is now (with the activations it started with).
     pub fn network(&self) -> Result<Network, NetworkError> {
         let layers = self
             .layers
@@ -371,7 +376,7 @@ impl Learner {
                 bias: Array1::from(l.bias.clone()),
             })
             .collect();
-        Network::new(layers, self.output)
+        Network::with_activations(layers, self.activations.clone(), self.output)
     }
 
     /// A new model: `base` with the current weights, `parent` as its parent version
@@ -438,11 +443,12 @@ impl Learner {
             let a = &before[l];
             let out = &mut after[0];
             for (j, o) in out.iter_mut().enumerate() {
-                let z =
+                *o =
                     dot(&layer.weight[j * layer.inputs..(j + 1) * layer.inputs], a) + layer.bias[j];
-                *o = if l < last { z.max(0.0) } else { z };
             }
-            if l == last {
+            if l < last {
+                self.activations[l].apply_in_place(out);
+            } else {
                 finish_one(self.output, out);
             }
         }
@@ -498,11 +504,7 @@ impl Learner {
                     *p += g * w;
                 }
             }
-            for (p, a) in prev.iter_mut().zip(&self.acts[l]) {
-                if *a <= 0.0 {
-                    *p = 0.0;
-                }
-            }
+            self.activations[l - 1].chain_in_place(prev, &self.acts[l]);
         }
     }
 
@@ -536,32 +538,50 @@ mod tests {
     use ndarray::Array2;
 
     /// One plain SGD step (no decay, no clipping) taken by the learner equals the
-    /// batch trainer's analytic gradient (which a finite-difference test checks).
+    /// batch trainer's analytic gradient (which a finite-difference test checks),
+    /// for each hidden activation; the learner's network keeps the activation.
     #[test]
     fn a_step_follows_the_analytic_gradient() {
-        let model = tiny_model();
         let params = OnlineParams {
             step_size: 0.1,
             l2: 0.0,
             clip: f32::INFINITY,
         };
         let x = vec![0.3f32, -0.2, 1.0, 0.0];
-        // No masks: tiny_model has weights that happen to be zero.
-        let mut learner = Learner::with_masks(&model, params, Vec::new());
-        learner.learn_one(&x, Label::Class(1)).unwrap();
-        let after = learner.network().unwrap();
-        let xa = Array2::from_shape_vec((1, 4), x).unwrap();
+        let xa = Array2::from_shape_vec((1, 4), x.clone()).unwrap();
         let ya = Targets::Classes {
             index: vec![1],
             classes: 2,
         }
         .matrix((0.0, 1.0));
-        let grads = sgd::gradients(&model.network, xa.view(), ya.view(), None, 0.0);
-        for (l, g) in grads.iter().enumerate() {
-            let want = &model.network.layers()[l].weight - &(&g.weight * 0.1);
-            let got = &after.layers()[l].weight;
-            for (a, b) in want.iter().zip(got.iter()) {
-                assert!((a - b).abs() < 1e-6, "layer {l}: {want} vs {got}");
+        for activation in [
+            Activation::Relu,
+            Activation::Tanh,
+            Activation::LeakyRelu { alpha: 0.1 },
+            Activation::Sigmoid,
+        ] {
+            let mut model = tiny_model();
+            model.network = Network::with_activations(
+                model.network.layers().to_vec(),
+                vec![activation],
+                model.network.output(),
+            )
+            .unwrap();
+            // No masks: tiny_model has weights that happen to be zero.
+            let mut learner = Learner::with_masks(&model, params, Vec::new());
+            learner.learn_one(&x, Label::Class(1)).unwrap();
+            let after = learner.network().unwrap();
+            assert_eq!(after.activations(), &[activation]);
+            let grads = sgd::gradients(&model.network, xa.view(), ya.view(), None, 0.0);
+            for (l, g) in grads.iter().enumerate() {
+                let want = &model.network.layers()[l].weight - &(&g.weight * 0.1);
+                let got = &after.layers()[l].weight;
+                for (a, b) in want.iter().zip(got.iter()) {
+                    assert!(
+                        (a - b).abs() < 1e-6,
+                        "{activation:?} layer {l}: {want} vs {got}"
+                    );
+                }
             }
         }
     }
@@ -571,17 +591,25 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut next = || rng.gen_range(-0.5f32..0.5);
-        let model = tiny_model();
-        let mut dispatched = Learner::new(&model, OnlineParams::default());
-        let mut portable = dispatched.clone();
-        for i in 0..500 {
-            let x = [next() * 4.0, next(), next(), next()];
-            let label = Label::Class(i % 2);
-            dispatched.learn_one(&x, label).unwrap();
-            portable.step(&x, label).unwrap();
+        for activation in [Activation::Relu, Activation::Tanh] {
+            let mut model = tiny_model();
+            model.network = Network::with_activations(
+                model.network.layers().to_vec(),
+                vec![activation],
+                model.network.output(),
+            )
+            .unwrap();
+            let mut dispatched = Learner::new(&model, OnlineParams::default());
+            let mut portable = dispatched.clone();
+            for i in 0..500 {
+                let x = [next() * 4.0, next(), next(), next()];
+                let label = Label::Class(i % 2);
+                dispatched.learn_one(&x, label).unwrap();
+                portable.step(&x, label).unwrap();
+            }
+            let (a, b) = (dispatched.network().unwrap(), portable.network().unwrap());
+            assert_eq!(a, b, "{activation:?}: bit-identical whichever path ran");
         }
-        let (a, b) = (dispatched.network().unwrap(), portable.network().unwrap());
-        assert_eq!(a, b, "bit-identical whichever path ran");
     }
 
     #[test]
