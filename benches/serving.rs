@@ -392,6 +392,7 @@ fn bench_router(c: &mut Criterion) {
         steward::server::AppState::new(app.clone()),
         steward::server::Limits {
             max_body_bytes: 1 << 20,
+            max_upload_bytes: 1 << 26,
             request_timeout: Duration::from_secs(10),
             access_log: false,
         },

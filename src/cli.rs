@@ -1,5 +1,7 @@
 //! The command line (clap): `serve`, `check-config`, `inspect`, `train`, `eval`,
-//! `drift`. Each command
+//! `drift`, `import` and `export` (ONNX, in [`onnx`]), and the operator's commands
+//! for a running daemon, `models`, `activate`, `retrain`, `upload` (in [`remote`],
+//! over [`client`]). Each command
 //! returns a [`Failure`] that says which exit code it deserves: 2 for usage or bad
 //! input (a file missing or malformed, an invalid config), 1 for anything else.
 //! With `--json`, exactly one JSON document goes to stdout; human text to stderr.
@@ -8,6 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod client;
+mod onnx;
+mod remote;
 
 use crate::config::Config;
 use crate::daemon::{self, DaemonError};
@@ -48,6 +54,20 @@ pub enum Command {
     NotifyTest,
     /// Print a model artifact's card: schema, layers, sparsity, bits, size, metrics.
     Inspect(InspectArgs),
+    /// Turn an ONNX graph trained elsewhere (PyTorch, scikit-learn) into a
+    /// steward model artifact, checked against the graph on the CSV's rows.
+    Import(onnx::ImportArgs),
+    /// Write a stored model as an ONNX file (the f32 network, with the numeric
+    /// standardisation as graph nodes).
+    Export(onnx::ExportArgs),
+    /// List a running daemon's model versions (GET /v1/models).
+    Models(remote::ModelsArgs),
+    /// Make a stored version live in a running daemon (roll back or forward).
+    Activate(remote::ActivateArgs),
+    /// Start a retraining run in a running daemon; --wait follows it to the end.
+    Retrain(remote::RetrainArgs),
+    /// Register a steward model artifact with a running daemon (POST /v1/models).
+    Upload(remote::UploadArgs),
 }
 
 /// `steward train`.
@@ -186,6 +206,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Eval(args) => eval_command(args),
         Command::Drift(args) => drift_command(args),
         Command::Inspect(args) => inspect_command(args),
+        Command::Import(args) => onnx::import_command(args),
+        Command::Export(args) => onnx::export_command(args, config),
+        Command::Models(args) => remote::models_command(args),
+        Command::Activate(args) => remote::activate_command(args),
+        Command::Retrain(args) => remote::retrain_command(args),
+        Command::Upload(args) => remote::upload_command(args),
     }
 }
 

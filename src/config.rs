@@ -68,6 +68,7 @@ section!(
         token_env: String = "STEWARD_TOKEN".into(),
         max_batch: usize = 1024,
         max_body_bytes: usize = 1_048_576,
+        max_upload_bytes: usize = 67_108_864,
         request_timeout_secs: Seconds = Seconds::from_secs(10),
         shutdown_timeout_secs: Seconds = Seconds::from_secs(20),
         max_connections: usize = 1024,
@@ -747,6 +748,7 @@ impl RawConfig {
         for (key, v) in [
             ("server.max_batch", s.max_batch as u64),
             ("server.max_body_bytes", s.max_body_bytes as u64),
+            ("server.max_upload_bytes", s.max_upload_bytes as u64),
             ("server.request_timeout_secs", nanos(s.request_timeout_secs)),
             (
                 "server.shutdown_timeout_secs",

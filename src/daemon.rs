@@ -106,6 +106,7 @@ impl Serving {
         let connections = state.metrics.connections.clone();
         let limits = Limits {
             max_body_bytes: config.server.max_body_bytes,
+            max_upload_bytes: config.server.max_upload_bytes,
             request_timeout: config.server.request_timeout_secs.get(),
             access_log: config.log.access,
         };

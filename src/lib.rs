@@ -30,6 +30,7 @@ pub mod memory;
 pub mod model;
 pub mod monitor;
 pub mod monitoring;
+pub mod onnx;
 pub mod preflight;
 pub mod scheduler;
 pub mod server;
@@ -50,6 +51,7 @@ pub const LAYERS: &[&str] = &[
     "store",
     "model",
     "train",
+    "onnx",
     "monitor",
     "live",
     "monitoring",

@@ -19,6 +19,8 @@ mod drift;
 mod faults;
 mod learning;
 mod monitoring;
+mod onnx;
+mod operator;
 mod reliability;
 mod startup;
 mod systemd;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::learning::retrain::{self, RetrainSettings, Started};
-use crate::learning::{Activation, Learning, LearningError};
+use crate::learning::{Activation, Kind, Learning, LearningError};
 use crate::live::Slot;
 use crate::store::registry::{self, ModelRecord};
 use crate::store::retrain::{self as runs, Run, Trigger};
@@ -26,10 +26,80 @@ pub enum ModelsError {
         version: String,
         source: crate::model::artifact::ArtifactError,
     },
+    /// An uploaded artifact that does not load.
+    #[error("{0}")]
+    UploadedArtifact(crate::model::artifact::ArtifactError),
+    /// An uploaded ONNX file (or its CSV) that does not import.
+    #[error("{0}")]
+    Import(crate::onnx::OnnxError),
+    /// A model that loads but does not hold together (schema, network, classes).
+    #[error("the model is not valid: {0}")]
+    InvalidModel(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Learning(LearningError),
+}
+
+/// A new version sent to the running daemon (`POST /v1/models`).
+#[derive(Debug)]
+pub enum Upload {
+    /// A steward artifact.
+    Artifact { name: String, bytes: Vec<u8> },
+    /// An ONNX file and the CSV that describes its features.
+    Onnx {
+        name: String,
+        bytes: Vec<u8>,
+        csv_name: String,
+        csv: Vec<u8>,
+        options: crate::onnx::ImportOptions,
+    },
+}
+
+/// A registered upload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Registered {
+    pub version: String,
+    pub active: bool,
+    pub source: &'static str,
+    pub model: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<crate::onnx::ImportReport>,
+}
+
+/// The model in an upload, with the import's report for an ONNX file.
+fn read_upload(
+    upload: Upload,
+    anomaly_level: f64,
+) -> Result<
+    (
+        crate::model::Model,
+        Option<crate::onnx::ImportReport>,
+        &'static str,
+    ),
+    ModelsError,
+> {
+    match upload {
+        Upload::Artifact { name, bytes } => {
+            let model = crate::model::artifact::from_bytes(&name, &bytes)
+                .map_err(ModelsError::UploadedArtifact)?;
+            Ok((model, None, "upload"))
+        }
+        Upload::Onnx {
+            name,
+            bytes,
+            csv_name,
+            csv,
+            mut options,
+        } => {
+            options.anomaly_level = anomaly_level;
+            let table = crate::data::Table::parse(&csv_name, &csv)
+                .map_err(|e| ModelsError::Import(crate::onnx::OnnxError::Data(e)))?;
+            let imported = crate::onnx::import(&name, &bytes, &table, &options)
+                .map_err(ModelsError::Import)?;
+            Ok((imported.model, Some(imported.report), "onnx"))
+        }
+    }
 }
 
 /// How many runs [`Models::runs`] lists.
@@ -89,6 +159,45 @@ impl Models {
             tracing::info!(version = %a.model_version, previous = %a.previous, "model activated through the API");
         }
         Ok(a)
+    }
+
+    /// Validates an uploaded model as start-up validates `model.initial`,
+    /// registers it as a new major version and, with `activate`, makes it live
+    /// through the same warm-up and swap as a retrain. Nothing is registered
+    /// when the upload is refused.
+    pub async fn upload(&self, upload: Upload, activate: bool) -> Result<Registered, ModelsError> {
+        let level = self.retrain.anomaly_level;
+        let (model, report, source) =
+            tokio::task::spawn_blocking(move || read_upload(upload, level))
+                .await
+                .map_err(|_| ModelsError::Learning(LearningError::Join))??;
+        model.check().map_err(ModelsError::InvalidModel)?;
+        let (version, model_card) = if activate {
+            let live = self
+                .learning
+                .publish(model, Kind::Major, source)
+                .await
+                .map_err(ModelsError::Learning)?;
+            (live.version.to_string(), live.card.clone())
+        } else {
+            let card = model.card(None, None, None);
+            let rec = self
+                .learning
+                .register(model, source)
+                .await
+                .map_err(ModelsError::Learning)?;
+            let mut card = card;
+            card["version"] = rec.version.clone().into();
+            (rec.version, card)
+        };
+        tracing::info!(%version, source, activate, "model version registered from an upload");
+        Ok(Registered {
+            version,
+            active: activate,
+            source,
+            model: model_card,
+            import: report,
+        })
     }
 
     /// Starts a retraining run in the background unless one is running.

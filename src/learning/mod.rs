@@ -194,6 +194,29 @@ impl Learning {
         Ok(live)
     }
 
+    /// Registers `model` as a new major version without making it live; the
+    /// artifact is written before the registry row, so a listed version loads.
+    pub async fn register(
+        &self,
+        model: Model,
+        source: &str,
+    ) -> Result<registry::ModelRecord, LearningError> {
+        model.check().map_err(LearningError::Invalid)?;
+        let _swap = self.swap.lock().await;
+        let version = registry::next_version(&self.db).await?;
+        let mut model = model;
+        model.meta.parent = None;
+        model.meta.created = Some(crate::time::now_rfc3339());
+        let path = self.dir.join(format!("v{version}.safetensors"));
+        let mut record = crate::live::record_for(&model, &version, &path, source);
+        record.status = registry::ModelStatus::Inactive;
+        tokio::task::spawn_blocking(move || artifact::save(&model, &path))
+            .await
+            .map_err(|_| LearningError::Join)??;
+        registry::insert_inactive(&self.db, &record).await?;
+        Ok(record)
+    }
+
     /// Makes the registered `version` live again (a rollback or roll-forward).
     pub async fn activate(&self, version: &str) -> Result<Activation, LearningError> {
         let _swap = self.swap.lock().await;

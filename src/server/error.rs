@@ -114,7 +114,16 @@ impl From<crate::app::models::ModelsError> for ApiError {
             E::ArtifactInvalid { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "artifact_invalid", message)
             }
+            E::UploadedArtifact(_) => ApiError::bad_request("invalid_artifact", message),
+            E::Import(e) if matches!(e, crate::onnx::OnnxError::Check { .. }) => {
+                ApiError::unprocessable(e.code(), message)
+            }
+            E::Import(e) => ApiError::bad_request(e.code(), message),
+            E::InvalidModel(_) => ApiError::bad_request("invalid_model", message),
             E::Store(e) => e.into(),
+            E::Learning(crate::learning::LearningError::Invalid(_)) => {
+                ApiError::bad_request("invalid_model", message)
+            }
             e @ E::Learning(_) => ApiError::internal(&e),
         }
     }

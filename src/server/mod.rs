@@ -19,6 +19,7 @@ mod parse_errors;
 pub mod predict;
 mod process;
 mod status;
+mod upload;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +66,8 @@ impl AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// `server.max_upload_bytes`: the body limit of `POST /v1/models`.
+    pub max_upload_bytes: usize,
     pub request_timeout: Duration,
     /// `log.access`: one log line per request.
     pub access_log: bool,
@@ -81,6 +84,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/silences/{id}", delete(alerts::delete_silence))
         .route("/v1/retrain", post(learning::start))
         .route("/v1/models/{version}/activate", post(learning::activate))
+        .route(
+            "/v1/models",
+            post(upload::upload).layer(DefaultBodyLimit::max(limits.max_upload_bytes)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/predict", post(predict::predict))
@@ -140,7 +147,12 @@ async fn observe(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let max_body = limits.max_body_bytes;
+    let upload = req.method() == axum::http::Method::POST && req.uri().path() == "/v1/models";
+    let max_body = if upload {
+        limits.max_upload_bytes
+    } else {
+        limits.max_body_bytes
+    };
     // MatchedPath is an Arc<str>: cloning it does not allocate.
     let route = req.extensions().get::<MatchedPath>().cloned();
     let request_id = request_id(&req);
@@ -148,8 +160,19 @@ async fn observe(
     let mut response = if declared_length(&req).is_some_and(|n| n > max_body as u64) {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body is larger than server.max_body_bytes ({max_body})"),
+            if upload {
+                "upload_too_large"
+            } else {
+                "body_too_large"
+            },
+            format!(
+                "request body is larger than server.{} ({max_body})",
+                if upload {
+                    "max_upload_bytes"
+                } else {
+                    "max_body_bytes"
+                }
+            ),
         )
         .into_response()
     } else {

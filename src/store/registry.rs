@@ -137,23 +137,46 @@ pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), Store
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!(
-        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, {NEXT_ACTIVATION})"
-    ))
-    .bind(&rec.version)
-    .bind(rec.created)
-    .bind(&rec.path)
-    .bind(rec.metrics.to_string())
-    .bind(rec.sparsity)
-    .bind(rec.bits)
-    .bind(&rec.parent)
-    .bind(&rec.source)
-    .bind(rec.online_updates)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
+    let sql = insert_sql("active", NEXT_ACTIVATION);
+    bind_record(sqlx::query(&sql), rec)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Registers `rec` without making it live (an upload that is not activated).
+pub async fn insert_inactive(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
+    let sql = insert_sql("inactive", "NULL");
+    bind_record(sqlx::query(&sql), rec)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+/// The INSERT of one `models` row with this status and activation order.
+fn insert_sql(status: &str, activation: &str) -> String {
+    format!(
+        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, '{status}', ?, ?, ?, {activation})"
+    )
+}
+
+/// Binds the record's columns in the order of [`insert_sql`]'s placeholders.
+fn bind_record<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    rec: &'q ModelRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(&rec.version)
+        .bind(rec.created)
+        .bind(&rec.path)
+        .bind(rec.metrics.to_string())
+        .bind(rec.sparsity)
+        .bind(rec.bits)
+        .bind(&rec.parent)
+        .bind(&rec.source)
+        .bind(rec.online_updates)
 }
 
 /// The activation time: now, or just after the latest one, so that activations are

@@ -30,7 +30,7 @@ use super::sgd::{self, SgdParams, Targets};
 use super::{linear, prepare, Prepared, TrainError};
 use crate::data::Table;
 use crate::model::scorer::Scorer;
-use crate::model::{Model, ModelMeta, Reference, TargetScale, Task};
+use crate::model::{Model, ModelMeta, Reference, Schema, TargetScale, Task};
 
 /// Largest over smallest class size at which balanced class weights join the grid.
 pub const IMBALANCE_RATIO: f64 = 3.0;
@@ -339,7 +339,7 @@ fn select(
 
 /// A regression model's target mean and standard deviation (it predicts in
 /// standard units); `None` for a classifier.
-fn target_scale(targets: &Targets) -> Option<TargetScale> {
+pub(crate) fn target_scale(targets: &Targets) -> Option<TargetScale> {
     match targets {
         Targets::Values(_) => {
             let (mean, std) = targets.scale();
@@ -601,7 +601,12 @@ fn run_parallel<T: Send>(
 /// The anomaly scorer over every training row's numeric inputs; `None` (and a log
 /// line saying why) when the data cannot give one.
 fn anomaly_scorer(data: &Prepared, level: f64) -> Option<Scorer> {
-    match Scorer::fit(&data.schema, data.x.view(), level) {
+    fit_scorer(&data.schema, data.x.view(), level)
+}
+
+/// [`anomaly_scorer`] for rows encoded by `schema`.
+pub(crate) fn fit_scorer(schema: &Schema, x: ArrayView2<f32>, level: f64) -> Option<Scorer> {
+    match Scorer::fit(schema, x, level) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "no anomaly scorer for this model");
@@ -610,7 +615,7 @@ fn anomaly_scorer(data: &Prepared, level: f64) -> Option<Scorer> {
     }
 }
 
-fn reference_sample(table: &Table, data: &Prepared, seed: u64) -> Reference {
+pub(crate) fn reference_sample(table: &Table, data: &Prepared, seed: u64) -> Reference {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_d71f);
     let cap = Reference::MAX_ROWS;
     let mut picked: Vec<usize> = Vec::with_capacity(cap.min(table.rows.len()));
