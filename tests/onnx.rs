@@ -125,6 +125,24 @@ fn every_fixture_imports_and_answers_as_onnxruntime_within_1e_5() {
         }
         let opset = e["opset"].as_i64().unwrap();
         assert_eq!(report["opsets"]["ai.onnx"], opset, "{name}: {report}");
+        // An int8 form kept at import may serve: the daemon reads its metric drop
+        // from the artifact, as after training.
+        if report["bits"] == 8 {
+            let drop = model.int8_metric_drop().unwrap_or(f64::INFINITY);
+            assert!(drop <= 0.01, "{name}: int8 drop {drop} with bits 8");
+            let rows: Vec<Vec<f32>> = rows_of(&e)
+                .iter()
+                .map(|r| {
+                    let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+                    let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+                    let mut x = vec![0.0f32; model.schema.width()];
+                    model.schema.encode_cells(&cells, &mut x);
+                    x
+                })
+                .collect();
+            let choice = model.choose_form(&rows, 0.01);
+            assert!(choice.int8_ns.is_some(), "{name}: {}", choice.reason);
+        }
     }
 }
 

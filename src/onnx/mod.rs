@@ -295,6 +295,11 @@ pub fn import(
         model: None,
     };
     model.meta.training = serde_json::json!({ "source": "onnx", "import": &report });
+    if let Some(after) = value_int8.filter(|_| model.quant.is_some()) {
+        // What the daemon reads to decide whether int8 may serve (as after training).
+        model.meta.training["compressed"] =
+            serde_json::json!({ "metric_before": eval.value, "metric_after": after });
+    }
     Ok(Imported { model, report })
 }
 
