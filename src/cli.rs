@@ -554,13 +554,14 @@ fn human_card(card: &serde_json::Value) -> String {
         })
         .unwrap_or_default();
     format!(
-        "model: {}\ntask: {}  label: {}  classes: {}\noutput: {}  layers: {}\nparameters: {}  sparsity: {}  bits: {}  file: {} bytes  serving weights: {} bytes f32, {} bytes int8\nmetrics: {}\ncreated: {}\nfeatures:\n{}",
+        "model: {}\ntask: {}  label: {}  classes: {}\noutput: {}  layers: {}  hidden activations: {}\nparameters: {}  sparsity: {}  bits: {}  file: {} bytes  serving weights: {} bytes f32, {} bytes int8\nmetrics: {}\ncreated: {}\nfeatures:\n{}",
         get("path"),
         get("task"),
         get("label"),
         get("classes"),
         get("output"),
         layers.join(", "),
+        get("activations"),
         get("parameters"),
         get("sparsity"),
         get("bits"),

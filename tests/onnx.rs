@@ -149,8 +149,14 @@ fn every_fixture_imports_and_answers_as_onnxruntime_within_1e_5() {
 #[test]
 fn activations_and_encodings_come_from_the_graph() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, tanh) = import("torch_tanh_opset17", dir.path());
+    let (path, tanh) = import("torch_tanh_opset17", dir.path());
     assert_eq!(tanh["activations"], json!(["tanh", "leaky_relu"]));
+    let (code, _, stderr) = run(&["inspect", "--model", path.to_str().unwrap()], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(r#"hidden activations: ["tanh","leaky_relu"]"#),
+        "{stderr}"
+    );
     assert_eq!(tanh["encoding"], "csv");
     let (path, scaler) = import("skl_scaler_mlpclassifier_opset13", dir.path());
     assert_eq!(scaler["encoding"], "scaler");

@@ -289,6 +289,18 @@ async fn upload_registers_an_artifact_that_activate_then_makes_live() {
         (Some("2"), Some(false)),
         "{doc}"
     );
+    // Like every major version, its parent is the version live when it came.
+    let models = d.get_json(&c, "/v1/models").await;
+    let uploaded = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["version"] == "2");
+    assert_eq!(
+        uploaded.map(|m| &m["parent"]),
+        Some(&json!("1")),
+        "{models}"
+    );
     assert!(
         stderr.contains("`steward activate 2` makes it live"),
         "{stderr}"

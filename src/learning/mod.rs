@@ -205,7 +205,8 @@ impl Learning {
         let _swap = self.swap.lock().await;
         let version = registry::next_version(&self.db).await?;
         let mut model = model;
-        model.meta.parent = None;
+        // As for every major version: the parent is the version live when it was made.
+        model.meta.parent = Some(self.slot.load().version.to_string());
         model.meta.created = Some(crate::time::now_rfc3339());
         let path = self.dir.join(format!("v{version}.safetensors"));
         let mut record = crate::live::record_for(&model, &version, &path, source);
