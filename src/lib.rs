@@ -6,7 +6,8 @@
 //! `memory`, `data`) and the statistics (`stats`); the cron parser
 //! (`scheduler`); the typed configuration (`config`) and `logging`; SQL
 //! (`store`); the model (`model`: schema, network, artifact, anomaly scorer),
-//! training (`train`) and the drift and concept detectors (`monitor`), all
+//! training (`train`), ONNX import and export (`onnx`) and the drift and
+//! concept detectors (`monitor`), all
 //! synchronous code over ndarray with no async runtime; then the daemon's parts
 //! (`live`, `monitoring`, `alert`, `learning`, `preflight`); the application
 //! layer (`app`: the services the outside calls, built from the config); the

@@ -67,10 +67,13 @@ pub struct Registered {
     pub import: Option<crate::onnx::ImportReport>,
 }
 
-/// The model in an upload, with the import's report for an ONNX file.
+/// The model in an upload, with the import's report for an ONNX file. An ONNX
+/// import takes the anomaly level and the int8 budget from the config, as a
+/// retrain does.
 fn read_upload(
     upload: Upload,
     anomaly_level: f64,
+    max_metric_drop: f64,
 ) -> Result<
     (
         crate::model::Model,
@@ -93,6 +96,7 @@ fn read_upload(
             mut options,
         } => {
             options.anomaly_level = anomaly_level;
+            options.max_metric_drop = Some(max_metric_drop);
             let table = crate::data::Table::parse(&csv_name, &csv)
                 .map_err(|e| ModelsError::Import(crate::onnx::OnnxError::Data(e)))?;
             let imported = crate::onnx::import(&name, &bytes, &table, &options)
@@ -166,9 +170,9 @@ impl Models {
     /// through the same warm-up and swap as a retrain. Nothing is registered
     /// when the upload is refused.
     pub async fn upload(&self, upload: Upload, activate: bool) -> Result<Registered, ModelsError> {
-        let level = self.retrain.anomaly_level;
+        let (level, budget) = (self.retrain.anomaly_level, self.retrain.max_metric_drop);
         let (model, report, source) =
-            tokio::task::spawn_blocking(move || read_upload(upload, level))
+            tokio::task::spawn_blocking(move || read_upload(upload, level, budget))
                 .await
                 .map_err(|_| ModelsError::Learning(LearningError::Join))??;
         model.check().map_err(ModelsError::InvalidModel)?;
