@@ -67,7 +67,10 @@ fn inspect_in_human_form_writes_to_stderr_only() {
     assert_eq!(code, 0);
     assert!(stdout.is_empty());
     assert!(stderr.contains("layers: 11→"), "{stderr}");
-    assert!(stderr.contains("→3\n"), "{stderr}");
+    assert!(
+        stderr.contains("→3  hidden activations: [\"relu\"]\n"),
+        "{stderr}"
+    );
 }
 
 #[test]

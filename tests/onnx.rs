@@ -40,21 +40,32 @@ fn expected(name: &str) -> Value {
 /// and the JSON report.
 fn import(name: &str, dir: &Path) -> (PathBuf, Value) {
     let out = dir.join(format!("{name}.safetensors"));
-    let (code, stdout, stderr) = run(
-        &[
-            "import",
-            "--onnx",
-            fixture(&format!("{name}.onnx")).to_str().unwrap(),
-            "--data",
-            fixture(&format!("{name}.csv")).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        dir,
-    );
+    let onnx = fixture(&format!("{name}.onnx"));
+    let csv = fixture(&format!("{name}.csv"));
+    let (code, stdout, stderr) = run_import(&onnx, &csv, &out, &["--json"], dir);
     assert_eq!(code, 0, "{name}: {stderr}");
     (out, serde_json::from_str(&stdout).unwrap())
+}
+
+/// `steward import --onnx ONNX --data CSV --out OUT` and `extra`, run in `dir`.
+fn run_import(
+    onnx: &Path,
+    csv: &Path,
+    out: &Path,
+    extra: &[&str],
+    dir: &Path,
+) -> (i32, String, String) {
+    let mut args = vec![
+        "import",
+        "--onnx",
+        onnx.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args, dir)
 }
 
 /// The f32 network's answers on `rows` (raw feature values in schema order), as
@@ -232,18 +243,7 @@ fn unsupported_graphs_truncated_files_and_width_mismatches_exit_2_naming_the_cau
     ));
     for (onnx, csv, message) in cases {
         let out = dir.path().join("out.safetensors");
-        let (code, stdout, stderr) = run(
-            &[
-                "import",
-                "--onnx",
-                onnx.to_str().unwrap(),
-                "--data",
-                csv.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let (code, stdout, stderr) = run_import(&onnx, &csv, &out, &[], dir.path());
         assert_eq!(code, 2, "{}: {stderr}", onnx.display());
         assert!(stderr.contains(&message), "{}: {stderr}", onnx.display());
         assert!(
@@ -324,18 +324,7 @@ fn exports_answer_in_onnxruntime_like_steward_and_import_back_unchanged() {
         // Import the export back: the same function.
         let csv = fixture(&format!("{name}.csv"));
         let back = dir.path().join(format!("{name}.back.safetensors"));
-        let (code, _, stderr) = run(
-            &[
-                "import",
-                "--onnx",
-                onnx.to_str().unwrap(),
-                "--data",
-                csv.to_str().unwrap(),
-                "--out",
-                back.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let (code, _, stderr) = run_import(&onnx, &csv, &back, &[], dir.path());
         assert_eq!(code, 0, "{name}: {stderr}");
         let again = artifact::load(&back).unwrap();
         assert_close(name, &answers(&again, rows), &ours, 1e-6);
@@ -560,6 +549,22 @@ async fn an_upload_over_max_upload_bytes_is_413() {
         (413, Some("upload_too_large")),
         "{body}"
     );
+    // A body far over the limit, sent without waiting for an answer: the client
+    // still reads the 413 (the daemon discards what it refused rather than
+    // resetting the connection under the client).
+    let big = reqwest::multipart::Form::new().part(
+        "artifact",
+        reqwest::multipart::Part::bytes(vec![b'x'; 3 << 20]).file_name("big.safetensors"),
+    );
+    let r = c
+        .post(format!("{}/v1/models", d.url))
+        .multipart(big)
+        .send()
+        .await
+        .expect("the 413 reaches the client");
+    assert_eq!(r.status().as_u16(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upload_too_large", "{body}");
     assert_eq!(versions(&c, &d.url).await, 1);
 }
 

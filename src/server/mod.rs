@@ -157,8 +157,9 @@ async fn observe(
     let route = req.extensions().get::<MatchedPath>().cloned();
     let request_id = request_id(&req);
     let method = limits.access_log.then(|| req.method().clone());
-    let mut response = if declared_length(&req).is_some_and(|n| n > max_body as u64) {
-        ApiError::new(
+    let mut response = if let Some(n) = declared_length(&req).filter(|n| *n > max_body as u64) {
+        let drained = drain_refused(req, n).await;
+        let mut refused = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             if upload {
                 "upload_too_large"
@@ -174,7 +175,16 @@ async fn observe(
                 }
             ),
         )
-        .into_response()
+        .into_response();
+        if !drained {
+            // The rest of the body is still coming: this connection cannot carry
+            // another request.
+            refused.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        refused
     } else {
         next.run(req).await
     };
@@ -214,6 +224,41 @@ fn request_id(req: &Request) -> header::HeaderValue {
             let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
             header::HeaderValue::from_str(id).unwrap_or(header::HeaderValue::from_static("-"))
         })
+}
+
+/// The most of a refused body read and discarded before the 413 is sent.
+const DRAIN_MAX_BYTES: u64 = 8 << 20;
+/// How long the discarding may take.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and discards a body refused for its declared `length`, when it is at
+/// most [`DRAIN_MAX_BYTES`] and the client did not ask `Expect: 100-continue`
+/// (such a client waits for the answer and never sends it). Closing a socket
+/// with unread bytes makes the kernel send a reset, and a client still sending
+/// would see "connection reset" instead of the 413 that says what is wrong.
+/// Returns whether the whole body was read.
+async fn drain_refused(req: Request, length: u64) -> bool {
+    use http_body_util::BodyExt;
+    if length > DRAIN_MAX_BYTES || req.headers().contains_key(header::EXPECT) {
+        return false;
+    }
+    let mut body = req.into_body();
+    let mut read = 0u64;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            match frame.ok().and_then(|f| f.into_data().ok()) {
+                Some(data) => read += data.len() as u64,
+                None => return false,
+            }
+            if read >= length {
+                return true;
+            }
+        }
+        read >= length
+    };
+    tokio::time::timeout(DRAIN_TIME, drain)
+        .await
+        .unwrap_or(false)
 }
 
 fn declared_length(req: &Request) -> Option<u64> {
