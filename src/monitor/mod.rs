@@ -8,11 +8,14 @@
 //!   the correction and effect-size floors; `steward drift` runs it on two CSVs.
 //! - `detect`: DDM and Page-Hinkley over the error stream, checked row for row
 //!   against River.
+//! - `adwin`: ADWIN, the adaptive window over the error stream (or any
+//!   real-valued stream), checked row for row against River.
 //! - `window`: the reference sample and the logged window as feature values.
 //! - `watch`: the state machines that turn checks and the error stream into
 //!   `events` (drift detected / resolved, anomaly rate high / normal, concept
 //!   drift), each raised once per change of state.
 
+pub mod adwin;
 pub mod detect;
 pub mod drift;
 pub mod events;
