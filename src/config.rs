@@ -117,6 +117,10 @@ section!(
         time_limit_secs: Seconds = Seconds::from_secs(1_800),
         drift_retrain: bool = true,
         drift_cooldown_secs: Seconds = Seconds::from_secs(3_600),
+        min_rows_after_change: usize = 500,
+        change_wait_secs: Seconds = Seconds::from_secs(3_600),
+        pre_change_share: f64 = 0.0,
+        change_retries: u32 = 2,
     }
 );
 
@@ -132,6 +136,9 @@ section!(
         guard_window: usize = 500,
         guard_margin: f64 = 0.02,
         queue: usize = 65_536,
+        change_labels: u64 = 2_000,
+        change_republish_every: u64 = 100,
+        change_step_boost: f32 = 4.0,
     }
 );
 
@@ -670,6 +677,18 @@ impl RawConfig {
                 format!("{} is outside [0, 1)", t.original_share),
             ));
         }
+        positive(
+            bad,
+            "training.min_rows_after_change",
+            t.min_rows_after_change as u64,
+        )?;
+        positive(bad, "training.change_wait_secs", nanos(t.change_wait_secs))?;
+        if !(0.0..1.0).contains(&t.pre_change_share) {
+            return Err(bad(
+                "training.pre_change_share",
+                format!("{} is outside [0, 1)", t.pre_change_share),
+            ));
+        }
         if !(t.max_regression.is_finite() && t.max_regression >= 0.0) {
             return Err(bad(
                 "training.max_regression",
@@ -687,6 +706,17 @@ impl RawConfig {
         positive(bad, "online.republish_secs", nanos(o.republish_secs))?;
         positive(bad, "online.guard_window", o.guard_window as u64)?;
         positive(bad, "online.queue", o.queue as u64)?;
+        positive(
+            bad,
+            "online.change_republish_every",
+            o.change_republish_every,
+        )?;
+        if !(o.change_step_boost.is_finite() && o.change_step_boost >= 1.0) {
+            return Err(bad(
+                "online.change_step_boost",
+                format!("{} is not a number ≥ 1", o.change_step_boost),
+            ));
+        }
         for (key, v) in [("online.step_size", o.step_size), ("online.clip", o.clip)] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(bad(key, format!("{v} is not a number > 0")));

@@ -44,6 +44,8 @@ const OUTCOME_CAPACITY: usize = 65_536;
 pub struct Labelled {
     pub model_version: String,
     pub outcome: Outcome,
+    /// When the prediction was made (Unix ms): dates a change.
+    pub predicted: i64,
 }
 
 /// What handlers and `/metrics` reach.
@@ -331,9 +333,12 @@ pub async fn concept_task(
         };
         let Some(item) = item else { return };
         monitoring.labels.fetch_add(1, Ordering::Relaxed);
-        if let Some(event) =
-            watch.observe(&item.model_version, item.outcome, crate::time::now_millis())
-        {
+        if let Some(event) = watch.observe(
+            &item.model_version,
+            item.outcome,
+            item.predicted,
+            crate::time::now_millis(),
+        ) {
             monitoring.publish(event);
         }
     }
@@ -351,6 +356,8 @@ mod tests {
             error: 0.3,
             model_version: version.into(),
             time: 0,
+            change_labels: 80,
+            change_time: 0,
         })
     }
 
@@ -381,12 +388,16 @@ mod tests {
             m.labelled(Labelled {
                 model_version: "3".into(),
                 outcome: Outcome::Class { wrong },
+                predicted: 1_000 + i64::from(i),
             });
         }
         let Event::ConceptDrift(e) = events.recv().await.unwrap() else {
             panic!("not a concept event")
         };
         assert_eq!(e.model_version, "3");
+        // Dated where DDM's warning began: a few labels into the new concept
+        // (its first label was predicted at 1,200 ms).
+        assert!((1_195..=1_205).contains(&e.change_time), "{e:?}");
         // Let the task read the rest of the queue (one thread: it runs when we
         // yield).
         while m.labels.load(Ordering::Relaxed) < 400 {

@@ -232,7 +232,7 @@ pub fn replay_concept(errors: &[bool], mut watch: ConceptWatch) -> Vec<usize> {
         .enumerate()
         .filter_map(|(i, wrong)| {
             watch
-                .observe("eval", Outcome::Class { wrong: *wrong }, 0)
+                .observe("eval", Outcome::Class { wrong: *wrong }, i as i64, 0)
                 .map(|_| i)
         })
         .collect()

@@ -630,6 +630,8 @@ mod tests {
             error: 0.21,
             model_version: "7".into(),
             time: 0,
+            change_labels: 300,
+            change_time: 0,
         });
         let on = mail(&concept, &cx());
         assert_has(

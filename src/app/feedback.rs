@@ -215,6 +215,7 @@ impl Feedback {
                     self.monitoring.labelled(Labelled {
                         model_version: p.model_version.clone(),
                         outcome,
+                        predicted: p.time,
                     });
                 }
             }

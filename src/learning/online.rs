@@ -15,6 +15,12 @@
 //!   labels: the task goes back to the base version, raises `online_reverted`, and
 //!   publishes nothing until another version goes live (a retrain or an activation).
 //! - When another version goes live, the task starts again from it.
+//! - After a `concept_drift` event the task adapts faster for the next
+//!   `online.change_labels` labels: it publishes every
+//!   `online.change_republish_every` steps, and its step size starts at
+//!   `online.change_step_boost` times `online.step_size` and falls back to it
+//!   linearly. A second event starts the schedule again. The guard watches as
+//!   always.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,6 +57,10 @@ pub struct OnlineSettings {
     pub republish: Duration,
     pub guard_window: usize,
     pub guard_margin: f64,
+    /// The adaptation after a concept change (see the module header).
+    pub change_labels: u64,
+    pub change_republish_every: u64,
+    pub change_step_boost: f32,
 }
 
 impl OnlineSettings {
@@ -65,7 +75,28 @@ impl OnlineSettings {
             republish: c.republish_secs.get(),
             guard_window: c.guard_window,
             guard_margin: c.guard_margin,
+            change_labels: c.change_labels,
+            change_republish_every: c.change_republish_every,
+            change_step_boost: c.change_step_boost,
         }
+    }
+
+    /// Steps between publishes: fewer while a change is being learnt.
+    fn publish_every(&self, adapting: u64) -> u64 {
+        if adapting > 0 {
+            self.change_republish_every.min(self.republish_every)
+        } else {
+            self.republish_every
+        }
+    }
+
+    /// The step size with `adapting` of `change_labels` labels of a change left.
+    fn step_size(&self, adapting: u64) -> f32 {
+        if self.change_labels == 0 {
+            return self.params.step_size;
+        }
+        let left = adapting.min(self.change_labels) as f32 / self.change_labels as f32;
+        self.params.step_size * (1.0 + (self.change_step_boost - 1.0) * left)
     }
 }
 
@@ -84,6 +115,8 @@ struct State {
     pending: u64,
     /// The guard tripped: no publishing until another version goes live.
     halted: bool,
+    /// Labels left in the faster adaptation after a concept change.
+    adapting: u64,
     x: Vec<f32>,
 }
 
@@ -96,6 +129,7 @@ pub async fn task(
 ) {
     let live = learning.slot.load_full();
     let mut state = start_from(&learning, live, &settings).await;
+    let mut events = learning.monitoring.events.subscribe();
     let mut tick = tokio::time::interval(settings.republish);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -105,12 +139,33 @@ pub async fn task(
                 let Some(item) = item else { return };
                 let live = learning.slot.load_full();
                 if live.version != state.version {
+                    let adapting = state.adapting;
                     state = start_from(&learning, live, &settings).await;
+                    state.adapting = adapting;
                 }
+                state.learner.set_step_size(settings.step_size(state.adapting));
                 learn(&learning, &mut state, &item, &settings).await;
-                if state.pending >= settings.republish_every && !state.halted {
+                state.adapting = state.adapting.saturating_sub(1);
+                if state.pending >= settings.publish_every(state.adapting) && !state.halted {
                     republish(&learning, &mut state, &settings).await;
                     tick.reset();
+                }
+            }
+            event = events.recv() => {
+                match event {
+                    Ok(Event::ConceptDrift(_)) if settings.change_labels > 0 => {
+                        tracing::info!(
+                            labels = settings.change_labels,
+                            publish_every = settings.change_republish_every,
+                            step_boost = settings.change_step_boost,
+                            "online learner adapts faster to a concept change"
+                        );
+                        state.adapting = settings.change_labels;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        events = learning.monitoring.events.subscribe();
+                    }
+                    _ => {}
                 }
             }
             _ = tick.tick() => {
@@ -145,6 +200,7 @@ async fn start_from(learning: &Learning, live: Arc<LiveModel>, settings: &Online
         guard: Guard::new(settings.guard_window, settings.guard_margin),
         pending: 0,
         halted: false,
+        adapting: 0,
     }
 }
 
@@ -320,4 +376,27 @@ async fn revert(
     state.learner = Learner::new(&state.base.model, settings.params);
     state.guard.reset();
     state.pending = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_concept_change_publishes_sooner_and_steps_larger_then_falls_back() {
+        let s = OnlineSettings::from_config(&OnlineConfig::default());
+        let base = s.params.step_size;
+        // The defaults: 2,000 labels, every 100 steps, 4× the step size at first.
+        assert_eq!(s.publish_every(0), 1_000);
+        assert_eq!(s.publish_every(1), 100);
+        assert!((s.step_size(2_000) - 4.0 * base).abs() < 1e-9);
+        assert!((s.step_size(1_000) - 2.5 * base).abs() < 1e-9);
+        assert!((s.step_size(0) - base).abs() < 1e-9);
+        // Switched off: the usual cadence and step throughout.
+        let off = OnlineSettings {
+            change_labels: 0,
+            ..s
+        };
+        assert!((off.step_size(500) - base).abs() < 1e-9);
+    }
 }

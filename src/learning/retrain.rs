@@ -57,6 +57,12 @@ pub struct RetrainSettings {
     pub anomaly_level: f64,
     /// Training threads: half the cores, so that serving keeps the rest.
     pub threads: usize,
+    /// A concept-drift run's wait for rows after the change, its limit, the
+    /// share of older rows it adds, and how many more runs may follow a rejected one.
+    pub min_rows_after_change: usize,
+    pub change_wait: Duration,
+    pub pre_change_share: f64,
+    pub change_retries: u32,
 }
 
 impl RetrainSettings {
@@ -79,6 +85,10 @@ impl RetrainSettings {
             max_metric_drop: c.compression.max_metric_drop,
             anomaly_level: c.drift.anomaly_level,
             threads: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            min_rows_after_change: t.min_rows_after_change,
+            change_wait: t.change_wait_secs.get(),
+            pre_change_share: t.pre_change_share,
+            change_retries: t.change_retries,
         }
     }
 }
@@ -98,6 +108,17 @@ pub async fn start(
     settings: Arc<RetrainSettings>,
     trigger: Trigger,
 ) -> Result<Started, StoreError> {
+    start_from(learning, settings, trigger, None).await
+}
+
+/// [`start`] for a run that trains on the rows predicted from `change_time` on
+/// (Unix ms; `None`: the usual window).
+pub async fn start_from(
+    learning: Arc<Learning>,
+    settings: Arc<RetrainSettings>,
+    trigger: Trigger,
+    change_time: Option<i64>,
+) -> Result<Started, StoreError> {
     let Some(flight) = learning.flight.try_start() else {
         tracing::info!(
             %trigger,
@@ -105,15 +126,21 @@ pub async fn start(
         );
         return Ok(Started::Busy);
     };
-    let id = runs::start(&learning.db, trigger, crate::time::now_millis()).await?;
-    tracing::info!(run = id, %trigger, "retrain started");
+    let id = runs::start(
+        &learning.db,
+        trigger,
+        crate::time::now_millis(),
+        change_time,
+    )
+    .await?;
+    tracing::info!(run = id, %trigger, change_time = change_time.map(crate::time::rfc3339), "retrain started");
     let flight = Arc::new(flight);
     tokio::spawn(async move {
         // The flight is held here until the run is recorded, and by the training
         // thread until it ends (past a time limit, that can be later).
         let held = flight.clone();
         let live = learning.slot.load_full();
-        let finish = execute(&learning, &settings, live.clone(), flight).await;
+        let finish = execute(&learning, &settings, live.clone(), flight, change_time).await;
         record(&learning, id, trigger, &live, finish).await;
         drop(held);
     });
@@ -196,6 +223,7 @@ async fn execute(
     settings: &Arc<RetrainSettings>,
     live: Arc<LiveModel>,
     flight: Arc<crate::scheduler::FlightGuard>,
+    change_time: Option<i64>,
 ) -> Finish {
     let failed = |error: String| Finish {
         state: RunState::Failed,
@@ -205,7 +233,7 @@ async fn execute(
     };
     let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
     let since = crate::time::now_millis().saturating_sub(window_ms);
-    let rows = match runs::labelled(&learning.db, since, settings.max_rows).await {
+    let rows = match gather(learning, settings, since, change_time).await {
         Ok(rows) => rows,
         Err(e) => return failed(format!("reading the labelled rows: {e}")),
     };
@@ -239,6 +267,31 @@ async fn execute(
         }
     };
     decide_and_publish(learning, settings, &live, n, candidate).await
+}
+
+/// The labelled rows a run trains and is gated on, oldest first: the newest
+/// `training.max_rows` of the window; for a run after a change, those predicted
+/// from `change_time` on, after `training.pre_change_share` of older ones (the
+/// gate's held-out newest rows are then all from the new concept).
+async fn gather(
+    learning: &Learning,
+    settings: &RetrainSettings,
+    since: i64,
+    change_time: Option<i64>,
+) -> Result<Vec<LabelledRow>, StoreError> {
+    let Some(change) = change_time else {
+        return runs::labelled(&learning.db, since, settings.max_rows).await;
+    };
+    let after = runs::labelled(&learning.db, since.max(change), settings.max_rows).await?;
+    let share = settings.pre_change_share;
+    if share <= 0.0 {
+        return Ok(after);
+    }
+    let older = ((after.len() as f64) * share / (1.0 - share)).round() as usize;
+    let older = older.min(settings.max_rows.saturating_sub(after.len()));
+    let mut rows = runs::labelled_before(&learning.db, since, change, older).await?;
+    rows.extend(after);
+    Ok(rows)
 }
 
 /// Puts `candidate` through the gate and, if it passes, makes it live.

@@ -4,6 +4,15 @@
 //! since the last run drift started, so that lasting drift does not start a
 //! retrain storm. A trigger that finds a run in progress is logged and dropped;
 //! it does not use up the cool-down.
+//!
+//! A concept-drift event is dated ([`ConceptEvent::change_time`]), and its run
+//! trains on the new concept ([`after_change`]): it waits until
+//! `training.min_rows_after_change` labelled rows were predicted after the change
+//! (or `training.change_wait_secs` pass), trains on the rows from the change on,
+//! and when the gate rejects the candidate while the live model is still below
+//! its own level, tries again with twice the rows, up to
+//! `training.change_retries` times. Each decision not to start a run is stored
+//! as a skipped run with its reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +22,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::retrain::{self, RetrainSettings, Started};
 use super::Learning;
-use crate::monitor::events::Event;
+use crate::monitor::events::{ConceptEvent, Event};
 use crate::scheduler::{self, Cron};
-use crate::store::retrain::Trigger;
+use crate::store::retrain::{self as runs, Finish, RunState, Trigger};
+use crate::store::StoreError;
 use crate::time::Clock;
+
+/// How often a concept-drift run's wait looks at the labelled rows and the run.
+const POLL: Duration = Duration::from_secs(2);
+/// How far the live model may stay below its own metric and count as recovered.
+const RECOVERED_MARGIN: f64 = 0.02;
 
 /// Runs the cron schedule until `stop`.
 pub async fn schedule(
@@ -52,9 +67,9 @@ pub async fn on_drift(
             e = events.recv() => e,
             () = stop.cancelled() => return,
         };
-        let trigger = match event {
-            Ok(Event::DatasetDriftDetected(_)) => Trigger::DatasetDrift,
-            Ok(Event::ConceptDrift(_)) => Trigger::ConceptDrift,
+        let (trigger, change) = match event {
+            Ok(Event::DatasetDriftDetected(_)) => (Trigger::DatasetDrift, None),
+            Ok(Event::ConceptDrift(c)) => (Trigger::ConceptDrift, Some(c)),
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(
@@ -73,12 +88,156 @@ pub async fn on_drift(
             );
             continue;
         }
+        if let Some(change) = change {
+            cooldown.started();
+            let (learning, settings, stop) = (learning.clone(), settings.clone(), stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = after_change(&learning, &settings, &change, &stop).await {
+                    tracing::error!(error = %e, "the retrain after a concept change stopped");
+                }
+            });
+            continue;
+        }
         match retrain::start(learning.clone(), settings.clone(), trigger).await {
             Ok(Started::Run(_)) => cooldown.started(),
             Ok(Started::Busy) => {}
             Err(e) => tracing::error!(error = %e, %trigger, "cannot start a drift retrain"),
         }
     }
+}
+
+/// The runs after one concept change: wait for rows of the new concept, train
+/// on them, and try again with more while the gate rejects and the live model
+/// stays below its level.
+pub async fn after_change(
+    learning: &Arc<Learning>,
+    settings: &Arc<RetrainSettings>,
+    change: &ConceptEvent,
+    stop: &CancellationToken,
+) -> Result<(), StoreError> {
+    let db = &learning.db;
+    let since = change.change_time;
+    let mut want = settings.min_rows_after_change as u64;
+    for attempt in 0..=settings.change_retries {
+        let deadline = tokio::time::Instant::now() + settings.change_wait;
+        let rows = loop {
+            let rows = runs::count_labelled(db, since).await?;
+            if rows >= want {
+                break rows;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if rows < settings.min_rows as u64 {
+                    let reason = format!(
+                        "not started: {rows} labelled rows after the change at {} within \
+                         training.change_wait_secs, fewer than training.min_rows ({})",
+                        crate::time::rfc3339(since),
+                        settings.min_rows
+                    );
+                    return not_started(learning, since, reason).await;
+                }
+                break rows;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+        };
+        let live = learning.slot.load_full();
+        if major(&live.version) != major(&change.model_version) {
+            let reason = format!(
+                "not started: version {} went live after the change was detected on {}",
+                live.version, change.model_version
+            );
+            return not_started(learning, since, reason).await;
+        }
+        tracing::info!(
+            attempt = attempt + 1,
+            rows,
+            change_time = %crate::time::rfc3339(since),
+            "retrain on the new concept starting"
+        );
+        let id = loop {
+            match retrain::start_from(
+                learning.clone(),
+                settings.clone(),
+                Trigger::ConceptDrift,
+                Some(since),
+            )
+            .await?
+            {
+                Started::Run(id) => break id,
+                Started::Busy => tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = stop.cancelled() => return Ok(()),
+                },
+            }
+        };
+        let finish = loop {
+            match runs::get(db, id).await? {
+                Some(run) if run.outcome.state != RunState::Running => break run.outcome,
+                Some(_) => {}
+                None => return Ok(()),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = stop.cancelled() => return Ok(()),
+            }
+        };
+        if finish.state != RunState::Rejected {
+            return Ok(());
+        }
+        if let Some(reason) = recovered(&live.model.meta.metrics, &finish) {
+            return not_started(learning, since, format!("no further run: {reason}")).await;
+        }
+        if attempt == settings.change_retries {
+            let reason = format!(
+                "no further run: {} runs after the change were rejected (training.change_retries is {})",
+                attempt + 1,
+                settings.change_retries
+            );
+            return not_started(learning, since, reason).await;
+        }
+        want = rows.max(want) * 2;
+        tracing::info!(
+            next_rows = want,
+            "the retrain on the new concept was rejected and the live model is still below its level: trying again with more rows"
+        );
+    }
+    Ok(())
+}
+
+/// Whether the live model has come back to its level on the new concept: its
+/// metric on the run's held-out rows (all after the change) against the one
+/// recorded when it was made. `Some(why)` when it has.
+fn recovered(metrics: &std::collections::BTreeMap<String, f64>, finish: &Finish) -> Option<String> {
+    let name = finish.metric.as_deref()?;
+    let live = finish.live_metric?;
+    let level = *metrics.get(name)?;
+    (live >= level - RECOVERED_MARGIN).then(|| {
+        format!(
+            "the live model's {name} on the newest rows after the change is {live:.4}, within \
+             {RECOVERED_MARGIN} of its level {level:.4}"
+        )
+    })
+}
+
+/// The major version of `version` ("3" of "3.2").
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+/// Stores a decision not to start a run after a change as a skipped run.
+async fn not_started(learning: &Learning, since: i64, reason: String) -> Result<(), StoreError> {
+    tracing::info!(reason = %reason, "retrain on the new concept");
+    let now = crate::time::now_millis();
+    let id = runs::start(&learning.db, Trigger::ConceptDrift, now, Some(since)).await?;
+    let finish = Finish {
+        state: RunState::Skipped,
+        live_version: Some(learning.slot.load().version.to_string()),
+        decision: Some(reason),
+        ..Finish::default()
+    };
+    runs::finish(&learning.db, id, &finish, now).await
 }
 
 /// The drift trigger's cool-down: the time since the last run drift started.

@@ -36,6 +36,8 @@ pub struct Ddm {
     s_min: f64,
     ps_min: f64,
     warning: bool,
+    /// The value count at which the current warning began.
+    warning_since: Option<u64>,
     drift: bool,
 }
 
@@ -59,6 +61,7 @@ impl Ddm {
             s_min: f64::INFINITY,
             ps_min: f64::INFINITY,
             warning: false,
+            warning_since: None,
             drift: false,
         }
     }
@@ -95,6 +98,11 @@ impl Ddm {
                 self.drift = true;
                 self.warning = false;
             }
+            self.warning_since = match (self.warning || self.drift, self.warning_since) {
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(self.n),
+                (false, _) => None,
+            };
         }
     }
 
@@ -115,6 +123,13 @@ impl Ddm {
     /// The error rate since the last reset.
     pub fn error_rate(&self) -> f64 {
         self.mean
+    }
+
+    /// Where the change began, as a count of values since the last reset (the
+    /// first is 1): the start of the warning that led to the detection, or the
+    /// latest value when there was none.
+    pub fn change_start(&self) -> u64 {
+        self.warning_since.unwrap_or(self.n)
     }
 }
 
@@ -142,6 +157,11 @@ pub struct PageHinkley {
     sum_decrease: f64,
     min_increase: f64,
     max_decrease: f64,
+    /// The value counts at which `min_increase` and `max_decrease` were reached.
+    min_at: u64,
+    max_at: u64,
+    /// Whether the last test saw a rise (else a fall).
+    rising: bool,
     drift: bool,
 }
 
@@ -166,6 +186,9 @@ impl PageHinkley {
             min_increase: f64::INFINITY,
             // River starts the maximum at −1, not −∞; kept for identical results.
             max_decrease: -1.0,
+            min_at: 0,
+            max_at: 0,
+            rising: false,
             drift: false,
         }
     }
@@ -181,11 +204,18 @@ impl PageHinkley {
         let dev = x - self.mean;
         self.sum_increase = self.alpha * self.sum_increase + dev - self.delta;
         self.sum_decrease = self.alpha * self.sum_decrease + dev + self.delta;
-        self.min_increase = self.min_increase.min(self.sum_increase);
-        self.max_decrease = self.max_decrease.max(self.sum_decrease);
+        if self.sum_increase < self.min_increase {
+            self.min_increase = self.sum_increase;
+            self.min_at = self.n;
+        }
+        if self.sum_decrease > self.max_decrease {
+            self.max_decrease = self.sum_decrease;
+            self.max_at = self.n;
+        }
         if self.n >= self.min_instances {
             let up = self.sum_increase - self.min_increase > self.threshold;
             let down = self.max_decrease - self.sum_decrease > self.threshold;
+            self.rising = up;
             self.drift = match self.mode {
                 Mode::Up => up,
                 Mode::Down => down,
@@ -196,6 +226,18 @@ impl PageHinkley {
 
     pub fn drift_detected(&self) -> bool {
         self.drift
+    }
+
+    /// Where the change began, as a count of values since the last reset: the
+    /// value after the extreme of the cumulative deviation that the detection
+    /// measured from (the minimum for a rise, the maximum for a fall).
+    pub fn change_start(&self) -> u64 {
+        if self.rising {
+            self.min_at + 1
+        } else {
+            self.max_at + 1
+        }
+        .min(self.n)
     }
 
     /// The same detector reporting only changes in `mode`'s direction.
@@ -267,10 +309,12 @@ mod tests {
         let mut d = Ddm::default();
         let mut drifts = Vec::new();
         let mut warnings = Vec::new();
+        let mut starts = Vec::new();
         for (i, e) in stream().into_iter().enumerate() {
             d.update(e);
             if d.drift_detected() {
                 drifts.push(i);
+                starts.push(d.change_start());
             }
             if d.warning_detected() {
                 warnings.push(i);
@@ -279,6 +323,27 @@ mod tests {
         assert_eq!(drifts, vec![1594]);
         assert_eq!(warnings.len(), 47);
         assert_eq!(warnings[0], 1547);
+        // The change began with the warning that led to the drift: row 1547 is
+        // the 1548th value.
+        assert_eq!(starts, vec![1548]);
+    }
+
+    #[test]
+    fn page_hinkley_dates_the_change_near_where_it_happened() {
+        // The error rate rises at row 1500 (the 1501st value); the cumulative
+        // deviation's minimum falls near it (on this stream at 1446, a run of
+        // right answers just before the change), and the test measures from it.
+        let mut ph = PageHinkley::default().with_mode(Mode::Up);
+        let mut start = None;
+        for e in stream() {
+            ph.update(f64::from(u8::from(e)));
+            if ph.drift_detected() {
+                start = Some(ph.change_start());
+                break;
+            }
+        }
+        let start = start.unwrap_or(0);
+        assert!((1400..=1560).contains(&start), "change dated at {start}");
     }
 
     #[test]

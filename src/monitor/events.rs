@@ -82,6 +82,11 @@ pub struct ConceptEvent {
     pub model_version: String,
     /// Unix milliseconds.
     pub time: i64,
+    /// Where the detector dates the change: the labelled predictions since it
+    /// began, and the time (Unix ms) of the first of them. A retrain started by
+    /// this event trains on the rows logged from then on.
+    pub change_labels: u64,
+    pub change_time: i64,
 }
 
 /// A retraining run ended: its candidate was promoted or rejected by the gate,

@@ -9,8 +9,12 @@
 //!   for two in a row brings that near 0.25% per check, while a real shift, which
 //!   persists, is still reported on its second window.
 //! - [`ConceptWatch`] feeds the feedback error stream to DDM and to an upward
-//!   Page-Hinkley test and raises `concept_drift` when either fires; both restart
-//!   after a detection and when the live model changes, so one change is one event.
+//!   Page-Hinkley test and raises `concept_drift` when either fires, dated where
+//!   the detector places the change's start. One change is one event: after a
+//!   detection both restart and ignore the next `settle` labels (the model is
+//!   adapting; its falling error is the new concept being learnt, not a second
+//!   change), and they restart when a new major version goes live, not for the
+//!   online learner's minor versions, which continue one error stream.
 
 use std::collections::BTreeMap;
 
@@ -180,6 +184,13 @@ pub enum Outcome {
     Value { error: f64 },
 }
 
+/// Labels' prediction times kept to date a change, at most (the oldest are
+/// dropped beyond it; a change older than that is dated at the oldest kept).
+const MAX_TIMES: usize = 1 << 20;
+
+/// Labels ignored after a detection by default: the model adapts meanwhile.
+pub const DEFAULT_SETTLE: u64 = 300;
+
 /// Concept drift from the feedback error stream.
 #[derive(Debug, Clone)]
 pub struct ConceptWatch {
@@ -187,9 +198,17 @@ pub struct ConceptWatch {
     ph_template: PageHinkley,
     ddm: Ddm,
     ph: PageHinkley,
-    version: String,
+    /// The major version being watched ("3" for "3", "3.1", "3.2", ...).
+    major: String,
     labels: u64,
     error_sum: f64,
+    /// Prediction times of the labels since the reset, oldest first; `dropped`
+    /// older ones were let go.
+    times: std::collections::VecDeque<i64>,
+    dropped: u64,
+    /// Labels still to ignore after a detection, and how many that is each time.
+    settling: u64,
+    settle: u64,
 }
 
 impl Default for ConceptWatch {
@@ -212,10 +231,20 @@ impl ConceptWatch {
             ph: ph.clone(),
             ddm_template: ddm,
             ph_template: ph,
-            version: String::new(),
+            major: String::new(),
             labels: 0,
             error_sum: 0.0,
+            times: std::collections::VecDeque::new(),
+            dropped: 0,
+            settling: 0,
+            settle: DEFAULT_SETTLE,
         }
+    }
+
+    /// The same watch ignoring `labels` labels after each detection.
+    pub fn with_settle(mut self, labels: u64) -> ConceptWatch {
+        self.settle = labels;
+        self
     }
 
     fn reset(&mut self) {
@@ -223,17 +252,49 @@ impl ConceptWatch {
         self.ph = self.ph_template.clone();
         self.labels = 0;
         self.error_sum = 0.0;
+        self.times.clear();
+        self.dropped = 0;
     }
 
-    /// Reads one labelled prediction of `version`. Labels of a version other than
-    /// the one being watched restart the detectors on the newer model: the error
-    /// stream of two models is not one stream.
-    pub fn observe(&mut self, version: &str, outcome: Outcome, time: i64) -> Option<Event> {
-        if version != self.version {
+    /// The prediction time of the `n`th label since the reset (1-based).
+    fn time_of(&self, n: u64) -> i64 {
+        let i = usize::try_from(n.saturating_sub(1).saturating_sub(self.dropped)).unwrap_or(0);
+        self.times
+            .get(i.min(self.times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Reads one labelled prediction of `version`, made at `predicted` (Unix
+    /// ms). Labels of another major version restart the detectors on the new
+    /// model (the error streams of two trained models are not one stream); the
+    /// online learner's minor versions continue the stream of their major.
+    pub fn observe(
+        &mut self,
+        version: &str,
+        outcome: Outcome,
+        predicted: i64,
+        time: i64,
+    ) -> Option<Event> {
+        let major = version.split('.').next().unwrap_or(version);
+        if major != self.major {
             self.reset();
-            self.version = version.to_string();
+            self.settling = 0;
+            self.major = major.to_string();
+        }
+        if matches!(outcome, Outcome::Value { error } if !error.is_finite()) {
+            return None;
+        }
+        if self.settling > 0 {
+            self.settling -= 1;
+            return None;
         }
         self.labels += 1;
+        if self.times.len() == MAX_TIMES {
+            self.times.pop_front();
+            self.dropped += 1;
+        }
+        self.times.push_back(predicted);
         let detector = match outcome {
             Outcome::Class { wrong } => {
                 let e = f64::from(u8::from(wrong));
@@ -246,24 +307,28 @@ impl ConceptWatch {
                     self.ph.drift_detected().then_some("page_hinkley")
                 }
             }
-            Outcome::Value { error } if error.is_finite() => {
+            Outcome::Value { error } => {
                 self.error_sum += error;
                 self.ph.update(error);
                 self.ph.drift_detected().then_some("page_hinkley")
             }
-            Outcome::Value { .. } => {
-                self.labels -= 1;
-                None
-            }
         }?;
+        let start = match detector {
+            "ddm" => self.ddm.change_start(),
+            _ => self.ph.change_start(),
+        }
+        .clamp(1, self.labels);
         let event = Event::ConceptDrift(ConceptEvent {
             detector,
             labels: self.labels,
             error: self.error_sum / self.labels as f64,
-            model_version: self.version.clone(),
+            model_version: version.to_string(),
             time,
+            change_labels: self.labels - start + 1,
+            change_time: self.time_of(start),
         });
         self.reset();
+        self.settling = self.settle;
         Some(event)
     }
 }
@@ -397,30 +462,84 @@ mod tests {
         assert!(w.firing().is_empty());
     }
 
+    /// Whether the `i`th label is wrong at an error rate of `rate` percent: a
+    /// fixed, evenly spread pattern.
+    fn wrong_at(i: u64, rate: u64) -> bool {
+        (i * 37) % 100 < rate
+    }
+
     #[test]
-    fn concept_drift_is_one_event_per_change_and_restarts_on_a_new_model() {
+    fn concept_drift_is_one_event_per_change_dated_at_its_start() {
         let mut w = ConceptWatch::default();
         let mut events = Vec::new();
-        // 10% errors for 3000 labels, then 40%: a fixed, evenly spread pattern.
+        // 10% errors for 3000 labels, then 40%; predictions 10 ms apart.
         for i in 0..6000u64 {
-            let rate = if i < 3000 { 10 } else { 40 };
-            let wrong = (i * 37) % 100 < rate;
-            if let Some(e) = w.observe("1", Outcome::Class { wrong }, 0) {
+            let wrong = wrong_at(i, if i < 3000 { 10 } else { 40 });
+            if let Some(e) = w.observe("1", Outcome::Class { wrong }, i as i64 * 10, 0) {
                 events.push((i, e));
             }
         }
-        assert!(!events.is_empty());
-        let (at, first) = &events[0];
-        assert!(*at >= 3000 && *at < 3200, "detected at {at}");
-        let Event::ConceptDrift(c) = first else {
-            panic!("{first:?}")
+        assert_eq!(events.len(), 1, "{events:?}");
+        let (at, Event::ConceptDrift(c)) = &events[0] else {
+            panic!("{events:?}")
         };
+        assert!(*at >= 3000 && *at < 3200, "detected at {at}");
         assert_eq!(c.model_version, "1");
         assert!(c.error > 0.1, "{c:?}");
-        // After the restart the new level is the baseline: no event per label.
-        assert!(events.len() <= 2, "{} events", events.len());
-        // A new version restarts the count.
-        assert!(w.observe("2", Outcome::Class { wrong: true }, 0).is_none());
+        // Dated at the change: the first label after it was predicted at 30,000 ms.
+        assert!(
+            (29_000..=31_000).contains(&c.change_time),
+            "change dated at {} ms, {} labels back",
+            c.change_time,
+            c.change_labels
+        );
+        assert_eq!(c.change_labels, at - (c.change_time as u64 / 10) + 1);
+    }
+
+    #[test]
+    fn a_model_adapting_through_minor_versions_raises_no_second_event() {
+        // After the change at 3000 the online learner brings the error from 40%
+        // back to 12% over 2000 labels, publishing a minor version every 100.
+        let mut w = ConceptWatch::default();
+        let mut events = 0;
+        for i in 0..8000u64 {
+            let rate = match i {
+                0..3000 => 10,
+                3000..5000 => 40 - (i - 3000) * 28 / 2000,
+                _ => 12,
+            };
+            let version = if i < 3000 {
+                "1".to_string()
+            } else {
+                format!("1.{}", (i - 3000) / 100 + 1)
+            };
+            let outcome = Outcome::Class {
+                wrong: wrong_at(i, rate),
+            };
+            events += usize::from(w.observe(&version, outcome, i as i64, 0).is_some());
+        }
+        assert_eq!(events, 1);
+    }
+
+    #[test]
+    fn a_new_major_version_restarts_the_detectors() {
+        let mut w = ConceptWatch::default();
+        for i in 0..100 {
+            w.observe(
+                "1.3",
+                Outcome::Class {
+                    wrong: wrong_at(i, 10),
+                },
+                0,
+                0,
+            );
+        }
+        assert_eq!(w.labels, 100);
+        w.observe("1.4", Outcome::Class { wrong: false }, 0, 0);
+        assert_eq!(w.labels, 101, "a minor version continues the stream");
+        assert!(w
+            .observe("2", Outcome::Class { wrong: true }, 0, 0)
+            .is_none());
         assert_eq!(w.labels, 1);
     }
 
@@ -428,13 +547,13 @@ mod tests {
     fn regression_errors_use_page_hinkley_and_ignore_non_finite() {
         let mut w = ConceptWatch::default();
         assert!(w
-            .observe("1", Outcome::Value { error: f64::NAN }, 0)
+            .observe("1", Outcome::Value { error: f64::NAN }, 0, 0)
             .is_none());
         assert_eq!(w.labels, 0);
         let mut at = None;
         for i in 0..2000 {
             let error = if i < 1000 { 0.5 } else { 1.5 };
-            if w.observe("1", Outcome::Value { error }, 0).is_some() {
+            if w.observe("1", Outcome::Value { error }, 0, 0).is_some() {
                 at = Some(i);
                 break;
             }

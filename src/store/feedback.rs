@@ -44,6 +44,8 @@ pub struct Logged {
     pub output: String,
     /// The input as logged (JSON object).
     pub features: String,
+    /// When it was answered (Unix ms).
+    pub time: i64,
 }
 
 /// The logged predictions among `ids` (in no particular order).
@@ -51,7 +53,7 @@ pub async fn logged(store: &Store, ids: &[&str]) -> Result<Vec<Logged>, StoreErr
     let mut known = Vec::with_capacity(ids.len());
     for chunk in super::standard_chunks(ids) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, model_version, output, features FROM predictions WHERE id IN (",
+            "SELECT id, model_version, output, features, time FROM predictions WHERE id IN (",
         );
         let mut sep = q.separated(", ");
         for id in chunk {

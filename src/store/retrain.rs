@@ -80,6 +80,9 @@ pub struct Run {
     /// Unix milliseconds.
     pub started: i64,
     pub finished: Option<i64>,
+    /// A concept-drift run's change point (Unix ms): it trained on rows
+    /// predicted from then on.
+    pub change_time: Option<i64>,
     #[serde(flatten)]
     pub outcome: Finish,
 }
@@ -102,7 +105,7 @@ pub struct Finish {
 }
 
 const COLUMNS: &str =
-    "id, trigger, started, finished, state, rows, train_rows, holdout_rows, metric, \
+    "id, trigger, started, finished, change_time, state, rows, train_rows, holdout_rows, metric, \
      live_version, live_metric, candidate_metric, candidate_version, decision, report, error";
 
 fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
@@ -112,6 +115,7 @@ fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
         trigger: row.try_get("trigger")?,
         started: row.try_get("started")?,
         finished: row.try_get("finished")?,
+        change_time: row.try_get("change_time")?,
         outcome: Finish {
             state: row.try_get("state")?,
             rows: row.try_get("rows")?,
@@ -133,14 +137,22 @@ fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
 }
 
 /// Records the start of a run; returns its id.
-pub async fn start(store: &Store, trigger: Trigger, now: i64) -> Result<i64, StoreError> {
-    let id = sqlx::query("INSERT INTO retrain_runs (trigger, started, state) VALUES (?, ?, ?)")
-        .bind(trigger)
-        .bind(now)
-        .bind(RunState::Running)
-        .execute(&store.pool)
-        .await?
-        .last_insert_rowid();
+pub async fn start(
+    store: &Store,
+    trigger: Trigger,
+    now: i64,
+    change_time: Option<i64>,
+) -> Result<i64, StoreError> {
+    let id = sqlx::query(
+        "INSERT INTO retrain_runs (trigger, started, state, change_time) VALUES (?, ?, ?, ?)",
+    )
+    .bind(trigger)
+    .bind(now)
+    .bind(RunState::Running)
+    .bind(change_time)
+    .execute(&store.pool)
+    .await?
+    .last_insert_rowid();
     Ok(id)
 }
 
@@ -234,12 +246,35 @@ pub async fn labelled(
     since: i64,
     max_rows: usize,
 ) -> Result<Vec<LabelledRow>, StoreError> {
+    labelled_before(store, since, i64::MAX, max_rows).await
+}
+
+/// Labelled predictions made at or after `since` (Unix ms).
+pub async fn count_labelled(store: &Store, since: i64) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE p.time >= ?",
+    )
+    .bind(since)
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The newest `max_rows` labelled predictions made at or after `since` and
+/// before `before`, oldest first.
+pub async fn labelled_before(
+    store: &Store,
+    since: i64,
+    before: i64,
+    max_rows: usize,
+) -> Result<Vec<LabelledRow>, StoreError> {
     let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
     let mut rows = sqlx::query_as::<_, LabelledRow>(
         "SELECT p.features, f.label, p.time FROM feedback f JOIN predictions p ON p.id = f.prediction_id \
-         WHERE p.time >= ? ORDER BY p.time DESC, p.id DESC LIMIT ?",
+         WHERE p.time >= ? AND p.time < ? ORDER BY p.time DESC, p.id DESC LIMIT ?",
     )
     .bind(since)
+    .bind(before)
     .bind(limit)
     .fetch_all(&store.pool)
     .await?;
@@ -255,8 +290,10 @@ mod tests {
     async fn a_run_is_stored_finished_listed_and_an_interrupted_one_marked_failed() {
         let dir = tempfile::tempdir().unwrap();
         let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
-        let a = start(&pool, Trigger::Api, 1_000).await.unwrap();
-        let b = start(&pool, Trigger::Schedule, 2_000).await.unwrap();
+        let a = start(&pool, Trigger::Api, 1_000, None).await.unwrap();
+        let b = start(&pool, Trigger::Schedule, 2_000, Some(1_500))
+            .await
+            .unwrap();
         let f = Finish {
             state: RunState::Rejected,
             rows: Some(300),
@@ -281,6 +318,7 @@ mod tests {
         let b = get(&pool, b).await.unwrap().unwrap();
         assert_eq!(b.outcome.state, RunState::Failed);
         assert_eq!(b.trigger, Trigger::Schedule);
+        assert_eq!(b.change_time, Some(1_500));
         // Stored as the names the API shows (and older rows hold).
         let stored: (String, String) =
             sqlx::query_as("SELECT state, trigger FROM retrain_runs WHERE id = ?")

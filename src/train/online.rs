@@ -223,6 +223,12 @@ impl Learner {
         }
     }
 
+    /// Changes the SGD step size from the next step on (the daemon raises it
+    /// while a concept change is being learnt).
+    pub fn set_step_size(&mut self, step_size: f32) {
+        self.params.step_size = step_size;
+    }
+
     /// Steps taken so far.
     pub fn updates(&self) -> u64 {
         self.updates
