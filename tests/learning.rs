@@ -788,3 +788,95 @@ async fn after_an_abrupt_concept_change_a_drift_triggered_retrain_recovers_the_a
     let event = crate::monitoring::events(&d.log_text(), "concept_drift");
     assert_eq!(event.len(), 1, "{event:?}");
 }
+
+/// The finished runs a concept change started, oldest first.
+async fn change_runs(d: &Daemon, c: &reqwest::Client) -> Vec<Value> {
+    let all = d.get_json(c, "/v1/retrain").await["runs"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut ours: Vec<Value> = all
+        .into_iter()
+        .filter(|r| r["trigger"] == "concept_drift" && r["state"] != "running")
+        .collect();
+    ours.reverse();
+    ours
+}
+
+/// Concept B with every fifth label flipped: no candidate reaches 0.95 on it.
+fn concept_b_noisy(pts: &[(f64, f64)]) -> Vec<String> {
+    pts.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let b = concept_b(p);
+            let flipped = if b == "hi" { "lo" } else { "hi" };
+            (if i % 5 == 0 { flipped } else { b }).to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("a.csv"), &points(1000, 1), concept_a);
+    // The gate asks for 0.95, which no model reaches on the noisy concept: every
+    // run after the change is rejected, and the live model stays far below its level.
+    crate::common::write_config(
+        dir.path(),
+        "[model]\nbootstrap_data = \"a.csv\"\n\
+         [training]\nmin_rows = 100\nmax_rows = 5000\nfolds = 3\nmin_metric = 0.95\n\
+         drift_cooldown_secs = 3600\nmin_rows_after_change = 150\nchange_retries = 1\n",
+    );
+    let d = Daemon::start_in(dir, &[]);
+    let c = client();
+    let inputs = |pts: &[(f64, f64)]| -> Vec<Value> {
+        pts.iter().map(|p| json!({"x": p.0, "y": p.1})).collect()
+    };
+    let a = points(600, 2);
+    let labels_a: Vec<String> = a.iter().map(|p| concept_a(p).to_string()).collect();
+    feed(&d, &c, &inputs(&a), &labels_a).await;
+    let b = points(400, 3);
+    feed(&d, &c, &inputs(&b), &concept_b_noisy(&b)).await;
+
+    // The first run on the new concept ends rejected.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while change_runs(&d, &c).await.is_empty() {
+        assert!(Instant::now() < deadline, "no run after the change");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = change_runs(&d, &c).await[0].clone();
+    assert_eq!(first["state"], "rejected", "{first}");
+    // More rows of the new concept arrive; a second run uses at least twice as many.
+    let more = points(800, 4);
+    feed(&d, &c, &inputs(&more), &concept_b_noisy(&more)).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while change_runs(&d, &c).await.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "runs so far: {:?}",
+            change_runs(&d, &c).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = change_runs(&d, &c).await;
+    let states: Vec<&str> = all.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["rejected", "rejected", "skipped"], "{all:?}");
+    let rows: Vec<i64> = all[..2]
+        .iter()
+        .map(|r| r["rows"].as_i64().unwrap())
+        .collect();
+    assert!(
+        rows[1] >= 2 * rows[0].min(150) && rows[1] > rows[0],
+        "{rows:?}"
+    );
+    // All three name the same change point; the last says why no run followed.
+    assert!(
+        all.iter().all(|r| r["change_time"] == first["change_time"]),
+        "{all:?}"
+    );
+    let why = all[2]["decision"].as_str().unwrap();
+    assert!(
+        why.contains("2 runs after the change were rejected"),
+        "{why}"
+    );
+}

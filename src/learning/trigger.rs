@@ -14,6 +14,7 @@
 //! `training.change_retries` times. Each decision not to start a run is stored
 //! as a skipped run with its reason.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,6 +268,24 @@ impl Cooldown {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_live_model_back_at_its_level_needs_no_further_run() {
+        let metrics = std::collections::BTreeMap::from([("accuracy".to_string(), 0.95)]);
+        let rejected = |live: f64| Finish {
+            state: RunState::Rejected,
+            metric: Some("accuracy".into()),
+            live_metric: Some(live),
+            ..Finish::default()
+        };
+        // Within 0.02 of its level on the newest rows after the change: recovered.
+        let why = recovered(&metrics, &rejected(0.94)).unwrap_or_default();
+        assert!(why.contains("0.9400") && why.contains("0.9500"), "{why}");
+        // Still well below: another run is worth trying.
+        assert_eq!(recovered(&metrics, &rejected(0.90)), None);
+        // Nothing to compare with: not recovered.
+        assert_eq!(recovered(&BTreeMap::new(), &rejected(0.99)), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_cooldown_holds_drift_runs_apart() {
