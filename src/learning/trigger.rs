@@ -210,7 +210,7 @@ pub async fn after_change(
 /// Whether the live model has come back to its level on the new concept: its
 /// metric on the run's held-out rows (all after the change) against the one
 /// recorded when it was made. `Some(why)` when it has.
-fn recovered(metrics: &std::collections::BTreeMap<String, f64>, finish: &Finish) -> Option<String> {
+fn recovered(metrics: &BTreeMap<String, f64>, finish: &Finish) -> Option<String> {
     let name = finish.metric.as_deref()?;
     let live = finish.live_metric?;
     let level = *metrics.get(name)?;
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_live_model_back_at_its_level_needs_no_further_run() {
-        let metrics = std::collections::BTreeMap::from([("accuracy".to_string(), 0.95)]);
+        let metrics = BTreeMap::from([("accuracy".to_string(), 0.95)]);
         let rejected = |live: f64| Finish {
             state: RunState::Rejected,
             metric: Some("accuracy".into()),
