@@ -24,7 +24,7 @@ For every stream and seed:
    The first --boot rows go to boot.csv (steward's first model:
    model.bootstrap_data; River learners learn_one on them first), then --pre
    pre-change rows and --post post-change rows are served.
-2. /tmp/eval-bin/steward serve runs in a fresh temp dir with [training] min_rows=300,
+2. `steward serve` (--bin, default target/release/steward) runs in a fresh temp dir with [training] min_rows=300,
    folds=3, drift_cooldown_secs=600, [drift] interval_secs=5, JSON logs.
 3. Every served row: POST /v1/predict, then POST /v1/feedback with the true label.
 4. River, test-then-train on the same rows: StandardScaler | LogisticRegression
@@ -48,6 +48,7 @@ import csv
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -62,7 +63,7 @@ import requests
 from river import compose, linear_model, preprocessing, tree
 from river.datasets import synth
 
-BIN = "/tmp/eval-bin/steward"
+BIN = str(pathlib.Path(__file__).resolve().parents[2] / "target" / "release" / "steward")
 CATS = ("elevel", "car", "zipcode")
 AGRAWAL_NUM = ("salary", "commission", "age", "hvalue", "hyears", "loan")
 
@@ -442,6 +443,7 @@ def mean(vals):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=BIN, help="the steward binary (default: the release build)")
     ap.add_argument("--streams", nargs="+", default=["sea", "agrawal", "friedman"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--boot", type=int, default=3000, help="bootstrap rows (boot.csv)")
@@ -457,6 +459,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     ap.add_argument("--json", help="write everything here")
     args = ap.parse_args()
+    globals()["BIN"] = args.bin
     if args.quick:
         args.seeds = args.seeds[:1]
         args.boot, args.pre, args.post, args.skip = 1000, 1500, 2500, 500
