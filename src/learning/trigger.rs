@@ -12,7 +12,10 @@
 //! and when the gate rejects the candidate while the live model is still below
 //! its own level, tries again with twice the rows, up to
 //! `training.change_retries` times. Each decision not to start a run is stored
-//! as a skipped run with its reason.
+//! as a skipped run with its reason. One change is handled at a time, and the
+//! cool-down for concept changes counts from the last of these runs that
+//! promoted a model: a false alarm whose runs changed nothing does not hold
+//! back the real change that follows it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,6 +65,8 @@ pub async fn on_drift(
     cooldown: Duration,
     stop: CancellationToken,
 ) {
+    let mut concept: Option<tokio::task::JoinHandle<()>> = None;
+    let promoted = Arc::new(std::sync::Mutex::new(Cooldown::new(cooldown)));
     let mut cooldown = Cooldown::new(cooldown);
     loop {
         let event = tokio::select! {
@@ -81,22 +86,50 @@ pub async fn on_drift(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        if let Some(change) = change {
+            // A concept change has its own guard: one task at a time, and the
+            // cool-down counted from the last run that promoted a model, so a
+            // false alarm whose run changed nothing does not hold back the real
+            // change that follows it.
+            if concept.as_ref().is_some_and(|h| !h.is_finished()) {
+                tracing::info!(
+                    change_time = %crate::time::rfc3339(change.change_time),
+                    "drift retrain not started: the runs on the previous concept change are still going"
+                );
+                continue;
+            }
+            let left = promoted.lock().ok().and_then(|c| c.left());
+            if let Some(left) = left {
+                tracing::info!(
+                    %trigger,
+                    cooldown_left_secs = left.as_secs_f64(),
+                    "drift retrain not started: a run on a concept change promoted a model less than training.drift_cooldown_secs ago"
+                );
+                continue;
+            }
+            let (learning, settings, stop) = (learning.clone(), settings.clone(), stop.clone());
+            let promoted = promoted.clone();
+            concept = Some(tokio::spawn(async move {
+                match after_change(&learning, &settings, &change, &stop).await {
+                    Ok(true) => {
+                        if let Ok(mut c) = promoted.lock() {
+                            c.started();
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the retrain after a concept change stopped")
+                    }
+                }
+            }));
+            continue;
+        }
         if let Some(left) = cooldown.left() {
             tracing::info!(
                 %trigger,
                 cooldown_left_secs = left.as_secs_f64(),
                 "drift retrain not started: training.drift_cooldown_secs has not passed"
             );
-            continue;
-        }
-        if let Some(change) = change {
-            cooldown.started();
-            let (learning, settings, stop) = (learning.clone(), settings.clone(), stop.clone());
-            tokio::spawn(async move {
-                if let Err(e) = after_change(&learning, &settings, &change, &stop).await {
-                    tracing::error!(error = %e, "the retrain after a concept change stopped");
-                }
-            });
             continue;
         }
         match retrain::start(learning.clone(), settings.clone(), trigger).await {
@@ -109,13 +142,13 @@ pub async fn on_drift(
 
 /// The runs after one concept change: wait for rows of the new concept, train
 /// on them, and try again with more while the gate rejects and the live model
-/// stays below its level.
+/// stays below its level. Returns whether a run promoted a model.
 pub async fn after_change(
     learning: &Arc<Learning>,
     settings: &Arc<RetrainSettings>,
     change: &ConceptEvent,
     stop: &CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let db = &learning.db;
     let since = change.change_time;
     let mut want = settings.min_rows_after_change as u64;
@@ -134,13 +167,13 @@ pub async fn after_change(
                         crate::time::rfc3339(since),
                         settings.min_rows
                     );
-                    return not_started(learning, since, reason).await;
+                    return not_started(learning, since, reason).await.map(|()| false);
                 }
                 break rows;
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return Ok(false),
             }
         };
         let live = learning.slot.load_full();
@@ -149,7 +182,7 @@ pub async fn after_change(
                 "not started: version {} went live after the change was detected on {}",
                 live.version, change.model_version
             );
-            return not_started(learning, since, reason).await;
+            return not_started(learning, since, reason).await.map(|()| false);
         }
         tracing::info!(
             attempt = attempt + 1,
@@ -169,7 +202,7 @@ pub async fn after_change(
                 Started::Run(id) => break id,
                 Started::Busy => tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
-                    () = stop.cancelled() => return Ok(()),
+                    () = stop.cancelled() => return Ok(false),
                 },
             }
         };
@@ -177,18 +210,20 @@ pub async fn after_change(
             match runs::get(db, id).await? {
                 Some(run) if run.outcome.state != RunState::Running => break run.outcome,
                 Some(_) => {}
-                None => return Ok(()),
+                None => return Ok(false),
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return Ok(false),
             }
         };
         if finish.state != RunState::Rejected {
-            return Ok(());
+            return Ok(finish.state == RunState::Promoted);
         }
         if let Some(reason) = recovered(&live.model.meta.metrics, &finish) {
-            return not_started(learning, since, format!("no further run: {reason}")).await;
+            return not_started(learning, since, format!("no further run: {reason}"))
+                .await
+                .map(|()| false);
         }
         if attempt == settings.change_retries {
             let reason = format!(
@@ -196,7 +231,7 @@ pub async fn after_change(
                 attempt + 1,
                 settings.change_retries
             );
-            return not_started(learning, since, reason).await;
+            return not_started(learning, since, reason).await.map(|()| false);
         }
         want = rows.max(want) * 2;
         tracing::info!(
@@ -204,7 +239,7 @@ pub async fn after_change(
             "the retrain on the new concept was rejected and the live model is still below its level: trying again with more rows"
         );
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Whether the live model has come back to its level on the new concept: its
