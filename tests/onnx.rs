@@ -255,15 +255,52 @@ fn unsupported_graphs_truncated_files_and_width_mismatches_exit_2_naming_the_cau
     }
 }
 
+/// Makes sure Python has onnxruntime and numpy, installing them from PyPI the
+/// first time they are missing (`.ci/run` installs them beforehand), so that
+/// `cargo test` runs from a clean clone.
+fn ensure_onnxruntime() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        let python = |args: &[&str]| {
+            std::process::Command::new("python3")
+                .args(args)
+                .output()
+                .expect("python3 runs")
+        };
+        if python(&["-c", "import onnxruntime, numpy"])
+            .status
+            .success()
+        {
+            return;
+        }
+        eprintln!("installing onnxruntime and numpy from PyPI for the ONNX export tests");
+        let out = python(&[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "onnxruntime",
+            "numpy",
+        ]);
+        assert!(
+            out.status.success(),
+            "pip install onnxruntime numpy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 /// onnxruntime's answers (scripts/ort_run.py) for `model` on `rows`.
 fn onnxruntime(model: &Path, rows: &[Vec<f64>], dir: &Path) -> Vec<Vec<f64>> {
+    ensure_onnxruntime();
     let rows_path = dir.join("rows.json");
     std::fs::write(&rows_path, serde_json::to_vec(rows).unwrap()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/ort_run.py");
     let out = std::process::Command::new("python3")
         .args([script, model.to_str().unwrap(), rows_path.to_str().unwrap()])
         .output()
-        .expect("python3 runs (.ci/run installs onnxruntime)");
+        .expect("python3 runs");
     assert!(
         out.status.success(),
         "{}",
