@@ -815,28 +815,40 @@ fn concept_b_noisy(pts: &[(f64, f64)]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows() {
+/// The `[x, y]` request objects of `pts`.
+fn xy(pts: &[(f64, f64)]) -> Vec<Value> {
+    pts.iter().map(|p| json!({"x": p.0, "y": p.1})).collect()
+}
+
+/// A daemon on concept A, fed 600 labelled rows of it and then 400 of the noisy
+/// concept B. The gate asks for 0.95, which no model reaches on B: every run
+/// after the change is rejected, and the live model stays far below its level;
+/// the cool-down is an hour.
+async fn noisy_change(change_retries: u32) -> (Daemon, reqwest::Client) {
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("a.csv"), &points(1000, 1), concept_a);
-    // The gate asks for 0.95, which no model reaches on the noisy concept: every
-    // run after the change is rejected, and the live model stays far below its level.
     crate::common::write_config(
         dir.path(),
-        "[model]\nbootstrap_data = \"a.csv\"\n\
-         [training]\nmin_rows = 100\nmax_rows = 5000\nfolds = 3\nmin_metric = 0.95\n\
-         drift_cooldown_secs = 3600\nmin_rows_after_change = 150\nchange_retries = 1\n",
+        &format!(
+            "[model]\nbootstrap_data = \"a.csv\"\n\
+             [training]\nmin_rows = 100\nmax_rows = 5000\nfolds = 3\nmin_metric = 0.95\n\
+             drift_cooldown_secs = 3600\nmin_rows_after_change = 150\n\
+             change_retries = {change_retries}\n"
+        ),
     );
     let d = Daemon::start_in(dir, &[]);
     let c = client();
-    let inputs = |pts: &[(f64, f64)]| -> Vec<Value> {
-        pts.iter().map(|p| json!({"x": p.0, "y": p.1})).collect()
-    };
     let a = points(600, 2);
     let labels_a: Vec<String> = a.iter().map(|p| concept_a(p).to_string()).collect();
-    feed(&d, &c, &inputs(&a), &labels_a).await;
+    feed(&d, &c, &xy(&a), &labels_a).await;
     let b = points(400, 3);
-    feed(&d, &c, &inputs(&b), &concept_b_noisy(&b)).await;
+    feed(&d, &c, &xy(&b), &concept_b_noisy(&b)).await;
+    (d, c)
+}
+
+#[tokio::test]
+async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows() {
+    let (d, c) = noisy_change(1).await;
 
     // The first run on the new concept ends rejected.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -848,7 +860,7 @@ async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_row
     assert_eq!(first["state"], "rejected", "{first}");
     // More rows of the new concept arrive; a second run uses at least twice as many.
     let more = points(800, 4);
-    feed(&d, &c, &inputs(&more), &concept_b_noisy(&more)).await;
+    feed(&d, &c, &xy(&more), &concept_b_noisy(&more)).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while change_runs(&d, &c).await.len() < 3 {
         assert!(
@@ -883,25 +895,7 @@ async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_row
 
 #[tokio::test]
 async fn a_second_change_gets_its_run_when_the_first_promoted_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    write_csv(&dir.path().join("a.csv"), &points(1000, 1), concept_a);
-    // An hour's cool-down, and every run on the noisy concept B is rejected.
-    crate::common::write_config(
-        dir.path(),
-        "[model]\nbootstrap_data = \"a.csv\"\n\
-         [training]\nmin_rows = 100\nmax_rows = 5000\nfolds = 3\nmin_metric = 0.95\n\
-         drift_cooldown_secs = 3600\nmin_rows_after_change = 150\nchange_retries = 0\n",
-    );
-    let d = Daemon::start_in(dir, &[]);
-    let c = client();
-    let inputs = |pts: &[(f64, f64)]| -> Vec<Value> {
-        pts.iter().map(|p| json!({"x": p.0, "y": p.1})).collect()
-    };
-    let a = points(600, 2);
-    let labels_a: Vec<String> = a.iter().map(|p| concept_a(p).to_string()).collect();
-    feed(&d, &c, &inputs(&a), &labels_a).await;
-    let b = points(400, 3);
-    feed(&d, &c, &inputs(&b), &concept_b_noisy(&b)).await;
+    let (d, c) = noisy_change(0).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while change_runs(&d, &c).await.len() < 2 {
         assert!(Instant::now() < deadline, "{:?}", change_runs(&d, &c).await);
@@ -916,7 +910,7 @@ async fn a_second_change_gets_its_run_when_the_first_promoted_nothing() {
         .iter()
         .map(|p| (if p.0 < 0.5 { "hi" } else { "lo" }).to_string())
         .collect();
-    feed(&d, &c, &inputs(&c2), &labels).await;
+    feed(&d, &c, &xy(&c2), &labels).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let runs = change_runs(&d, &c).await;

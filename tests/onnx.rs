@@ -68,16 +68,21 @@ fn run_import(
     run(&args, dir)
 }
 
+/// A row of raw feature values (schema order) as the network's input.
+fn encode(model: &steward::model::Model, row: &[f64]) -> Vec<f32> {
+    let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+    let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+    let mut x = vec![0.0f32; model.schema.width()];
+    model.schema.encode_cells(&cells, &mut x);
+    x
+}
+
 /// The f32 network's answers on `rows` (raw feature values in schema order), as
 /// the probabilities of every class or the value.
 fn answers(model: &steward::model::Model, rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
     rows.iter()
         .map(|r| {
-            let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
-            let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
-            let mut x = vec![0.0f32; model.schema.width()];
-            model.schema.encode_cells(&cells, &mut x);
-            let out = model.network.forward_one(&x);
+            let out = model.network.forward_one(&encode(model, r));
             let out: Vec<f64> = out.iter().map(|v| f64::from(*v)).collect();
             match model.network.output() {
                 Output::Sigmoid => vec![1.0 - out[0], out[0]],
@@ -141,16 +146,7 @@ fn every_fixture_imports_and_answers_as_onnxruntime_within_1e_5() {
         if report["bits"] == 8 {
             let drop = model.int8_metric_drop().unwrap_or(f64::INFINITY);
             assert!(drop <= 0.01, "{name}: int8 drop {drop} with bits 8");
-            let rows: Vec<Vec<f32>> = rows_of(&e)
-                .iter()
-                .map(|r| {
-                    let cells: Vec<String> = r.iter().map(|v| v.to_string()).collect();
-                    let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
-                    let mut x = vec![0.0f32; model.schema.width()];
-                    model.schema.encode_cells(&cells, &mut x);
-                    x
-                })
-                .collect();
+            let rows: Vec<Vec<f32>> = rows_of(&e).iter().map(|r| encode(&model, r)).collect();
             let choice = model.choose_form(&rows, 0.01);
             assert!(choice.int8_ns.is_some(), "{name}: {}", choice.reason);
         }

@@ -28,6 +28,7 @@ use super::retrain::{self, RetrainSettings, Started};
 use super::Learning;
 use crate::monitor::events::{ConceptEvent, Event};
 use crate::scheduler::{self, Cron};
+use crate::store::registry;
 use crate::store::retrain::{self as runs, Finish, RunState, Trigger};
 use crate::store::StoreError;
 use crate::time::Clock;
@@ -177,7 +178,7 @@ pub async fn after_change(
             }
         };
         let live = learning.slot.load_full();
-        if major(&live.version) != major(&change.model_version) {
+        if registry::major(&live.version) != registry::major(&change.model_version) {
             let reason = format!(
                 "not started: version {} went live after the change was detected on {}",
                 live.version, change.model_version
@@ -255,11 +256,6 @@ fn recovered(metrics: &BTreeMap<String, f64>, finish: &Finish) -> Option<String>
              {RECOVERED_MARGIN} of its level {level:.4}"
         )
     })
-}
-
-/// The major version of `version` ("3" of "3.2").
-fn major(version: &str) -> &str {
-    version.split('.').next().unwrap_or(version)
 }
 
 /// Stores a decision not to start a run after a change as a skipped run.

@@ -276,7 +276,7 @@ impl ConceptWatch {
         predicted: i64,
         time: i64,
     ) -> Option<Event> {
-        let major = version.split('.').next().unwrap_or(version);
+        let major = crate::store::registry::major(version);
         if major != self.major {
             self.reset();
             self.settling = 0;

@@ -260,7 +260,7 @@ pub fn evaluate(stages: &[Stage], x: &[f64]) -> Vec<f64> {
     for stage in stages {
         v = match stage {
             Stage::Affine { out, inputs, w, b } => (0..*out)
-                .map(|j| b[j] + dot(&w[j * inputs..(j + 1) * inputs], &v))
+                .map(|j| b[j] + crate::stats::gaussian::dot(&w[j * inputs..(j + 1) * inputs], &v))
                 .collect(),
             Stage::Elementwise { scale, shift } => v
                 .iter()
@@ -279,26 +279,6 @@ pub fn evaluate(stages: &[Stage], x: &[f64]) -> Vec<f64> {
         };
     }
     v
-}
-
-/// The dot product in eight independent sums, which the compiler vectorises
-/// (one running sum cannot be reordered); the import's check of a 1 MB graph on
-/// 2,000 rows spends most of its time here.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
 }
 
 fn act64(a: Activation, z: f64) -> f64 {

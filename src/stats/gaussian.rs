@@ -330,8 +330,9 @@ fn diag(i: usize) -> usize {
 }
 
 /// A dot product with four accumulators, so that the additions do not wait on
-/// each other.
-fn dot(a: &[f64], b: &[f64]) -> f64 {
+/// each other (and the compiler can vectorise them). Also the f64 reference of
+/// the ONNX import's check.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
     let tail: f64 = ac
         .remainder()
