@@ -85,23 +85,39 @@ fn main() {
         let model = eval::fit_sea(&eval::sea(5_000 + seed, 2_000, 0, 0, usize::MAX), seed).unwrap();
         for (name, at) in [("concept_stationary", usize::MAX), ("concept_sea", CHANGE)] {
             let errors = eval::errors(&model, &eval::sea(seed, ROWS, 0, 3, at));
+            // The daemon's watch, then its detectors alone (no dating, no
+            // confirmation, no settling), as River runs them.
+            let mut ddm5 = Ddm::default().with_min_errors(5);
+            let mut ddm = Ddm::default();
+            let mut ph = PageHinkley::default().with_mode(Mode::Up);
             let detectors = [
-                ("concept_watch", ConceptWatch::default()),
+                (
+                    "concept_watch",
+                    eval::replay_concept(&errors, ConceptWatch::default()),
+                ),
                 (
                     "ddm_min_errors_5",
-                    ConceptWatch::new(Ddm::default().with_min_errors(5), never()),
+                    alone(&errors, |e| {
+                        ddm5.update(e);
+                        ddm5.drift_detected()
+                    }),
                 ),
                 (
                     "ddm_river_defaults",
-                    ConceptWatch::new(Ddm::default(), never()),
+                    alone(&errors, |e| {
+                        ddm.update(e);
+                        ddm.drift_detected()
+                    }),
                 ),
                 (
                     "page_hinkley_up",
-                    ConceptWatch::new(never_ddm(), PageHinkley::default().with_mode(Mode::Up)),
+                    alone(&errors, |e| {
+                        ph.update(f64::from(u8::from(e)));
+                        ph.drift_detected()
+                    }),
                 ),
             ];
-            for (detector, watch) in detectors {
-                let rows = eval::replay_concept(&errors, watch);
+            for (detector, rows) in detectors {
                 steward
                     .entry(name)
                     .or_default()
@@ -149,14 +165,9 @@ fn dedup(mut rows: Vec<usize>) -> Vec<usize> {
     rows
 }
 
-/// A Page-Hinkley that never fires (to replay DDM alone).
-fn never() -> PageHinkley {
-    PageHinkley::new(u64::MAX, 0.0, f64::INFINITY, 1.0)
-}
-
-/// A DDM that never fires (to replay Page-Hinkley alone).
-fn never_ddm() -> Ddm {
-    Ddm::new(u64::MAX, 2.0, 3.0)
+/// The rows where a detector fed `errors` one by one fires.
+fn alone(errors: &[bool], mut fires: impl FnMut(bool) -> bool) -> Vec<usize> {
+    (0..errors.len()).filter(|&i| fires(errors[i])).collect()
 }
 
 fn write_features(path: &Path, columns: &[Values]) {

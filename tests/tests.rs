@@ -11,6 +11,7 @@ mod smtp;
 
 mod alerts;
 mod api;
+mod change;
 mod cli;
 mod config;
 mod daemon;

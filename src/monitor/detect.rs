@@ -16,7 +16,11 @@
 //!   Defaults: 30 rows minimum, delta 0.005, threshold 50, alpha 0.9999, both
 //!   directions.
 //!
-//! Both follow River 0.26's definitions (`river.drift.binary.DDM`,
+//! - [`rise_start`]: where a rise in a stream's mean most likely began, from the
+//!   values themselves (the split that maximises the two-sample statistic, as
+//!   binary segmentation does), for dating what a detector found.
+//!
+//! Both detectors follow River 0.26's definitions (`river.drift.binary.DDM`,
 //! `river.drift.PageHinkley`) and defaults, so that their detections can be
 //! compared row for row; a test replays a stream through both and checks the rows
 //! River reported. After a detection a detector starts afresh with the next value.
@@ -131,6 +135,42 @@ impl Ddm {
     pub fn change_start(&self) -> u64 {
         self.warning_since.unwrap_or(self.n)
     }
+}
+
+/// Where a rise in the mean of `values` most likely began: the index `k` of the
+/// first value of the higher part that maximises
+/// `(mean(values[k..]) − mean(values[..k]))·√(k·(n − k)/n)` (the least-squares
+/// single change point, restricted to rises) over splits leaving at least
+/// `min_part` values on each side. `None` when no such split has the later part
+/// higher. One pass over the values to total them and one to scan the splits.
+pub fn rise_start<I>(values: I, min_part: usize) -> Option<usize>
+where
+    I: IntoIterator<Item = f64>,
+    I::IntoIter: ExactSizeIterator + Clone,
+{
+    let values = values.into_iter();
+    let n = values.len();
+    let min_part = min_part.max(1);
+    if n < 2 * min_part {
+        return None;
+    }
+    let total: f64 = values.clone().sum();
+    let mut before = 0.0;
+    let mut best: Option<(f64, usize)> = None;
+    for (i, v) in values.enumerate().take(n - min_part) {
+        before += v;
+        let k = i + 1;
+        if k < min_part {
+            continue;
+        }
+        let (nb, na) = (k as f64, (n - k) as f64);
+        let rise = (total - before) / na - before / nb;
+        let score = rise * (nb * na / n as f64).sqrt();
+        if rise > 0.0 && best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, k));
+        }
+    }
+    best.map(|(_, k)| k)
 }
 
 /// Which direction of change Page-Hinkley reports.
@@ -386,5 +426,52 @@ mod tests {
             assert!(!ph.drift_detected(), "Page-Hinkley at {i}");
         }
         assert!((d.error_rate() - 0.2).abs() < 0.01);
+    }
+
+    /// `u` in [0, 1) from a multiplicative hash of `i` (no RNG crate needed).
+    fn uniform(i: u64, salt: u64) -> f64 {
+        ((i * 2_654_435_761 + salt) % 4_294_967_296) as f64 / 4_294_967_296.0
+    }
+
+    #[test]
+    fn rise_start_finds_a_step_and_ignores_falls() {
+        let step: Vec<f64> = (0..100).map(|i| if i < 60 { 1.0 } else { 3.0 }).collect();
+        assert_eq!(rise_start(step.iter().copied(), 5), Some(60));
+        // The higher part must keep min_part values: a step 3 from the end is
+        // placed at the latest allowed split.
+        let late: Vec<f64> = (0..100).map(|i| if i < 97 { 1.0 } else { 3.0 }).collect();
+        assert_eq!(rise_start(late.iter().copied(), 10), Some(90));
+        let fall: Vec<f64> = step.iter().map(|v| -v).collect();
+        assert_eq!(rise_start(fall.iter().copied(), 5), None);
+        assert_eq!(rise_start(step[..9].iter().copied(), 5), None);
+    }
+
+    #[test]
+    fn rise_start_dates_a_noisy_rise_where_page_hinkleys_minimum_does_not() {
+        // Absolute errors with a long, noisy level creeping from 0.45 to 0.5
+        // (the live model ageing slowly), then a step to 1.0 at 3000.
+        let errors: Vec<f64> = (0..3400u64)
+            .map(|i| {
+                let level = if i < 3000 {
+                    0.45 + 0.05 * i as f64 / 3000.0
+                } else {
+                    1.0
+                };
+                level * 2.0 * (uniform(i, 12_345) + uniform(i, 999) + uniform(i, 7)) / 3.0
+            })
+            .collect();
+        let mut ph = PageHinkley::default().with_mode(Mode::Up);
+        let at = errors.iter().position(|e| {
+            ph.update(*e);
+            ph.drift_detected()
+        });
+        let at = at.expect("a detection");
+        assert!((3000..3300).contains(&at), "detected at {at}");
+        // Its own minimum sits at the start of the slow rise, near the first
+        // value; the least-squares split finds the step.
+        assert!(ph.change_start() < 1000, "{}", ph.change_start());
+        let seen = &errors[..=at];
+        let k = rise_start(seen.iter().copied(), 10).expect("a rise");
+        assert!((2950..=3050).contains(&k), "rise dated at {k}");
     }
 }

@@ -9,22 +9,37 @@
 //!   for two in a row brings that near 0.25% per check, while a real shift, which
 //!   persists, is still reported on its second window.
 //! - [`ConceptWatch`] feeds the feedback error stream to DDM and to an upward
-//!   Page-Hinkley test and raises `concept_drift` when either fires, dated where
-//!   the detector places the change's start. One change is one event: after a
-//!   detection both restart and ignore the next `settle` labels (the model is
-//!   adapting; its falling error is the new concept being learnt, not a second
-//!   change), and they restart when a new major version goes live, not for the
-//!   online learner's minor versions, which continue one error stream.
+//!   Page-Hinkley test. A detection is dated at the least-squares split of the
+//!   last `SCAN_LABELS` errors ([`rise_start`]), not where the detector would
+//!   place it: DDM's warning can begin hundreds of labels early on a
+//!   near-perfect model, and Page-Hinkley's minimum drifts to the start of any
+//!   slow rise. It is then confirmed: the errors from that point on must be
+//!   higher than those before it by Welch's one-sided test at `CONFIRM_ALPHA`
+//!   (divided by the number of splits the date was chosen from, Bonferroni) and
+//!   by at least `min_rise` (error-rate points, or target standard deviations),
+//!   within `CONFIRM_WITHIN` more labels (a change found after a few labels
+//!   rarely has the evidence yet; the labels that follow bring it). Without
+//!   this, DDM on a near-perfect model (1% errors) alarms on a few extra
+//!   errors. A confirmed detection, dated again with those labels, raises
+//!   `concept_drift`; an unconfirmed one is let go, with the detectors
+//!   restarted and the history kept.
+//!
+//!   One change is one event: after an event the watch starts afresh and
+//!   ignores the next `settle` labels (the model is adapting; its falling error
+//!   is the new concept being learnt, not a second change), and it starts
+//!   afresh when a new major version goes live, not for the online learner's
+//!   minor versions, which continue one error stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use super::detect::{Ddm, Mode, PageHinkley};
+use super::detect::{rise_start, Ddm, Mode, PageHinkley};
 use super::drift::{DriftReport, FeatureDrift};
 use super::events::{
     AnomalyRate, ConceptEvent, DatasetEvent, Event, FeatureEvent, Subject, Window,
 };
+use crate::stats::{welch_greater, Summary};
 
 /// One run of the daemon's drift job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -184,9 +199,26 @@ pub enum Outcome {
     Value { error: f64 },
 }
 
-/// Labels' prediction times kept to date a change, at most (the oldest are
-/// dropped beyond it; a change older than that is dated at the oldest kept).
-const MAX_TIMES: usize = 1 << 20;
+/// Labels' prediction times and errors kept to date and confirm a change, at
+/// most (the oldest are dropped beyond it; a change older than that is dated at
+/// the oldest kept). 768 KiB when full.
+const MAX_HISTORY: usize = 1 << 16;
+
+/// Significance level of the test that confirms a detection.
+pub const CONFIRM_ALPHA: f64 = 0.001;
+
+/// The least rise in mean error a detection must show by default: two points
+/// of error rate, or 0.02 target standard deviations of absolute error.
+pub const DEFAULT_MIN_RISE: f64 = 0.02;
+
+/// The fewest labels each side of a split that dates a detection.
+const MIN_PART: usize = 10;
+
+/// Labels a detection may wait for its confirmation before it is let go.
+const CONFIRM_WITHIN: u64 = 1000;
+
+/// The newest labels searched for a change's start (and compared across it).
+const SCAN_LABELS: usize = 5000;
 
 /// Labels ignored after a detection by default: the model adapts meanwhile.
 pub const DEFAULT_SETTLE: u64 = 300;
@@ -200,15 +232,35 @@ pub struct ConceptWatch {
     ph: PageHinkley,
     /// The major version being watched ("3" for "3", "3.1", "3.2", ...).
     major: String,
+    /// Labels since the watch started afresh, and their total error.
     labels: u64,
     error_sum: f64,
-    /// Prediction times of the labels since the reset, oldest first; `dropped`
-    /// older ones were let go.
-    times: std::collections::VecDeque<i64>,
+    /// `labels` when the detectors last restarted (a refused detection restarts
+    /// them but keeps the history).
+    base: u64,
+    /// Prediction times and errors of the labels since the watch started
+    /// afresh, oldest first; `dropped` older ones were let go.
+    times: VecDeque<i64>,
+    errors: VecDeque<f32>,
     dropped: u64,
     /// Labels still to ignore after a detection, and how many that is each time.
     settling: u64,
     settle: u64,
+    min_rise: f64,
+    /// A detection waiting for its confirmation.
+    pending: Option<Pending>,
+}
+
+/// A detection not yet confirmed: the errors before and after the point where
+/// it was dated, and how many more labels it may wait for.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    detector: &'static str,
+    /// The level of the confirming test.
+    alpha: f64,
+    before: Summary,
+    after: Summary,
+    left: u64,
 }
 
 impl Default for ConceptWatch {
@@ -234,11 +286,22 @@ impl ConceptWatch {
             major: String::new(),
             labels: 0,
             error_sum: 0.0,
-            times: std::collections::VecDeque::new(),
+            base: 0,
+            times: VecDeque::new(),
+            errors: VecDeque::new(),
             dropped: 0,
             settling: 0,
             settle: DEFAULT_SETTLE,
+            min_rise: DEFAULT_MIN_RISE,
+            pending: None,
         }
+    }
+
+    /// The same watch asking a detection to show a rise in mean error of at
+    /// least `rise`.
+    pub fn with_min_rise(mut self, rise: f64) -> ConceptWatch {
+        self.min_rise = rise;
+        self
     }
 
     /// The same watch ignoring `labels` labels after each detection.
@@ -248,21 +311,61 @@ impl ConceptWatch {
     }
 
     fn reset(&mut self) {
-        self.ddm = self.ddm_template.clone();
-        self.ph = self.ph_template.clone();
+        self.restart_detectors();
+        self.pending = None;
         self.labels = 0;
+        self.base = 0;
         self.error_sum = 0.0;
         self.times.clear();
+        self.errors.clear();
         self.dropped = 0;
+    }
+
+    fn restart_detectors(&mut self) {
+        self.ddm = self.ddm_template.clone();
+        self.ph = self.ph_template.clone();
+        self.base = self.labels;
+    }
+
+    /// Where the `n`th label since the reset (1-based) sits in the history.
+    fn index_of(&self, n: u64) -> usize {
+        let i = usize::try_from(n.saturating_sub(1).saturating_sub(self.dropped)).unwrap_or(0);
+        i.min(self.times.len().saturating_sub(1))
     }
 
     /// The prediction time of the `n`th label since the reset (1-based).
     fn time_of(&self, n: u64) -> i64 {
-        let i = usize::try_from(n.saturating_sub(1).saturating_sub(self.dropped)).unwrap_or(0);
-        self.times
-            .get(i.min(self.times.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
+        self.times.get(self.index_of(n)).copied().unwrap_or(0)
+    }
+
+    /// Where the change a detector just found began (1-based label count): the
+    /// least-squares split of the history, or the detector's own estimate when
+    /// the history is too short to split.
+    fn change_start(&self, detector: &str) -> u64 {
+        let own = match detector {
+            "ddm" => self.ddm.change_start(),
+            _ => self.ph.change_start(),
+        };
+        let from = self.scan_from();
+        let start = rise_start(self.errors.range(from..).map(|e| f64::from(*e)), MIN_PART)
+            .map_or(self.base + own, |k| self.dropped + (from + k) as u64 + 1);
+        start.clamp(1, self.labels)
+    }
+
+    /// Where in the history the search for a change's start begins.
+    fn scan_from(&self) -> usize {
+        self.errors.len().saturating_sub(SCAN_LABELS)
+    }
+
+    /// Whether the errors after a pending detection's split are higher than
+    /// those before it, significantly and by at least `min_rise`. With fewer
+    /// than two labels on a side there is nothing to test against, and the
+    /// detector is trusted.
+    fn rises(&self, p: &Pending) -> bool {
+        match welch_greater(p.before, p.after) {
+            Some(t) => t.p_value < p.alpha && p.after.mean - p.before.mean >= self.min_rise,
+            None => p.after.n > 0.0,
+        }
     }
 
     /// Reads one labelled prediction of `version`, made at `predicted` (Unix
@@ -290,34 +393,56 @@ impl ConceptWatch {
             return None;
         }
         self.labels += 1;
-        if self.times.len() == MAX_TIMES {
+        if self.times.len() == MAX_HISTORY {
             self.times.pop_front();
+            self.errors.pop_front();
             self.dropped += 1;
         }
+        let error = match outcome {
+            Outcome::Class { wrong } => f64::from(u8::from(wrong)),
+            Outcome::Value { error } => error,
+        };
         self.times.push_back(predicted);
-        let detector = match outcome {
-            Outcome::Class { wrong } => {
-                let e = f64::from(u8::from(wrong));
-                self.error_sum += e;
-                self.ddm.update(wrong);
-                self.ph.update(e);
-                if self.ddm.drift_detected() {
-                    Some("ddm")
-                } else {
-                    self.ph.drift_detected().then_some("page_hinkley")
-                }
-            }
-            Outcome::Value { error } => {
-                self.error_sum += error;
-                self.ph.update(error);
-                self.ph.drift_detected().then_some("page_hinkley")
-            }
-        }?;
-        let start = match detector {
-            "ddm" => self.ddm.change_start(),
-            _ => self.ph.change_start(),
+        self.errors.push_back(error as f32);
+        self.error_sum += error;
+        // The detectors keep reading while an alarm waits: a later alarm (a
+        // real change during a false alarm's wait) replaces it.
+        let fired = self.detect(outcome);
+        if let Some(pending) = &mut self.pending {
+            pending.after.push(error);
+            pending.left = pending.left.saturating_sub(1);
         }
-        .clamp(1, self.labels);
+        if let Some(detector) = fired {
+            // Dated now, confirmed as the labels after it come in.
+            let split = self.change_start(detector);
+            let (from, index) = (self.scan_from(), self.index_of(split));
+            let part = |r: std::ops::Range<usize>| {
+                Summary::of(self.errors.range(r).map(|e| f64::from(*e)))
+            };
+            // The split was chosen among as many as the scan had labels: the
+            // test's level is shared among them (Bonferroni).
+            let splits = (self.errors.len() - from)
+                .saturating_sub(2 * MIN_PART)
+                .max(1);
+            self.pending = Some(Pending {
+                detector,
+                alpha: CONFIRM_ALPHA / splits as f64,
+                before: part(from..index.max(from)),
+                after: part(index.max(from)..self.errors.len()),
+                left: CONFIRM_WITHIN,
+            });
+            self.restart_detectors();
+        }
+        let pending = self.pending.as_ref()?;
+        if !self.rises(pending) {
+            if pending.left == 0 {
+                self.pending = None;
+            }
+            return None;
+        }
+        // Confirmed: dated again with the labels that came in meanwhile.
+        let detector = pending.detector;
+        let start = self.change_start(detector);
         let event = Event::ConceptDrift(ConceptEvent {
             detector,
             labels: self.labels,
@@ -330,6 +455,25 @@ impl ConceptWatch {
         self.reset();
         self.settling = self.settle;
         Some(event)
+    }
+
+    /// Feeds the newest outcome to the detectors; the one that fired, if any.
+    fn detect(&mut self, outcome: Outcome) -> Option<&'static str> {
+        match outcome {
+            Outcome::Class { wrong } => {
+                self.ddm.update(wrong);
+                self.ph.update(f64::from(u8::from(wrong)));
+                if self.ddm.drift_detected() {
+                    Some("ddm")
+                } else {
+                    self.ph.drift_detected().then_some("page_hinkley")
+                }
+            }
+            Outcome::Value { error } => {
+                self.ph.update(error);
+                self.ph.drift_detected().then_some("page_hinkley")
+            }
+        }
     }
 }
 
@@ -560,5 +704,114 @@ mod tests {
         }
         let at = at.unwrap_or(usize::MAX);
         assert!((1000..1100).contains(&at), "detected at {at}");
+    }
+
+    /// `u` in [0, 1) from SplitMix64 of `i` and `salt`: random-looking, with
+    /// the clusters of a real error stream.
+    fn uniform(i: u64, salt: u64) -> f64 {
+        let mut z = i.wrapping_add(salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / 2f64.powi(64)
+    }
+
+    #[test]
+    fn ddm_alarms_on_a_near_perfect_model_are_refused_by_the_confirming_test() {
+        // A retrained model right 99% of the time, for 30,000 labels: DDM alone
+        // fires on runs of a few extra errors; none is a rise worth an event.
+        let wrong = |i: u64| uniform(i, 4_242) < 0.01;
+        let mut ddm = Ddm::default().with_min_errors(5);
+        let mut alarms = 0;
+        for i in 0..30_000 {
+            ddm.update(wrong(i));
+            alarms += usize::from(ddm.drift_detected());
+        }
+        assert!(alarms > 0, "the stream should fool DDM alone");
+        let mut w = ConceptWatch::default();
+        for i in 0..30_000 {
+            let e = w.observe("2", Outcome::Class { wrong: wrong(i) }, i as i64, 0);
+            assert!(e.is_none(), "label {i}: {e:?} ({alarms} DDM alarms)");
+        }
+        // A real rise on the same model is still one event.
+        let mut events = Vec::new();
+        for i in 30_000..32_000 {
+            let wrong = uniform(i, 4_242) < 0.2;
+            events.extend(
+                w.observe("2", Outcome::Class { wrong }, i as i64, 0)
+                    .map(|e| (i, e)),
+            );
+        }
+        assert_eq!(events.len(), 1, "{events:?}");
+    }
+
+    #[test]
+    fn a_regression_change_after_a_slow_creep_is_dated_at_its_step() {
+        // Absolute errors creeping from 0.45 to 0.5 over 3000 labels, then 1.0.
+        let mut w = ConceptWatch::default();
+        let mut found = None;
+        for i in 0..4000u64 {
+            let level = if i < 3000 {
+                0.45 + 0.05 * i as f64 / 3000.0
+            } else {
+                1.0
+            };
+            let error = level * 2.0 * (uniform(i, 12_345) + uniform(i, 999) + uniform(i, 7)) / 3.0;
+            if let Some(Event::ConceptDrift(c)) =
+                w.observe("1", Outcome::Value { error }, i as i64, 0)
+            {
+                found = Some((i, c));
+                break;
+            }
+        }
+        let (at, c) = found.expect("one event");
+        assert_eq!(c.detector, "page_hinkley");
+        assert!((3000..3300).contains(&at), "detected at {at}");
+        assert!(
+            (2950..=3050).contains(&c.change_time),
+            "dated at {}",
+            c.change_time
+        );
+    }
+
+    #[test]
+    fn a_real_change_while_a_false_alarm_waits_is_still_found() {
+        // The near-perfect model of the test above: DDM alarms on a few extra
+        // errors, which do not hold. Then 50% errors from 10 labels before
+        // that alarm's wait for confirmation ends.
+        let base = |i: u64| uniform(i, 4_242) < 0.01;
+        let mut ddm = Ddm::default().with_min_errors(5);
+        let alarm = (0..30_000u64)
+            .find(|&i| {
+                ddm.update(base(i));
+                ddm.drift_detected()
+            })
+            .expect("the stream fools DDM");
+        let change = alarm + CONFIRM_WITHIN - 10;
+        let mut w = ConceptWatch::default();
+        let mut events = Vec::new();
+        for i in 0..change + 1000 {
+            let wrong = if i < change {
+                base(i)
+            } else {
+                uniform(i, 99) < 0.5
+            };
+            events.extend(
+                w.observe("1", Outcome::Class { wrong }, i as i64, 0)
+                    .map(|e| (i, e)),
+            );
+        }
+        assert_eq!(events.len(), 1, "alarm at {alarm}: {events:?}");
+        let (at, Event::ConceptDrift(c)) = &events[0] else {
+            panic!("{events:?}")
+        };
+        let c_at = c.change_time as u64;
+        assert!(
+            (change..change + 100).contains(at),
+            "change at {change}, reported at {at}"
+        );
+        assert!(
+            (change - 10..=change + 10).contains(&c_at),
+            "change at {change}: {c:?}"
+        );
     }
 }

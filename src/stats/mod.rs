@@ -20,10 +20,13 @@
 //!   with `k − 1` degrees of freedom (statrs' chi-square distribution).
 //! - [`psi`]: the population stability index over given bins.
 //! - [`adjust`]: Bonferroni or Benjamini–Hochberg adjusted p-values.
+//! - [`welch_greater`]: Welch's one-sided t-test that one sample's mean is above
+//!   another's, from their summaries (scipy's `ttest_ind(equal_var=False,
+//!   alternative='greater')`).
 
 pub mod gaussian;
 
-use statrs::distribution::{ChiSquared, ContinuousCDF};
+use statrs::distribution::{ChiSquared, ContinuousCDF, StudentsT};
 
 /// Samples up to this size get the exact KS p-value (scipy's `MAX_AUTO_N`).
 pub const KS_EXACT_MAX: usize = 10_000;
@@ -289,6 +292,63 @@ pub fn chisquare(observed: &[f64], expected: &[f64]) -> Option<TestResult> {
     })
 }
 
+/// A sample's size, mean and sum of squared deviations from that mean.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Summary {
+    pub n: f64,
+    pub mean: f64,
+    pub sum_sq: f64,
+}
+
+impl Summary {
+    /// The summary of `values`.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Summary {
+        let mut s = Summary::default();
+        for v in values {
+            s.push(v);
+        }
+        s
+    }
+
+    /// Adds one value (Welford's update).
+    pub fn push(&mut self, v: f64) {
+        self.n += 1.0;
+        let d = v - self.mean;
+        self.mean += d / self.n;
+        self.sum_sq += d * (v - self.mean);
+    }
+
+    /// The sample variance (ddof 1).
+    pub fn variance(&self) -> f64 {
+        self.sum_sq / (self.n - 1.0)
+    }
+}
+
+/// Welch's t-test of "the mean of `after` is above the mean of `before`": the
+/// statistic and one-sided p-value of scipy's `ttest_ind(after, before,
+/// equal_var=False, alternative='greater')`, with Welch–Satterthwaite degrees of
+/// freedom. `None` unless both samples have at least two values. Two constant
+/// samples give p = 0 when `after` is higher and 1 otherwise.
+pub fn welch_greater(before: Summary, after: Summary) -> Option<TestResult> {
+    if before.n < 2.0 || after.n < 2.0 {
+        return None;
+    }
+    let (vb, va) = (before.variance() / before.n, after.variance() / after.n);
+    let diff = after.mean - before.mean;
+    if vb + va <= 0.0 {
+        let p_value = if diff > 0.0 { 0.0 } else { 1.0 };
+        let statistic = if diff > 0.0 { f64::INFINITY } else { 0.0 };
+        return Some(TestResult { statistic, p_value });
+    }
+    let t = diff / (vb + va).sqrt();
+    let df = (vb + va).powi(2) / (vb * vb / (before.n - 1.0) + va * va / (after.n - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some(TestResult {
+        statistic: t,
+        p_value: dist.sf(t).clamp(0.0, 1.0),
+    })
+}
+
 /// The population stability index `Σ (c − r)·ln(c / r)` of the current shares `c`
 /// against the reference shares `r` per bin. Empty bins get a share of
 /// `PSI_FLOOR` so that the index stays finite.
@@ -347,6 +407,54 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-6
+    }
+
+    /// Expected values from scipy 1.17.1:
+    /// `scipy.stats.ttest_ind(after, before, equal_var=False, alternative='greater')`.
+    #[test]
+    fn welch_greater_matches_scipy() {
+        let ones = |k: usize, n: usize| (0..n).map(move |i| f64::from(u8::from(i < k)));
+        let cases = [
+            (
+                Summary::of([0.1, 0.5, 0.9, 1.3, 2.0]),
+                Summary::of([0.3, 0.4, 1.1, 1.8, 2.5, 3.0, 3.3]),
+                1.436_905_249_799_614,
+                0.090_885_850_640_031_88,
+            ),
+            (
+                Summary::of(ones(5, 1000)),
+                Summary::of(ones(8, 300)),
+                2.261_515_059_939_08,
+                0.012_185_046_758_974_964,
+            ),
+            (
+                Summary::of(ones(150, 3000)),
+                Summary::of(ones(20, 60)),
+                4.607_005_292_678_589,
+                1.102_624_537_552_281_4e-5,
+            ),
+            (
+                Summary::of(ones(20, 60)),
+                Summary::of(ones(150, 3000)),
+                -4.607_005_292_678_589,
+                0.999_988_973_754_624_5,
+            ),
+        ];
+        for (before, after, t, p) in cases {
+            let r = welch_greater(before, after).unwrap();
+            assert!(close(r.statistic, t), "{r:?} against t = {t}");
+            assert!(
+                (r.p_value - p).abs() <= 1e-9 * p.max(1e-3),
+                "{r:?} against p = {p}"
+            );
+        }
+        let zeros = Summary::of([0.0; 10]);
+        assert_eq!(
+            welch_greater(zeros, Summary::of([1.0; 3])).unwrap().p_value,
+            0.0
+        );
+        assert_eq!(welch_greater(zeros, zeros).unwrap().p_value, 1.0);
+        assert!(welch_greater(Summary::of([1.0]), zeros).is_none());
     }
 
     /// Every expected value below was computed with scipy 1.17.1
