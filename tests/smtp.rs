@@ -614,10 +614,16 @@ mod self_test {
         first.wait_for(1, WAIT);
         first.stop();
 
+        // Refused, or (once in a CI run next to a hundred other tests) reset:
+        // the released port can be taken at once by another test's server (a
+        // daemon listening on port 0), which drops a client that speaks no HTTP.
+        // What matters is that nothing accepts the mail.
         let err = send(plain(port), "ops@example.org").await.unwrap_err();
-        assert_eq!(
-            io_kind(&err),
-            Some(std::io::ErrorKind::ConnectionRefused),
+        assert!(
+            matches!(
+                io_kind(&err),
+                Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset)
+            ),
             "{err}"
         );
 
