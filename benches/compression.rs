@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use steward::model::network::{Network, Output};
 use steward::model::prune;
-use steward::model::quant::{QuantNetwork, Scratch};
+use steward::model::quant::{Kernel, QuantNetwork, Scratch};
 use steward::train::sgd::initial_network;
 
 const SEED: u64 = 42;
@@ -63,6 +63,12 @@ fn bench_forms(c: &mut Criterion) {
         group.bench_function("int8/batch1", |b| {
             b.iter(|| black_box(int8.forward_one(&one, &mut scratch)))
         });
+        // Each integer kernel this CPU runs, by name (int8 above is the fastest).
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.supported()) {
+            group.bench_function(format!("int8_{}/batch1", kernel.as_str()), |b| {
+                b.iter(|| black_box(int8.forward_with(kernel, &one, &mut scratch)))
+            });
+        }
         let int8_static = QuantNetwork::quantize_static(&f32_net, x.view());
         group.bench_function("int8_static/batch1", |b| {
             b.iter(|| black_box(int8_static.forward_one(&one, &mut scratch)))
