@@ -476,7 +476,7 @@ impl Kernel {
     pub fn gemv(self, w: &[i8], p: usize, u: &[u8], out: &mut [i32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if std::is_x86_feature_detected!("avx2") => {
+            Kernel::Avx2 if self.supported() => {
                 if check_gemv(w, p, u, out) {
                     // SAFETY: AVX2 is present (checked on the match arm); `gemv_avx2`
                     // reads `w[j·p .. j·p + p]` and `u[..p]`, which `check_gemv`
