@@ -494,6 +494,16 @@ async fn feedback_phase(
     let reverts = d(&settled, "steward_online_reverts_total");
     let swaps = d(&settled, "steward_model_swaps_total");
     let labels_per_s = accepted as f64 / elapsed;
+    // The daemon's CPU time (user + system) during the load, per label accepted:
+    // what a label costs on the daemon's side with the prediction it labels,
+    // which depends much less than labels/s on what else the machine runs.
+    let daemon_cpu_s = d(&at_end, "process_cpu_seconds_total");
+    let cpu_us_per_label =
+        (accepted > 0 && daemon_cpu_s > 0.0).then(|| daemon_cpu_s * 1e6 / accepted as f64);
+    // Predictions outnumber labels (not every answered id is sent back), so the
+    // cost per request-borne item (a prediction or a label) too.
+    let cpu_us_per_item =
+        (daemon_cpu_s > 0.0).then(|| daemon_cpu_s * 1e6 / (accepted + p_ok).max(1) as f64);
     let updates_per_s = updates_end / elapsed;
     // Steps still to take when the load stopped, as seconds of the learner's rate.
     let backlog = accepted as f64 - updates_end - d(&at_end, "steward_online_labels_skipped_total");
@@ -512,6 +522,12 @@ async fn feedback_phase(
         "  labels accepted:    {labels_per_s:.0}/s ({accepted} in {f_ok} requests of {batch}; {f_non2xx} non-2xx, {f_failed} failed; p50 {}, p99 {})",
         ms(pct_ms(&feedback_lat, 0.50)),
         ms(pct_ms(&feedback_lat, 0.99)),
+    );
+    eprintln!(
+        "  daemon CPU:         {daemon_cpu_s:.2} s ({:.0}% of a core); {} per label accepted, {} per item (a prediction or a label)",
+        100.0 * daemon_cpu_s / elapsed,
+        cpu_us_per_label.map_or_else(|| "-".into(), |v| format!("{v:.1} µs")),
+        cpu_us_per_item.map_or_else(|| "-".into(), |v| format!("{v:.1} µs")),
     );
     eprintln!(
         "  answered, not sent: {} (left in the queue at the end or not queued)",
@@ -546,6 +562,7 @@ async fn feedback_phase(
                 "p50_ms": pct_ms(&feedback_lat, 0.50), "p99_ms": pct_ms(&feedback_lat, 0.99),
                 "not_queued": unqueued.load(Ordering::Relaxed),
             },
+            "daemon_cpu": {"seconds": daemon_cpu_s, "us_per_label": cpu_us_per_label, "us_per_item": cpu_us_per_item},
             "online": {
                 "updates_during_load": updates_end, "updates_per_s": updates_per_s,
                 "updates_settled": updates, "settle_s": settle_secs, "backlog_at_end": backlog,
