@@ -1,6 +1,9 @@
 //! Serving benches: the f32 forward pass (the bundled penguins model and a
-//! 64-64-64 network), the per-request CPU path without HTTP, and the prediction
-//! log (one multi-row INSERT into a real SQLite file; the writer task end to end).
+//! 64-64-64 network), the per-request CPU path without HTTP, the prediction
+//! log (one multi-row INSERT into a real SQLite file; the writer task end to end),
+//! and the whole `POST /v1/predict` through the axum app without a socket: wall
+//! time, and the process's CPU time per request (one row, a batch of 64) with
+//! the log rows committed.
 //!
 //! Every input is built from seeded RNGs or the bundled data, outside the timed
 //! closures. `cargo bench --bench serving` runs everything in about two minutes on
@@ -398,33 +401,67 @@ fn bench_router(c: &mut Criterion) {
         },
     );
     let app_for_drain = app;
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "features": penguin_rows()[0] })).expect("json");
+    let rows = penguin_rows();
+    let body = serde_json::to_vec(&serde_json::json!({ "features": rows[0] })).expect("json");
+    let batch: Vec<&Map<String, Value>> = rows.iter().cycle().take(BATCH).collect();
+    let batch_body = serde_json::to_vec(&serde_json::json!({ "instances": batch })).expect("json");
+    let call = |body: &[u8]| {
+        let req = Request::post("/v1/predict")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_vec()))
+            .expect("request");
+        let router = app_router.clone();
+        async move {
+            let resp = router.oneshot(req).await.expect("infallible");
+            assert!(resp.status().is_success());
+            axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .expect("body")
+        }
+    };
+    let predictions = app_for_drain.predictions().clone();
 
     let mut g = c.benchmark_group("http");
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
-    g.bench_function("predict_handler", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let req = Request::post("/v1/predict")
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.clone()))
-                    .expect("request");
-                let resp = app_router.clone().oneshot(req).await.expect("infallible");
-                assert!(resp.status().is_success());
-                axum::body::to_bytes(resp.into_body(), 1 << 20)
-                    .await
-                    .expect("body")
-            })
-        })
+    g.bench_function("predict_handler", |b| b.iter(|| rt.block_on(call(&body))));
+    // The CPU time of the whole process per request (every thread: the
+    // handler, the runtime, the log writer and SQLite), the rows committed
+    // before the clock stops: what a request costs the machine, which on 2
+    // cores is what limits the rate, whatever the wall time.
+    let cpu_per_call = |body: &[u8], iters: u64| {
+        let start = process_cpu_time();
+        for _ in 0..iters {
+            rt.block_on(call(body));
+        }
+        assert!(rt.block_on(predictions.flush_log()));
+        process_cpu_time().saturating_sub(start)
+    };
+    g.bench_function("predict_handler_cpu", |b| {
+        b.iter_custom(|iters| cpu_per_call(&body, iters))
+    });
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("predict_batch_64_cpu", |b| {
+        b.iter_custom(|iters| cpu_per_call(&batch_body, iters))
     });
     g.finish();
     drop(app_router);
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.close();
     rt.block_on(app_for_drain.drain(parts, &tracker));
+}
+
+/// CPU time used by every thread of this process so far.
+fn process_cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 criterion_group!(benches, bench_bundled, bench_64, bench_log, bench_router);

@@ -3,8 +3,16 @@
 //! nothing of it is logged. A row for which the network's answer is not finite
 //! (an input far beyond anything it was trained on) is refused with
 //! `non_finite_feature`, naming the most extreme feature: an answer of NaN is
-//! never sent. Each answered row is queued for the prediction log with the same
-//! numbers, printed the same way, as the answer.
+//! never sent.
+//!
+//! Rows come as the JSON text of each row's object, as the request sent it
+//! ([`Schema::encode_text`](crate::model::schema::Schema) parses it straight into
+//! the model's input), and that text is what the log's `features` column holds.
+//! The answer's JSON is written here, from the same text as the log row's
+//! `output` column, so the answer and the log say the same thing in the same
+//! digits: `{"id", "model_version", "prediction", "probabilities", "anomaly",
+//! "anomaly_score"}` for one row, `{"model_version", "predictions": [..]}` (no
+//! version in each) for a batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,10 +22,10 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
 
 use super::Settings;
 use crate::live::{LiveModel, Slot};
+use crate::model::row::RowError;
 use crate::model::Prediction;
 use crate::store::writer::{LogHandle, PredictionRow};
 
@@ -27,32 +35,15 @@ pub enum PredictError {
     /// A row the model cannot answer (422): a stable code and what is wrong.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
-    #[error("cannot write the prediction's log row: {0}")]
+    /// Row `row`'s text is not one JSON object of distinct names (or holds a
+    /// number beyond f64): serde_json's error, positioned in that row's text.
+    #[error("instance {row}: {error}")]
+    Json {
+        row: usize,
+        error: serde_json::Error,
+    },
+    #[error("cannot write the answer: {0}")]
     Output(#[from] serde_json::Error),
-}
-
-/// One answered row.
-#[derive(Debug)]
-pub struct Predicted {
-    pub id: String,
-    /// The class label, or the regression value (null if not representable).
-    pub prediction: Value,
-    /// Class probabilities in the model's class order (classifiers only).
-    pub probabilities: Option<Vec<f32>>,
-    /// Whether the input is an anomaly under the training distribution (false
-    /// when the model has no anomaly scorer).
-    pub anomaly: bool,
-    /// The squared Mahalanobis distance of the numeric inputs; `None` without a
-    /// scorer.
-    pub anomaly_score: Option<f64>,
-}
-
-/// The rows of one request, answered by one model.
-#[derive(Debug)]
-pub struct Answers {
-    /// The model that answered (its version and classes name the answers).
-    pub live: Arc<LiveModel>,
-    pub rows: Vec<Predicted>,
 }
 
 /// `{class: p}` in class order.
@@ -69,12 +60,45 @@ impl Serialize for Probabilities<'_> {
     }
 }
 
-/// What the log's `output` column holds.
+/// The class label, or the regression value (null if not representable).
+#[derive(Debug)]
+enum Answer<'a> {
+    Class(&'a str),
+    Value(f64),
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Answer::Class(label) => s.serialize_str(label),
+            // serde_json writes a non-finite f64 as null.
+            Answer::Value(v) => s.serialize_f64(*v),
+        }
+    }
+}
+
+/// What the log's `output` column holds, and the middle of each answer.
 #[derive(Debug, Serialize)]
 struct Output<'a> {
-    prediction: &'a Value,
+    prediction: Answer<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<Probabilities<'a>>,
+}
+
+/// What one answered row adds to the answer besides its log row.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    anomaly: bool,
+    anomaly_score: Option<f64>,
+}
+
+/// The answer to one request.
+#[derive(Debug)]
+pub struct Answers {
+    /// The model that answered.
+    pub live: Arc<LiveModel>,
+    /// The answer's JSON.
+    pub body: Vec<u8>,
 }
 
 /// The prediction service.
@@ -118,62 +142,134 @@ impl Predictions {
         self.settings.load().max_batch
     }
 
+    /// Waits until every row queued so far is in the database; `false` if the
+    /// log writer is gone.
+    pub async fn flush_log(&self) -> bool {
+        self.log.flush().await
+    }
+
     /// Instances answered since start.
     pub fn predicted(&self) -> u64 {
         self.predicted.load(Ordering::Relaxed)
     }
 
-    /// Answers `rows` with the live model and queues their log rows. With
-    /// `batch`, a refusal names the instance (`instances[i]: ...`).
-    pub async fn predict(
-        &self,
-        rows: Vec<Map<String, Value>>,
-        batch: bool,
-    ) -> Result<Answers, PredictError> {
+    /// Answers `rows` (each the JSON text of one row's object) with the live
+    /// model, queues their log rows, and writes the answer. With `batch`, a
+    /// refusal names the instance (`instances[i]: ...`) and the answer is the
+    /// batch form.
+    pub async fn predict(&self, rows: &[&str], batch: bool) -> Result<Answers, PredictError> {
         let live = self.slot.load_full();
-        let mut answers = Vec::with_capacity(rows.len());
         let mut logged = Vec::with_capacity(rows.len());
-        for (i, features) in rows.into_iter().enumerate() {
-            let (answer, row) = answer_one(&live, features, batch.then_some(i))?;
+        let mut scored = Vec::with_capacity(rows.len());
+        let mut x = vec![0.0f32; live.model.schema.width()];
+        for (i, text) in rows.iter().enumerate() {
+            let (row, s) = answer_one(&live, text, i, batch, &mut x)?;
             self.inference.observe(row.latency_us as f64 / 1e6);
-            answers.push(answer);
             logged.push(row);
+            scored.push(s);
         }
+        let body = if batch {
+            write_batch(&live.version, &logged, &scored)?
+        } else {
+            write_one(&live.version, &logged[0], scored[0])?
+        };
         self.predicted
             .fetch_add(logged.len() as u64, Ordering::Relaxed);
         for row in logged {
             self.log.log(row).await;
         }
-        Ok(Answers {
-            live,
-            rows: answers,
-        })
+        Ok(Answers { live, body })
     }
 }
 
-/// Encodes, predicts and builds the log row for one instance.
+/// One answered row's fields, without the braces: `"id"`, `"model_version"`
+/// (when given), the output's fields, the anomaly's.
+fn write_fields(
+    out: &mut Vec<u8>,
+    row: &PredictionRow,
+    version: Option<&str>,
+    s: Scored,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b"\"id\":");
+    serde_json::to_writer(&mut *out, &row.id)?;
+    if let Some(version) = version {
+        out.extend_from_slice(b",\"model_version\":");
+        serde_json::to_writer(&mut *out, version)?;
+    }
+    // The output is a JSON object `{..}`: its fields go in between.
+    let inner = row
+        .output
+        .strip_prefix('{')
+        .and_then(|o| o.strip_suffix('}'))
+        .unwrap_or_default();
+    if !inner.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(inner.as_bytes());
+    }
+    out.extend_from_slice(if s.anomaly {
+        b",\"anomaly\":true,\"anomaly_score\":"
+    } else {
+        b",\"anomaly\":false,\"anomaly_score\":"
+    });
+    serde_json::to_writer(&mut *out, &s.anomaly_score)
+}
+
+/// `{"id", "model_version", "prediction", "probabilities", "anomaly", "anomaly_score"}`.
+fn write_one(version: &str, row: &PredictionRow, s: Scored) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64 + version.len() + row.output.len());
+    out.push(b'{');
+    write_fields(&mut out, row, Some(version), s)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// `{"model_version", "predictions": [{"id", "prediction", ..}, ..]}`.
+fn write_batch(
+    version: &str,
+    rows: &[PredictionRow],
+    scored: &[Scored],
+) -> serde_json::Result<Vec<u8>> {
+    let per_row: usize = rows.iter().map(|r| 80 + r.output.len()).sum();
+    let mut out = Vec::with_capacity(48 + version.len() + per_row);
+    out.extend_from_slice(b"{\"model_version\":");
+    serde_json::to_writer(&mut out, version)?;
+    out.extend_from_slice(b",\"predictions\":[");
+    for (i, (row, s)) in rows.iter().zip(scored).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        write_fields(&mut out, row, None, *s)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// Encodes, predicts and builds the log row for row `index`.
 fn answer_one(
     live: &LiveModel,
-    features: Map<String, Value>,
-    index: Option<usize>,
-) -> Result<(Predicted, PredictionRow), PredictError> {
+    text: &str,
+    index: usize,
+    batch: bool,
+    x: &mut [f32],
+) -> Result<(PredictionRow, Scored), PredictError> {
     let start = Instant::now();
     let model = &live.model;
-    let mut x = vec![0.0f32; model.schema.width()];
     let refuse = |code: &'static str, message: String| {
-        let message = match index {
-            Some(i) => format!("instances[{i}]: {message}"),
-            None => message,
+        let message = match batch {
+            true => format!("instances[{index}]: {message}"),
+            false => message,
         };
         PredictError::Refused { code, message }
     };
-    model
-        .schema
-        .encode_json(&features, &mut x)
-        .map_err(|e| refuse(e.code, e.message))?;
-    let prediction = live.predict_encoded(&x);
+    model.schema.encode_text(text, x).map_err(|e| match e {
+        RowError::Json(error) => PredictError::Json { row: index, error },
+        RowError::Encode(e) => refuse(e.code, e.message),
+    })?;
+    let prediction = live.predict_encoded(x);
     if !prediction.is_finite() {
-        let worst = match model.schema.most_extreme(&x) {
+        let worst = match model.schema.most_extreme(x) {
             Some((name, z)) => {
                 format!(": feature `{name}` is {z:.1e} standard deviations from the training mean")
             }
@@ -184,51 +280,50 @@ fn answer_one(
             format!("the model's answer is not finite for this input{worst}"),
         ));
     }
-    let (prediction, probabilities) = match prediction {
-        Prediction::Class {
-            label,
-            probabilities,
-        } => (Value::String(label), Some(probabilities)),
-        Prediction::Value(v) => (
-            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
-            None,
-        ),
-    };
     // Scores are finite for finite inputs; an infinite one (never from JSON) is
     // stored and answered as null rather than as a non-number.
     let anomaly_score = model
         .meta
         .anomaly
         .as_ref()
-        .map(|s| s.score(&x))
+        .map(|s| s.score(x))
         .filter(|v| v.is_finite());
     let anomaly = match (&model.meta.anomaly, anomaly_score) {
         (Some(s), Some(v)) => s.gaussian.is_anomaly(v),
         _ => false,
     };
     let latency_us = i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX);
-    let id = uuid::Uuid::now_v7().to_string();
-    let output = serde_json::to_string(&Output {
-        prediction: &prediction,
-        probabilities: probabilities
-            .as_deref()
-            .map(|p| Probabilities(&model.meta.classes, p)),
-    })?;
+    let output = match &prediction {
+        Prediction::Class {
+            label,
+            probabilities,
+        } => serde_json::to_string(&Output {
+            prediction: Answer::Class(label),
+            probabilities: Some(Probabilities(&model.meta.classes, probabilities)),
+        }),
+        Prediction::Value(v) => serde_json::to_string(&Output {
+            prediction: Answer::Value(*v),
+            probabilities: None,
+        }),
+    }?;
+    let mut id = uuid::Uuid::encode_buffer();
     let row = PredictionRow {
-        id: id.clone(),
+        id: uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut id)
+            .to_owned(),
         time: crate::time::now_millis(),
         model_version: live.version.clone(),
-        features: Value::Object(features).to_string(),
+        features: text.to_owned(),
         output,
         latency_us,
         anomaly_score,
     };
-    let answer = Predicted {
-        id,
-        prediction,
-        probabilities,
-        anomaly,
-        anomaly_score,
-    };
-    Ok((answer, row))
+    Ok((
+        row,
+        Scored {
+            anomaly,
+            anomaly_score,
+        },
+    ))
 }

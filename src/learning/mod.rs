@@ -365,10 +365,8 @@ fn encode_logged(model: &Model, inputs: &[String]) -> Vec<Vec<f32>> {
     inputs
         .iter()
         .filter_map(|text| {
-            let row: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(text).ok()?;
             let mut x = vec![0.0; width];
-            model.schema.encode_json(&row, &mut x).ok()?;
+            model.schema.encode_text(text, &mut x).ok()?;
             Some(x)
         })
         .collect()

@@ -228,11 +228,12 @@ async fn learn(
             .online_skipped
             .fetch_add(1, Ordering::Relaxed);
     };
-    let Ok(Value::Object(row)) = serde_json::from_str::<Value>(&item.features) else {
-        return skipped();
-    };
     let model = &state.start.model;
-    if model.schema.encode_json(&row, &mut state.x).is_err() {
+    if model
+        .schema
+        .encode_text(&item.features, &mut state.x)
+        .is_err()
+    {
         return skipped();
     }
     let Ok(label) = serde_json::from_str::<Value>(&item.label) else {

@@ -8,6 +8,7 @@ pub mod artifact;
 pub mod network;
 pub mod prune;
 pub mod quant;
+pub mod row;
 pub mod schema;
 pub mod scorer;
 

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::row::Given;
 use crate::data::{ColumnKind, DataError, Table};
 
 /// The longest categorical value a request may send, in bytes, unless the
@@ -185,19 +186,45 @@ impl Schema {
     pub fn width(&self) -> usize {
         self.features.iter().map(Feature::width).sum()
     }
-
-    /// Encodes a JSON object of named features into `out` (length [`Schema::width`]).
-    /// `null` is a missing value; a feature left out or not in the schema is an error.
+    /// Encodes a parsed JSON row into `out` (len `width()`); see
+    /// [`Schema::encode_given`].
     pub fn encode_json(
         &self,
         row: &serde_json::Map<String, Value>,
         out: &mut [f32],
     ) -> Result<(), EncodeError> {
+        self.encode_given(
+            |i| row.get(&self.features[i].name).map(Given::from_value),
+            || {
+                // Every feature was found: a longer row names another.
+                (row.len() > self.features.len())
+                    .then(|| {
+                        row.keys()
+                            .find(|k| !self.features.iter().any(|f| &f.name == *k))
+                            .cloned()
+                    })
+                    .flatten()
+            },
+            out,
+        )
+    }
+
+    /// Encodes a row into `out` (len `width()`): `value(i)` is what the row
+    /// gives for feature `i` (`None`: not named), `first_unknown` the first name
+    /// the schema lacks. Every feature must be named (null for a missing value,
+    /// which is imputed); numbers for numeric features, strings for categorical
+    /// ones; no other names. The first problem in schema order is the error.
+    pub fn encode_given<'a>(
+        &self,
+        value: impl Fn(usize) -> Option<Given<'a>>,
+        first_unknown: impl FnOnce() -> Option<String>,
+        out: &mut [f32],
+    ) -> Result<(), EncodeError> {
         let mut offset = 0;
-        for f in &self.features {
+        for (i, f) in self.features.iter().enumerate() {
             let slot = &mut out[offset..offset + f.width()];
             offset += f.width();
-            let value = row.get(&f.name).ok_or_else(|| EncodeError {
+            let value = value(i).ok_or_else(|| EncodeError {
                 code: "missing_feature",
                 message: format!(
                     "feature `{}` is missing (send null for a missing value)",
@@ -209,16 +236,16 @@ impl Schema {
                 message: format!(
                     "feature `{}` must be {want} or null, got {}",
                     f.name,
-                    json_kind(value)
+                    value.kind()
                 ),
             };
-            match (&f.kind, value) {
-                (_, Value::Null) => match f.kind {
+            match (&f.kind, &value) {
+                (_, Given::Null) => match f.kind {
                     FeatureKind::Numeric { .. } => f.encode_number(slot, None),
                     FeatureKind::Categorical { .. } => f.encode_category(slot, None),
                 },
-                (FeatureKind::Numeric { mean, std }, Value::Number(n)) => {
-                    let v = n.as_f64().ok_or_else(|| wrong("a number"))?;
+                (FeatureKind::Numeric { mean, std }, Given::Number(v)) => {
+                    let v = *v;
                     f.encode_number(slot, Some(v));
                     if !slot[0].is_finite() {
                         return Err(EncodeError {
@@ -233,8 +260,8 @@ impl Schema {
                     }
                 }
                 (FeatureKind::Numeric { .. }, _) => return Err(wrong("a number")),
-                (FeatureKind::Categorical { categories, .. }, Value::String(s)) => {
-                    if s.len() > MAX_VALUE_BYTES && !categories.contains(s) {
+                (FeatureKind::Categorical { categories, .. }, Given::Text(s)) => {
+                    if s.len() > MAX_VALUE_BYTES && !categories.iter().any(|c| c == s) {
                         return Err(EncodeError {
                             code: "value_too_long",
                             message: format!(
@@ -250,16 +277,11 @@ impl Schema {
                 (FeatureKind::Categorical { .. }, _) => return Err(wrong("a string")),
             }
         }
-        if row.len() > self.features.len() {
-            if let Some(name) = row
-                .keys()
-                .find(|k| !self.features.iter().any(|f| &f.name == *k))
-            {
-                return Err(EncodeError {
-                    code: "unknown_feature",
-                    message: format!("feature `{name}` is not in the model's schema"),
-                });
-            }
+        if let Some(name) = first_unknown() {
+            return Err(EncodeError {
+                code: "unknown_feature",
+                message: format!("feature `{name}` is not in the model's schema"),
+            });
         }
         Ok(())
     }
@@ -295,17 +317,6 @@ impl Schema {
                 FeatureKind::Categorical { .. } => f.encode_category(slot, cell),
             }
         }
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

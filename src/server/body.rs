@@ -10,6 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::error::ApiError;
 
@@ -17,6 +18,20 @@ use super::error::ApiError;
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON request's body, its Content-Type and size checked but not yet parsed:
+/// for a handler whose parsed value borrows from the text
+/// (`parse::<T<'_>>(&bytes)`).
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -32,18 +47,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 format!("Content-Type must be application/json, got `{content_type}`"),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "request body is larger than server.max_body_bytes",
-                )
-            } else {
-                ApiError::bad_request("unreadable_body", e.body_text())
-            }
-        })?;
-        parse(&bytes).map(JsonBody)
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBytes)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "request body is larger than server.max_body_bytes",
+                    )
+                } else {
+                    ApiError::bad_request("unreadable_body", e.body_text())
+                }
+            })
     }
 }
 
@@ -64,31 +81,71 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 }
 
 /// Parses a JSON body, classifying the failure.
-pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "empty_body",
             "the request body is empty; a JSON object is expected",
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        let at = format!("at line {} column {}", e.line(), e.column());
-        let text = e.to_string();
-        if text.starts_with("recursion limit exceeded") {
-            ApiError::bad_request("nesting_too_deep", format!("JSON nested too deeply {at}"))
-        } else if text.starts_with("number out of range") {
-            ApiError::bad_request(
-                "number_out_of_range",
-                format!("a number does not fit in a 64-bit float {at}"),
-            )
-        } else if text.starts_with(super::predict::DUPLICATE_FEATURE) {
-            ApiError::unprocessable("duplicate_feature", text)
-        } else if e.is_data() {
-            ApiError::unprocessable("invalid_request", text)
-        } else {
-            ApiError::bad_request("malformed_json", text)
-        }
-    })
+    serde_json::from_slice(bytes).map_err(|e| json_error(&e))
+}
+
+/// The API error for a JSON error, at the place it gives.
+pub fn json_error(e: &serde_json::Error) -> ApiError {
+    classify(e, e.line(), e.column())
+}
+
+/// A JSON error found in `part`, a slice of `body` parsed on its own after the
+/// body was (a row of `/v1/predict`, parsed into the model's schema), answered as
+/// parsing the whole body would have answered it: the same code, and the line
+/// and column in the body.
+pub fn part_error(body: &[u8], part: &str, e: &serde_json::Error) -> ApiError {
+    let offset = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let Some(before) = body.get(..offset) else {
+        return classify(e, e.line(), e.column());
+    };
+    let lines_before = before.iter().filter(|&&b| b == b'\n').count();
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let (line, column) = match e.line() {
+        0 => (0, 0),
+        1 => (lines_before + 1, offset - line_start + e.column()),
+        n => (lines_before + n, e.column()),
+    };
+    classify(e, line, column)
+}
+
+/// The API error for a JSON error at `line` and `column` of the body (0: no
+/// position).
+fn classify(e: &serde_json::Error, line: usize, column: usize) -> ApiError {
+    let text = e.to_string();
+    // serde_json ends its message with its own position; ours replaces it.
+    let own = format!(" at line {} column {}", e.line(), e.column());
+    let message = match e.line() {
+        0 => text.as_str(),
+        _ => text.strip_suffix(&own).unwrap_or(&text),
+    };
+    let at = match line {
+        0 => String::new(),
+        _ => format!(" at line {line} column {column}"),
+    };
+    if message.starts_with("recursion limit exceeded") {
+        ApiError::bad_request("nesting_too_deep", format!("JSON nested too deeply{at}"))
+    } else if message.starts_with("number out of range") {
+        ApiError::bad_request(
+            "number_out_of_range",
+            format!("a number does not fit in a 64-bit float{at}"),
+        )
+    } else if message.starts_with(crate::model::row::DUPLICATE_FEATURE) {
+        ApiError::unprocessable("duplicate_feature", format!("{message}{at}"))
+    } else if e.is_data() {
+        ApiError::unprocessable("invalid_request", format!("{message}{at}"))
+    } else {
+        ApiError::bad_request("malformed_json", format!("{message}{at}"))
+    }
 }
 
 fn is_json(content_type: &str) -> bool {

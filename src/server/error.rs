@@ -78,6 +78,9 @@ impl From<crate::app::predict::PredictError> for ApiError {
         use crate::app::predict::PredictError;
         match e {
             PredictError::Refused { code, message } => ApiError::unprocessable(code, message),
+            // The handler answers these with their place in the body; this is
+            // the same answer without it.
+            PredictError::Json { error, .. } => super::body::json_error(&error),
             e @ PredictError::Output(_) => ApiError::internal(&e),
         }
     }

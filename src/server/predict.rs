@@ -1,67 +1,37 @@
 //! `POST /v1/predict`: one row (`{"features": {..}}`) or a batch
 //! (`{"instances": [{..}, ..]}`), answered by `app::predict` (validation,
-//! encoding, the non-finite refusal and the log row live there). Here: the
-//! request's shape (a feature named twice in one row is refused with
-//! `duplicate_feature` rather than letting the last one win) and the answer's.
+//! encoding, the non-finite refusal, the log row and the answer's JSON live
+//! there). Here: the request's shape. Each row is taken as its JSON text, as
+//! received, and parsed once, straight into the model's schema, by the app; a
+//! JSON error found there (a feature named twice, a number beyond f64) is
+//! answered with the same code, line and column as a parse of the whole body.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::body::JsonBody;
+use super::body::{self, JsonBytes};
 use super::error::ApiError;
 use super::AppState;
-use crate::app::predict::{Predicted, Probabilities};
+use crate::app::predict::PredictError;
 
-/// The request body.
+/// The request body; each row's text borrowed from it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PredictRequest {
-    features: Option<Row>,
-    instances: Option<Vec<Row>>,
+pub struct PredictRequest<'a> {
+    #[serde(borrow)]
+    features: Option<&'a RawValue>,
+    #[serde(borrow)]
+    instances: Option<Vec<&'a RawValue>>,
 }
 
-/// One row: a JSON object of named features, each named once.
-#[derive(Debug)]
-pub struct Row(pub Map<String, Value>);
-
-impl<'de> Deserialize<'de> for Row {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Row;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of named features")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Row, A::Error> {
-                let mut row = Map::new();
-                while let Some(name) = a.next_key::<String>()? {
-                    let value = a.next_value::<Value>()?;
-                    if row.contains_key(&name) {
-                        return Err(serde::de::Error::custom(format!(
-                            "{DUPLICATE_FEATURE} `{name}` (each feature once per row)"
-                        )));
-                    }
-                    row.insert(name, value);
-                }
-                Ok(Row(row))
-            }
-        }
-        d.deserialize_map(Visitor)
-    }
-}
-
-/// How the message of a row naming a feature twice begins (`body::parse` gives
-/// it the code `duplicate_feature`).
-pub const DUPLICATE_FEATURE: &str = "duplicate feature";
-
-impl PredictRequest {
-    /// The rows to predict, and whether they came as a batch (`instances`).
-    pub fn into_rows(self, max_batch: usize) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+impl<'a> PredictRequest<'a> {
+    /// The rows' texts, and whether they came as a batch (`instances`).
+    pub fn into_rows(self, max_batch: usize) -> Result<(Vec<&'a str>, bool), ApiError> {
         match (self.features, self.instances) {
-            (Some(row), None) => Ok((vec![row.0], false)),
+            (Some(row), None) => Ok((vec![row.get()], false)),
             (None, Some(instances)) => {
                 if instances.is_empty() {
                     return Err(ApiError::unprocessable(
@@ -78,7 +48,7 @@ impl PredictRequest {
                         ),
                     ));
                 }
-                Ok((instances.into_iter().map(|r| r.0).collect(), true))
+                Ok((instances.into_iter().map(RawValue::get).collect(), true))
             }
             (Some(_), Some(_)) => Err(ApiError::unprocessable(
                 "invalid_request",
@@ -92,69 +62,47 @@ impl PredictRequest {
     }
 }
 
-/// One answered row as sent.
-#[derive(Debug, Serialize)]
-struct Answer<'a> {
-    id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model_version: Option<&'a str>,
-    prediction: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    probabilities: Option<Probabilities<'a>>,
-    anomaly: bool,
-    anomaly_score: Option<f64>,
-}
-
-impl<'a> Answer<'a> {
-    fn new(p: &'a Predicted, classes: &'a [String], model_version: Option<&'a str>) -> Self {
-        Answer {
-            id: &p.id,
-            model_version,
-            prediction: &p.prediction,
-            probabilities: p
-                .probabilities
-                .as_deref()
-                .map(|v| Probabilities(classes, v)),
-            anomaly: p.anomaly,
-            anomaly_score: p.anomaly_score,
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct BatchAnswer<'a> {
-    model_version: &'a str,
-    predictions: Vec<Answer<'a>>,
-}
-
 pub async fn predict(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<PredictRequest>,
+    JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, ApiError> {
     let service = state.app.predictions();
-    let (rows, batch) = req.into_rows(service.max_batch())?;
-    let answers = service.predict(rows, batch).await?;
-    let live = &answers.live;
-    let classes = &live.model.meta.classes;
-    if batch {
-        json_response(&BatchAnswer {
-            model_version: &live.version,
-            predictions: answers
-                .rows
-                .iter()
-                .map(|p| Answer::new(p, classes, None))
-                .collect(),
-        })
-    } else {
-        let Some(one) = answers.rows.first() else {
-            return Err(ApiError::internal(&"a single prediction gave no answer"));
-        };
-        json_response(&Answer::new(one, classes, Some(&live.version)))
-    }
+    let (rows, batch) = body::parse::<PredictRequest>(&bytes)?.into_rows(service.max_batch())?;
+    let answers = service.predict(&rows, batch).await.map_err(|e| match e {
+        PredictError::Json { row, error } => body::part_error(&bytes, rows[row], &error),
+        e => e.into(),
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], answers.body).into_response())
 }
 
-/// Serialises straight to the response body (no intermediate `Value`).
-fn json_response(body: &impl Serialize) -> Result<Response, ApiError> {
-    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::internal(&e))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// A JSON error in one row is placed in the body where a parse of the whole
+    /// body finds it.
+    #[test]
+    fn an_error_in_a_row_is_placed_in_the_body() {
+        let bodies = [
+            "{\"features\": {\"a\": 1e400}}",
+            "{\n  \"instances\": [{\"a\": 1},\n    {\"b\": 2, \"a\": -1e999}\n  ]\n}",
+            "{\"instances\": [{\"a\": 1}, {\"a\":\n\n  [1, 2e500]}]}",
+        ];
+        for body in bodies {
+            let whole = serde_json::from_str::<Value>(body).unwrap_err();
+            let (rows, _) = body::parse::<PredictRequest>(body.as_bytes())
+                .unwrap()
+                .into_rows(8)
+                .unwrap();
+            let (row, e) = rows
+                .iter()
+                .find_map(|r| serde_json::from_str::<Value>(r).err().map(|e| (*r, e)))
+                .unwrap();
+            let placed = body::part_error(body.as_bytes(), row, &e);
+            assert_eq!(placed.code, "number_out_of_range");
+            let at = format!("at line {} column {}", whole.line(), whole.column());
+            assert!(placed.message.ends_with(&at), "{body}: {}", placed.message);
+        }
+    }
 }
