@@ -10,7 +10,9 @@
 #       the load, stop the daemon with SIGTERM, and compare the rows in its
 #       predictions table with the requests wrk saw answered.
 #
-# Environment: THREADS (wrk threads, default 2), KEEP=1 keeps the temp directory
+# Environment: THREADS (wrk threads, default 2), BATCH (instances per request,
+# default 1: `{"features"}` bodies; N > 1: `{"instances"}` bodies of N rows, and
+# the row check counts N rows per answer), KEEP=1 keeps the temp directory
 # of --start (database, config, daemon log), STEWARD_BIN=PATH makes --start run
 # that binary instead of building one (to compare two builds).
 #
@@ -27,6 +29,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LUA="$ROOT/scripts/predict.lua"
 CSV="$ROOT/datasets/penguins.csv"
 THREADS="${THREADS:-2}"
+BATCH="${BATCH:-1}"
+[[ $BATCH =~ ^[1-9][0-9]*$ ]] || { echo "load.sh: error: BATCH must be a number >= 1, got '$BATCH'" >&2; exit 2; }
 
 die() {
     echo "load.sh: error: $*" >&2
@@ -157,7 +161,7 @@ dropped_before="$(metric steward_log_rows_dropped_total)"
 echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency POST $URL/v1/predict" >&2
 OUT="$(mktemp)"
 trap 'rm -f "$OUT"; cleanup' EXIT
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$URL/v1/predict" -- "$CSV" |
+wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA" "$URL/v1/predict" -- "$CSV" "$BATCH" |
     tee "$OUT"
 [[ ${PIPESTATUS[0]} == 0 ]] || die "wrk failed"
 
@@ -206,17 +210,19 @@ PY
 )"
 # wrk stops at the deadline with up to CONNECTIONS requests in flight: the daemon
 # answers and logs them, but wrk does not count them. So every answered row is
-# logged when  ok <= rows <= ok + connections.
+# logged when  ok <= rows <= ok + connections  (each times BATCH rows).
+ANSWERED=$((OK * BATCH))
+IN_FLIGHT=$((CONNECTIONS * BATCH))
 echo "rows in DB:      $ROWS (predictions table)"
-echo "answered (2xx):  $OK (wrk; up to $CONNECTIONS more were in flight at the end)"
+echo "answered (2xx):  $ANSWERED predictions in $OK requests (wrk; up to $CONNECTIONS more requests were in flight at the end)"
 echo "dropped (log):   ${dropped%.*} (steward_log_rows_dropped_total)"
-if ((ROWS < OK)); then
-    echo "FAIL: $((OK - ROWS)) answered predictions are missing from the database" >&2
+if ((ROWS < ANSWERED)); then
+    echo "FAIL: $((ANSWERED - ROWS)) answered predictions are missing from the database" >&2
     status=1
-elif ((ROWS > OK + CONNECTIONS)); then
-    echo "FAIL: $((ROWS - OK)) more rows than answered requests (more than the $CONNECTIONS in flight)" >&2
+elif ((ROWS > ANSWERED + IN_FLIGHT)); then
+    echo "FAIL: $((ROWS - ANSWERED)) more rows than answered predictions (more than the $CONNECTIONS requests in flight)" >&2
     status=1
 else
-    echo "OK: every answered prediction was logged ($((ROWS - OK)) rows from requests in flight when wrk stopped)"
+    echo "OK: every answered prediction was logged ($((ROWS - ANSWERED)) rows from requests in flight when wrk stopped)"
 fi
 exit "$status"

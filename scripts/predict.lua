@@ -5,16 +5,19 @@
 -- With a CSV argument, every row of the Palmer penguins data becomes one
 -- `{"features": {..}}` body (empty cells as null, the label column left out) and
 -- the requests rotate through them, each wrk thread starting at a different row.
+-- A second argument N > 1 sends batches instead: `{"instances": [..]}` bodies of
+-- N consecutive rows (wrapping around), one starting at each row.
 -- Without one, a few built-in bodies are used. `done()` prints the status counts
 -- and a one-line machine-readable summary ("steward-load: key=value ...") that
 -- load.sh reads.
 
+-- Rows (feature objects) used without a CSV.
 local fallback = {
-  '{"features":{"island":"Torgersen","bill_length_mm":39.1,"bill_depth_mm":18.7,"flipper_length_mm":181,"body_mass_g":3750,"sex":"male"}}',
-  '{"features":{"island":"Dream","bill_length_mm":46.5,"bill_depth_mm":17.9,"flipper_length_mm":192,"body_mass_g":3500,"sex":"female"}}',
-  '{"features":{"island":"Biscoe","bill_length_mm":46.1,"bill_depth_mm":13.2,"flipper_length_mm":211,"body_mass_g":4500,"sex":"female"}}',
-  '{"features":{"island":"Biscoe","bill_length_mm":50,"bill_depth_mm":16.3,"flipper_length_mm":230,"body_mass_g":5700,"sex":"male"}}',
-  '{"features":{"island":"Torgersen","bill_length_mm":37.8,"bill_depth_mm":17.3,"flipper_length_mm":180,"body_mass_g":3700,"sex":null}}',
+  '{"island":"Torgersen","bill_length_mm":39.1,"bill_depth_mm":18.7,"flipper_length_mm":181,"body_mass_g":3750,"sex":"male"}',
+  '{"island":"Dream","bill_length_mm":46.5,"bill_depth_mm":17.9,"flipper_length_mm":192,"body_mass_g":3500,"sex":"female"}',
+  '{"island":"Biscoe","bill_length_mm":46.1,"bill_depth_mm":13.2,"flipper_length_mm":211,"body_mass_g":4500,"sex":"female"}',
+  '{"island":"Biscoe","bill_length_mm":50,"bill_depth_mm":16.3,"flipper_length_mm":230,"body_mass_g":5700,"sex":"male"}',
+  '{"island":"Torgersen","bill_length_mm":37.8,"bill_depth_mm":17.3,"flipper_length_mm":180,"body_mass_g":3700,"sex":null}',
 }
 
 local threads = {}
@@ -64,7 +67,7 @@ local function bodies_from_csv(path)
           table.insert(parts, '"' .. name .. '":' .. json_value(cells[i] or ""))
         end
       end
-      table.insert(bodies, '{"features":{' .. table.concat(parts, ",") .. '}}')
+      table.insert(bodies, '{' .. table.concat(parts, ",") .. '}')
     end
   end
   f:close()
@@ -73,15 +76,32 @@ end
 
 -- Runs in each thread's own Lua state.
 function init(args)
-  local bodies = nil
-  if args[1] ~= nil then
-    bodies = bodies_from_csv(args[1])
-    if bodies == nil or #bodies == 0 then
+  local rows = nil
+  if args[1] ~= nil and args[1] ~= "" then
+    rows = bodies_from_csv(args[1])
+    if rows == nil or #rows == 0 then
       io.stderr:write("predict.lua: cannot read rows from " .. args[1] .. "\n")
       os.exit(2)
     end
   else
-    bodies = fallback
+    rows = fallback
+  end
+  batch = tonumber(args[2] or "1")
+  if batch == nil or batch < 1 then
+    io.stderr:write("predict.lua: the batch size must be a number >= 1, got " .. tostring(args[2]) .. "\n")
+    os.exit(2)
+  end
+  local bodies = {}
+  for i = 1, #rows do
+    if batch == 1 then
+      bodies[i] = '{"features":' .. rows[i] .. '}'
+    else
+      local instances = {}
+      for k = 0, batch - 1 do
+        instances[k + 1] = rows[(i - 1 + k) % #rows + 1]
+      end
+      bodies[i] = '{"instances":[' .. table.concat(instances, ",") .. ']}'
+    end
   end
   local headers = { ["Content-Type"] = "application/json" }
   requests = {}
@@ -133,8 +153,10 @@ function done(summary, latency, requests)
     latency:percentile(99) / 1000, latency:percentile(99.9) / 1000, latency.max / 1000))
   io.write(string.format("Throughput: %.1f req/s (%d requests in %.2f s)\n",
     summary.requests / secs, summary.requests, secs))
+  local batch = threads[1] and threads[1]:get("batch") or 1
+  io.write(string.format("Predictions: %.1f /s (batches of %d)\n", summary.requests * batch / secs, batch))
   io.write(string.format(
-    "steward-load: requests=%d ok=%d non2xx=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d rps=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n",
-    summary.requests, ok, e.status, e.connect, e.read, e.write, e.timeout, summary.requests / secs,
+    "steward-load: batch=%d requests=%d ok=%d non2xx=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d rps=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f\n",
+    batch, summary.requests, ok, e.status, e.connect, e.read, e.write, e.timeout, summary.requests / secs,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000))
 end

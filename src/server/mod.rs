@@ -39,26 +39,37 @@ use metrics::Metrics;
 
 /// What every handler can reach: the services, and the HTTP layer's own
 /// counters. Cloned for every request (by each middleware and the handler's
-/// `State`), so both sit behind one `Arc` each: a clone is two reference
-/// counts, not one for every part of every service.
+/// `State`), so all of it sits behind one `Arc`: a clone is one reference
+/// count, shared by both cores' workers, not one for every part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub app: Arc<App>,
     pub metrics: Arc<Metrics>,
     /// What `/metrics` encodes.
-    pub registry: Arc<prometheus_client::registry::Registry>,
+    pub registry: prometheus_client::registry::Registry,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(app: App) -> AppState {
         let app = Arc::new(app);
         let metrics = Arc::new(Metrics::default());
-        let registry = Arc::new(metrics::registry(&app, &metrics));
-        AppState {
+        let registry = metrics::registry(&app, &metrics);
+        AppState(Arc::new(Shared {
             app,
             metrics,
             registry,
-        }
+        }))
     }
 }
 
