@@ -46,6 +46,19 @@ pub struct QuantLayer {
     /// The weights again in the SIMD kernels' layout (derived from `weight`;
     /// `None` for a layer narrower than [`PACKED_MIN_OUTPUTS`]).
     packed: Option<PackedI8>,
+    /// `scale`, `zero`, `bias` and `row_sum` again, zero-padded to a multiple
+    /// of [`BLOCK`] outputs, for the AVX-512 requantization.
+    padded_parts: PaddedParts,
+}
+
+/// Per-output parts padded with zeros to whole blocks (a padding output
+/// requantizes to 0).
+#[derive(Debug, Clone, PartialEq)]
+struct PaddedParts {
+    scale: Vec<f32>,
+    zero: Vec<f32>,
+    bias: Vec<f32>,
+    row_sum: Vec<i32>,
 }
 
 /// Outputs of a packed block: sixteen i32 sums, one AVX-512 register.
@@ -143,11 +156,25 @@ impl QuantLayer {
         {
             dst[..inputs].copy_from_slice(&src[..inputs]);
         }
-        let row_sum = padded_weight
+        let row_sum: Vec<i32> = padded_weight
             .chunks_exact(p.max(1))
             .map(|r| r.iter().map(|&q| i32::from(q)).sum())
             .collect();
         let packed = PackedI8::pack(&padded_weight, outputs, p);
+        let whole = outputs.next_multiple_of(BLOCK);
+        let pad = |v: &[f32]| {
+            let mut v = v.to_vec();
+            v.resize(whole, 0.0);
+            v
+        };
+        let mut padded_sums: Vec<i32> = row_sum.clone();
+        padded_sums.resize(whole, 0);
+        let padded_parts = PaddedParts {
+            scale: pad(&scale),
+            zero: pad(&zero),
+            bias: pad(&bias),
+            row_sum: padded_sums,
+        };
         Ok(QuantLayer {
             inputs,
             outputs,
@@ -157,6 +184,7 @@ impl QuantLayer {
             bias,
             row_sum,
             packed,
+            padded_parts,
         })
     }
 
@@ -395,12 +423,17 @@ impl QuantNetwork {
         s.act.clear();
         s.act.extend_from_slice(x);
         let last = self.layers.len() - 1;
+        // The largest output of the previous layer when its requantization
+        // found it (ReLU outputs are ≥ 0, so their range is [0, that]).
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut known_hi = None;
         for (l, layer) in self.layers.iter().enumerate() {
             let (n, p, m) = (layer.inputs, layer.padded(), layer.outputs);
             // Quantize the input row: [lo, hi] ∋ 0 onto 0..=ACT_MAX.
-            let (lo, hi) = match &self.ranges {
-                Some(r) => r[l],
-                None => range(&s.act[..n]),
+            let (lo, hi) = match (&self.ranges, known_hi.take()) {
+                (Some(r), _) => r[l],
+                (None, Some(hi)) => (0.0, hi),
+                (None, None) => range(&s.act[..n]),
             };
             let sx = if hi > lo { (hi - lo) / ACT_MAX } else { 1.0 };
             let inv = 1.0 / sx;
@@ -441,6 +474,27 @@ impl QuantNetwork {
             let zi = z as i32;
             let shift = (sum_u - n as i32 * zi) as f32;
             s.next.clear();
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx512Vnni
+                && l < last
+                && self.activations[l] == Activation::Relu
+                && layer.packed.is_some()
+                && kernel.supported()
+            {
+                let parts = &layer.padded_parts;
+                s.next.resize(parts.scale.len(), 0.0);
+                // SAFETY: the CPU has AVX-512 F (`kernel.supported()` above, for
+                // the VNNI kernel); the slices' lengths are checked inside.
+                let hi =
+                    unsafe { requantize_relu_avx512(parts, &s.acc, zi, sx, shift, &mut s.next) };
+                if let Some(hi) = hi {
+                    s.next.truncate(m);
+                    known_hi = Some(hi);
+                    std::mem::swap(&mut s.act, &mut s.next);
+                    continue;
+                }
+                s.next.clear();
+            }
             s.next.resize(m, 0.0);
             let (y, acc, row_sum) = (&mut s.next[..m], &s.acc[..m], &layer.row_sum[..m]);
             let (scale, zero, bias) = (&layer.scale[..m], &layer.zero[..m], &layer.bias[..m]);
@@ -598,6 +652,66 @@ impl Kernel {
             }
             _ => packed_portable(w, u, out),
         }
+    }
+}
+
+/// The requantization and ReLU of a packed layer's sums in 512-bit registers:
+/// the portable loop's operations in its order (no fused multiply-add), so the
+/// same bits; also the largest output (at least 0), which is the next layer's
+/// range. `None`, leaving `y` unspecified, when the slices are shorter than the
+/// padded parts.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn requantize_relu_avx512(
+    parts: &PaddedParts,
+    acc: &[i32],
+    zi: i32,
+    sx: f32,
+    shift: f32,
+    y: &mut [f32],
+) -> Option<f32> {
+    use std::arch::x86_64::*;
+    let whole = parts.scale.len();
+    let lengths = [parts.zero.len(), parts.bias.len(), parts.row_sum.len()];
+    if !whole.is_multiple_of(BLOCK)
+        || lengths.iter().any(|&l| l != whole)
+        || acc.len() < whole
+        || y.len() < whole
+    {
+        return None;
+    }
+    // SAFETY: AVX-512 F is enabled for this function; every slice holds at
+    // least `whole` values (checked above), read and written 16 at a time at
+    // offsets below `whole`.
+    unsafe {
+        let (vzi, vsx, vshift, zeros) = (
+            _mm512_set1_epi32(zi),
+            _mm512_set1_ps(sx),
+            _mm512_set1_ps(shift),
+            _mm512_setzero_ps(),
+        );
+        let mut hi = zeros;
+        let mut o = 0;
+        while o < whole {
+            let a = _mm512_loadu_si512(acc.as_ptr().add(o).cast());
+            let rs = _mm512_loadu_si512(parts.row_sum.as_ptr().add(o).cast());
+            let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_mullo_epi32(vzi, rs)));
+            let scale = _mm512_loadu_ps(parts.scale.as_ptr().add(o));
+            let zero = _mm512_loadu_ps(parts.zero.as_ptr().add(o));
+            let bias = _mm512_loadu_ps(parts.bias.as_ptr().add(o));
+            let t = _mm512_add_ps(_mm512_mul_ps(scale, dot), _mm512_mul_ps(zero, vshift));
+            let v = _mm512_add_ps(_mm512_mul_ps(vsx, t), bias);
+            // ReLU as `f32::max(v, 0)`: `vmaxps` gives its second operand (0)
+            // when the first is NaN.
+            let v = _mm512_max_ps(v, zeros);
+            _mm512_storeu_ps(y.as_mut_ptr().add(o), v);
+            hi = _mm512_max_ps(hi, v);
+            o += BLOCK;
+        }
+        Some(_mm512_reduce_max_ps(hi))
     }
 }
 
