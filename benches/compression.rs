@@ -15,7 +15,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use steward::model::network::{Network, Output};
+use steward::model::network::{F32Kernel, Network, Output};
 use steward::model::prune;
 use steward::model::quant::{Kernel, QuantNetwork, Scratch};
 use steward::train::sgd::initial_network;
@@ -59,6 +59,12 @@ fn bench_forms(c: &mut Criterion) {
         group.bench_function("f32/batch1", |b| {
             b.iter(|| black_box(f32_net.forward_one(&one)))
         });
+        // Each f32 kernel this CPU runs, by name (f32 above is the fastest).
+        for kernel in F32Kernel::ALL.into_iter().filter(|k| k.supported()) {
+            group.bench_function(format!("f32_{}/batch1", kernel.as_str()), |b| {
+                b.iter(|| black_box(f32_net.forward_one_with(kernel, &one)))
+            });
+        }
         let mut scratch = Scratch::default();
         group.bench_function("int8/batch1", |b| {
             b.iter(|| black_box(int8.forward_one(&one, &mut scratch)))

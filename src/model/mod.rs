@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod network;
+pub mod packed;
 pub mod prune;
 pub mod quant;
 pub mod row;

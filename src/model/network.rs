@@ -8,8 +8,12 @@
 //! batch pass is one matrix product per layer. This module owns the f32 arithmetic
 //! only; encoding lives in `schema`, persistence in `artifact`.
 
+use std::sync::OnceLock;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
+
+use super::packed::{PackedLayer, BLOCK};
 
 /// The function applied to the last layer's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +277,84 @@ pub enum NetworkError {
     LeakyAlpha { layer: usize, alpha: f32 },
 }
 
+/// Which f32 kernel runs the one-row forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum F32Kernel {
+    /// A dot product per output over the `out × in` rows, plain Rust (compiled
+    /// for AVX2 where the CPU has it: the same bits in wider registers).
+    Portable,
+    /// The packed weights ([`super::packed`]), 256-bit fused multiply-add
+    /// (x86-64 with AVX2 and FMA).
+    Avx2Fma,
+    /// The packed weights, 512-bit fused multiply-add (x86-64 with AVX-512 F).
+    Avx512,
+}
+
+impl F32Kernel {
+    /// Every kernel.
+    pub const ALL: [F32Kernel; 3] = [F32Kernel::Portable, F32Kernel::Avx2Fma, F32Kernel::Avx512];
+
+    /// The widest kernel this CPU runs.
+    pub fn detect() -> F32Kernel {
+        if F32Kernel::Avx512.supported() {
+            F32Kernel::Avx512
+        } else if F32Kernel::Avx2Fma.supported() {
+            F32Kernel::Avx2Fma
+        } else {
+            F32Kernel::Portable
+        }
+    }
+
+    /// Whether this CPU can run the kernel.
+    pub fn supported(self) -> bool {
+        match self {
+            F32Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2Fma => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => {
+                std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The kernel's name, as benches and `/metrics` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            F32Kernel::Portable => "portable",
+            F32Kernel::Avx2Fma => "avx2fma",
+            F32Kernel::Avx512 => "avx512",
+        }
+    }
+}
+
+/// The packed form of a network's layers ([`super::packed`]), built on the first
+/// one-row pass that needs it and dropped when the layers are handed out
+/// mutably. It is derived from the layers, so it takes no part in equality.
+#[derive(Clone, Default)]
+struct Packing(OnceLock<Vec<Option<PackedLayer>>>);
+
+impl PartialEq for Packing {
+    fn eq(&self, _: &Packing) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Packing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Packing(built)"
+        } else {
+            "Packing(not built)"
+        })
+    }
+}
+
 /// A feed-forward network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Network {
@@ -280,6 +362,7 @@ pub struct Network {
     /// One per hidden layer (`layers.len() - 1`).
     activations: Vec<Activation>,
     output: Output,
+    packing: Packing,
 }
 
 impl Network {
@@ -338,6 +421,7 @@ impl Network {
             layers,
             activations,
             output,
+            packing: Packing::default(),
         })
     }
 
@@ -350,8 +434,10 @@ impl Network {
         &self.activations
     }
 
-    /// Mutable access for trainers; shapes must not change.
+    /// Mutable access for trainers; shapes must not change. Drops the packed
+    /// weights, which the next one-row pass builds again from the new ones.
     pub fn layers_mut(&mut self) -> &mut [Dense] {
+        self.packing = Packing::default();
         &mut self.layers
     }
 
@@ -375,12 +461,44 @@ impl Network {
             .sum()
     }
 
-    /// The forward pass for one row; `x` has [`Network::inputs`] entries.
-    ///
-    /// On x86-64 CPUs with AVX2 the pass is compiled for AVX2 (chosen at run
-    /// time): the same operations in the same order in wider registers, so the
-    /// result is bit-identical to the portable build's.
+    /// The forward pass for one row; `x` has [`Network::inputs`] entries, with the
+    /// fastest kernel this CPU has ([`F32Kernel::detect`]).
     pub fn forward_one(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_one_with(F32Kernel::detect(), x)
+    }
+
+    /// The forward pass for one row with a chosen kernel (a kernel the CPU lacks
+    /// runs as the portable one). The packed kernels use fused multiply-add, so
+    /// their outputs can differ from the portable pass's in the last bits.
+    pub fn forward_one_with(&self, kernel: F32Kernel, x: &[f32]) -> Vec<f32> {
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 if kernel.supported() => {
+                let packed = self.packed();
+                // SAFETY: the CPU has AVX-512 F and FMA (checked on the match arm).
+                unsafe { self.forward_packed_avx512(packed, x) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2Fma if kernel.supported() => {
+                let packed = self.packed();
+                // SAFETY: the CPU has AVX2 and FMA (checked on the match arm).
+                unsafe { self.forward_packed_avx2(packed, x) }
+            }
+            _ => self.forward_one_dot(x),
+        }
+    }
+
+    /// The packed layers, built on first use.
+    fn packed(&self) -> &[Option<PackedLayer>] {
+        self.packing
+            .0
+            .get_or_init(|| self.layers.iter().map(PackedLayer::pack).collect())
+    }
+
+    /// The portable kernel: on x86-64 CPUs with AVX2 it is compiled for AVX2
+    /// (chosen at run time): the same operations in the same order in wider
+    /// registers, so the result is bit-identical to the baseline build's.
+    fn forward_one_dot(&self, x: &[f32]) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked on the line above.
@@ -393,6 +511,60 @@ impl Network {
     #[target_feature(enable = "avx2")]
     unsafe fn forward_one_avx2(&self, x: &[f32]) -> Vec<f32> {
         self.forward_one_portable(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn forward_packed_avx512(&self, packed: &[Option<PackedLayer>], x: &[f32]) -> Vec<f32> {
+        self.forward_packed_in(packed, x, |p, a, z| {
+            // SAFETY: this function is compiled for, and only called on CPUs
+            // with, AVX-512 F and FMA.
+            unsafe { p.gemv_avx512(a, z) }
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_packed_avx2(&self, packed: &[Option<PackedLayer>], x: &[f32]) -> Vec<f32> {
+        self.forward_packed_in(packed, x, |p, a, z| {
+            // SAFETY: this function is compiled for, and only called on CPUs
+            // with, AVX2 and FMA.
+            unsafe { p.gemv_avx2(a, z) }
+        })
+    }
+
+    /// The pass over packed layers, inlined into each instruction set's copy;
+    /// `gemv` is the kernel's packed product. Layers too narrow to pack take the
+    /// dot products.
+    #[inline(always)]
+    fn forward_packed_in(
+        &self,
+        packed: &[Option<PackedLayer>],
+        x: &[f32],
+        gemv: impl Fn(&PackedLayer, &[f32], &mut [f32]),
+    ) -> Vec<f32> {
+        let widest = self.layers.iter().map(Dense::outputs).max().unwrap_or(0);
+        let mut a = Vec::with_capacity(widest.next_multiple_of(BLOCK).max(x.len()));
+        a.extend_from_slice(x);
+        let mut z = Vec::with_capacity(a.capacity());
+        let hidden = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            match packed.get(i) {
+                Some(Some(p)) => {
+                    z.clear();
+                    z.resize(p.blocks() * BLOCK, 0.0);
+                    gemv(p, &a, &mut z);
+                    z.truncate(p.outputs);
+                }
+                _ => layer.apply_one(&a, &mut z),
+            }
+            if i < hidden {
+                self.activations[i].apply_in_place(&mut z);
+            }
+            std::mem::swap(&mut a, &mut z);
+        }
+        finish_one(self.output, &mut a);
+        a
     }
 
     /// [`Self::forward_one`] for the build's baseline instruction set.
@@ -515,8 +687,8 @@ mod tests {
         Network::new(vec![l1, l2], output).unwrap()
     }
 
-    /// For every activation (and a mix of them), the AVX2 build of the pass gives
-    /// the portable build's bits.
+    /// For every activation (and a mix of them), the portable kernel's AVX2 build
+    /// gives the baseline build's bits.
     #[test]
     fn the_avx2_and_portable_passes_are_bit_identical() {
         use rand::{Rng, SeedableRng};
@@ -543,12 +715,91 @@ mod tests {
             for _ in 0..50 {
                 let x: Vec<f32> = (0..30).map(|_| next() * 4.0).collect();
                 assert_eq!(
-                    n.forward_one(&x),
+                    n.forward_one_with(F32Kernel::Portable, &x),
                     n.forward_one_portable(&x),
                     "{activations:?}"
                 );
             }
         }
+    }
+
+    /// Every f32 kernel this CPU has against the portable pass, for every
+    /// activation and output, on shapes with full and partial blocks of 16 and
+    /// a layer too narrow to pack. The packed kernels sum in another order, with
+    /// fused multiply-add, so the outputs are not bit-identical: they agree
+    /// within 2e-6 of the output's magnitude (at least 1), a few units in the
+    /// last place of f32 after three layers of up to 256 terms.
+    #[test]
+    fn the_f32_kernels_agree_with_the_portable_pass() {
+        use rand::{Rng, SeedableRng};
+        let kernels: Vec<F32Kernel> = F32Kernel::ALL
+            .into_iter()
+            .filter(|k| k.supported())
+            .collect();
+        eprintln!("f32 kernels on this CPU: {kernels:?}");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let leaky = Activation::LeakyRelu { alpha: 0.01 };
+        for (widths, output) in [
+            (&[30, 256, 256, 2][..], Output::Softmax),
+            (&[30, 256, 256, 1][..], Output::Identity),
+            (&[64, 64, 64][..], Output::Softmax),
+            (&[7, 67, 9, 1][..], Output::Sigmoid),
+            (&[5, 3][..], Output::Softmax),
+            (&[300, 140, 20][..], Output::Softmax),
+        ] {
+            let relu = initial_network(
+                widths[0],
+                &widths[1..widths.len() - 1],
+                widths[widths.len() - 1],
+                output,
+                &mut rng,
+            )
+            .unwrap();
+            let mut layers = relu.layers().to_vec();
+            for l in &mut layers {
+                l.bias.mapv_inplace(|_| rng.gen_range(-0.5..0.5));
+            }
+            let hidden = widths.len() - 2;
+            for f in [
+                Activation::Relu,
+                Activation::Tanh,
+                leaky,
+                Activation::Sigmoid,
+            ] {
+                let n = Network::with_activations(layers.clone(), vec![f; hidden], output).unwrap();
+                for _ in 0..20 {
+                    let x: Vec<f32> = (0..widths[0]).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                    let want = n.forward_one_portable(&x);
+                    for &kernel in &kernels {
+                        let got = n.forward_one_with(kernel, &x);
+                        assert_eq!(got.len(), want.len());
+                        for (a, b) in want.iter().zip(&got) {
+                            assert!(
+                                (a - b).abs() <= 2e-6 * a.abs().max(1.0),
+                                "{kernel:?} {widths:?} {f:?}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The packed weights follow the layers: changed through `layers_mut`, the
+    /// next pass uses the new weights.
+    #[test]
+    fn the_packed_weights_follow_changes_to_the_layers() {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let mut n = initial_network(4, &[32], 2, Output::Softmax, &mut rng).unwrap();
+        let x = [0.5, -1.0, 2.0, 0.25];
+        let before = n.forward_one(&x);
+        n.layers_mut()[0].weight.mapv_inplace(|w| -w);
+        let after = n.forward_one(&x);
+        assert_ne!(before, after);
+        for (a, b) in after.iter().zip(n.forward_one_portable(&x)) {
+            assert!((a - b).abs() <= 2e-6);
+        }
+        assert_eq!(n.clone(), n);
     }
 
     #[test]
