@@ -27,20 +27,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde_json::{Map, Value};
 use sqlx::SqlitePool;
-use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
-use steward::store::writer::{self, LogHandle, PredictionRow, WriterConfig};
+use steward::store::writer::{self, LogHandle, PredictionRow};
 
-const SEED: u64 = 42;
+#[path = "common/log_rows.rs"]
+mod log_rows;
+use log_rows::{runtime_and_db, shipped_writer_config, RowMaker};
+
 /// The table is emptied (untimed) once it holds more rows than this, so that a
 /// long run does not fill the disk. UUIDv7 keys and times are ascending, so an
 /// insert appends at the right edge of both B-trees and its cost barely depends
@@ -61,96 +59,6 @@ fn process_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// Log rows shaped like the daemon's: `features` as the handler serialises a
-/// request's feature map, `output` a class and its probabilities.
-struct RowMaker {
-    features: Vec<String>,
-    rng: ChaCha8Rng,
-    version: Arc<str>,
-    next: usize,
-}
-
-impl RowMaker {
-    /// The bundled penguins rows (complete ones), 6 features each.
-    fn penguins() -> RowMaker {
-        let mut lines = steward::BUNDLED_PENGUINS.lines();
-        let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
-        let mut features = Vec::new();
-        for line in lines {
-            let cells: Vec<&str> = line.split(',').collect();
-            if cells[..6].iter().any(|c| c.is_empty()) {
-                continue;
-            }
-            let mut m = Map::new();
-            for (name, cell) in header[..6].iter().zip(&cells) {
-                let v = match cell.parse::<f64>() {
-                    Ok(x) => serde_json::json!(x),
-                    Err(_) => Value::String((*cell).to_string()),
-                };
-                m.insert((*name).to_string(), v);
-            }
-            features.push(Value::Object(m).to_string());
-        }
-        assert!(features.len() > 300, "expected the bundled penguins rows");
-        RowMaker::with(features)
-    }
-
-    /// 512 distinct rows of 30 numeric features (`f00` .. `f29`).
-    fn numeric30() -> RowMaker {
-        let mut rng = ChaCha8Rng::seed_from_u64(SEED + 1);
-        let features = (0..512)
-            .map(|_| {
-                let m: Map<String, Value> = (0..30)
-                    .map(|j| {
-                        (
-                            format!("f{j:02}"),
-                            serde_json::json!(rng.gen_range(-3.0..3.0)),
-                        )
-                    })
-                    .collect();
-                Value::Object(m).to_string()
-            })
-            .collect();
-        RowMaker::with(features)
-    }
-
-    fn with(features: Vec<String>) -> RowMaker {
-        RowMaker {
-            features,
-            rng: ChaCha8Rng::seed_from_u64(SEED),
-            version: "1".into(),
-            next: 0,
-        }
-    }
-
-    fn row(&mut self) -> PredictionRow {
-        let features = self.features[self.next % self.features.len()].clone();
-        self.next += 1;
-        let a: f32 = self.rng.gen_range(0.0..1.0);
-        let b: f32 = self.rng.gen_range(0.0..(1.0 - a));
-        let (p, label) = ([a, b, 1.0 - a - b], ["Adelie", "Chinstrap", "Gentoo"]);
-        let best = (0..3).fold(0, |best, i| if p[i] > p[best] { i } else { best });
-        let output = serde_json::json!({
-            "prediction": label[best],
-            "probabilities": {"Adelie": p[0], "Chinstrap": p[1], "Gentoo": p[2]},
-        })
-        .to_string();
-        PredictionRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            time: steward::time::now_millis(),
-            model_version: self.version.clone(),
-            features,
-            output,
-            latency_us: self.rng.gen_range(20..200),
-            anomaly_score: Some(self.rng.gen_range(0.0..40.0)),
-        }
-    }
-
-    fn rows(&mut self, n: usize) -> Vec<PredictionRow> {
-        (0..n).map(|_| self.row()).collect()
-    }
 }
 
 /// Empties `predictions` when it has grown past [`MAX_TABLE_ROWS`] (untimed).
@@ -186,16 +94,6 @@ async fn empty(pool: &SqlitePool) {
     }
 }
 
-/// The writer settings config/steward.toml ships.
-fn shipped_writer_config() -> WriterConfig {
-    WriterConfig {
-        capacity: 65_536,
-        batch_rows: 1000,
-        flush: Duration::from_millis(5),
-        queue_wait: Duration::from_secs(1),
-    }
-}
-
 async fn send_burst(handle: &LogHandle, rows: Vec<PredictionRow>) {
     for row in rows {
         assert!(handle.log(row).await, "row dropped");
@@ -216,16 +114,8 @@ async fn send_paced(handle: &LogHandle, rows: Vec<PredictionRow>) {
 }
 
 fn bench_writer(c: &mut Criterion) {
-    // The daemon's runtime: multi-threaded, one worker per core.
-    let rt = Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bench.db");
-    let store = rt
-        .block_on(steward::store::open(&path))
-        .expect("open the bench database");
-    let pool = rt
-        .block_on(SqlitePool::connect(&format!("sqlite://{}", path.display())))
-        .expect("a second connection to the bench database");
+    // The daemon's runtime (one worker per core) and database.
+    let (rt, _dir, store, pool) = runtime_and_db();
     let cancel = CancellationToken::new();
     let (handle, task) = {
         let _guard = rt.enter();
@@ -236,8 +126,8 @@ fn bench_writer(c: &mut Criterion) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     for (shape, mut maker) in [
-        ("features6", RowMaker::penguins()),
-        ("features30", RowMaker::numeric30()),
+        ("features6", RowMaker::new(log_rows::penguins())),
+        ("features30", RowMaker::new(log_rows::numeric30())),
     ] {
         let sample = maker.row();
         eprintln!(
