@@ -155,7 +155,7 @@ pub fn spawn(
                     *last = Some(e.to_string());
                 }
                 stats.unhealthy.store(true, Ordering::Relaxed);
-                drop_all(rx, &stats).await;
+                drop_all(rx, &stats, &cancel).await;
                 return;
             }
         };
@@ -189,10 +189,15 @@ impl Sink {
     }
 }
 
-/// Counts every row sent as dropped and answers every flush, until every handle
-/// is gone (when the writer cannot run at all).
-async fn drop_all(mut rx: mpsc::Receiver<Msg>, stats: &LogStats) {
-    while let Some(m) = rx.recv().await {
+/// Counts every row sent as dropped and answers every flush, until the stop or
+/// until every handle is gone (when the writer cannot run at all).
+async fn drop_all(mut rx: mpsc::Receiver<Msg>, stats: &LogStats, cancel: &CancellationToken) {
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => m,
+            () = cancel.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(m) = m else { return };
         match m {
             Msg::Row(_) => {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
