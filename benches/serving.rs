@@ -30,9 +30,9 @@ use steward::model::network::{Dense, Network, Output};
 use steward::model::Model;
 use steward::store::writer;
 
-#[path = "common/log_rows.rs"]
-mod log_rows;
-use log_rows::{penguin_rows, runtime_and_db, shipped_writer_config, RowMaker};
+#[path = "common/support.rs"]
+mod support;
+use support::{penguin_rows, process_cpu_time, runtime_and_db, shipped_writer_config, RowMaker};
 
 const SEED: u64 = 42;
 const BATCH: usize = 64;
@@ -172,7 +172,7 @@ async fn trim(pool: &SqlitePool) {
 
 fn bench_log(c: &mut Criterion) {
     let (rt, _dir, store, pool) = runtime_and_db();
-    let mut maker = RowMaker::new(log_rows::penguins());
+    let mut maker = RowMaker::new(support::penguins());
     let sample = maker.row();
     eprintln!(
         "log row: id {} bytes, features {} bytes, output {} bytes",
@@ -333,18 +333,6 @@ fn bench_router(c: &mut Criterion) {
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.close();
     rt.block_on(app_for_drain.drain(parts, &tracker));
-}
-
-/// CPU time used by every thread of this process so far.
-fn process_cpu_time() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 criterion_group!(benches, bench_bundled, bench_64, bench_log, bench_router);

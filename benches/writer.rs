@@ -35,9 +35,9 @@ use tokio_util::sync::CancellationToken;
 
 use steward::store::writer::{self, LogHandle, PredictionRow};
 
-#[path = "common/log_rows.rs"]
-mod log_rows;
-use log_rows::{runtime_and_db, shipped_writer_config, RowMaker};
+#[path = "common/support.rs"]
+mod support;
+use support::{process_cpu_time, runtime_and_db, shipped_writer_config, RowMaker};
 
 /// The table is emptied (untimed) once it holds more rows than this, so that a
 /// long run does not fill the disk. UUIDv7 keys and times are ascending, so an
@@ -47,19 +47,6 @@ const MAX_TABLE_ROWS: i64 = 300_000;
 /// Paced sending: rows per tick, and the tick.
 const PACED_ROWS: usize = 50;
 const PACED_TICK: Duration = Duration::from_millis(1);
-
-/// The process's CPU time so far (every thread).
-fn process_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer to a
-    // local; CLOCK_PROCESS_CPUTIME_ID is supported on every Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// Empties `predictions` when it has grown past [`MAX_TABLE_ROWS`] (untimed).
 async fn trim(pool: &SqlitePool) {
@@ -126,8 +113,8 @@ fn bench_writer(c: &mut Criterion) {
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     for (shape, mut maker) in [
-        ("features6", RowMaker::new(log_rows::penguins())),
-        ("features30", RowMaker::new(log_rows::numeric30())),
+        ("features6", RowMaker::new(support::penguins())),
+        ("features30", RowMaker::new(support::numeric30())),
     ] {
         let sample = maker.row();
         eprintln!(
@@ -146,13 +133,13 @@ fn bench_writer(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     rt.block_on(trim(&pool));
                     let rows = maker.rows(iters as usize);
-                    let start = process_cpu();
+                    let start = process_cpu_time();
                     if paced {
                         rt.block_on(send_paced(&handle, rows));
                     } else {
                         rt.block_on(send_burst(&handle, rows));
                     }
-                    let cpu = process_cpu() - start;
+                    let cpu = process_cpu_time() - start;
                     if std::env::var_os("WRITER_BENCH_TRACE").is_some() {
                         eprintln!("{iters} rows: {cpu:?} CPU");
                     }

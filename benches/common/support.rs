@@ -1,7 +1,8 @@
-//! Prediction log rows for the benches (`serving`, `writer`), shaped like the
-//! daemon's: UUIDv7 ids in time order, `features` as the handler serialises a
-//! request's feature map, `output` a class and its probabilities, an anomaly
-//! score; and the database they go to. Included by each bench with `#[path]`; each uses part of it.
+//! What the benches `serving` and `writer` share: the process's CPU clock;
+//! prediction log rows shaped like the daemon's (UUIDv7 ids in time order,
+//! `features` as a request's feature map serialised, `output` a class and its
+//! probabilities, an anomaly score); the database they go to and the writer's
+//! shipped settings. Included by each bench with `#[path]`; each uses part of it.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -158,4 +159,16 @@ pub fn shipped_writer_config() -> WriterConfig {
         flush: Duration::from_millis(5),
         queue_wait: Duration::from_secs(1),
     }
+}
+
+/// CPU time used by every thread of this process so far.
+pub fn process_cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
