@@ -1,6 +1,6 @@
 //! Serving benches: the f32 forward pass (the bundled penguins model and a
 //! 64-64-64 network), the per-request CPU path without HTTP, the prediction
-//! log (one multi-row INSERT into a real SQLite file; the writer task end to end),
+//! log (one batch's transaction into a real SQLite file; the writer task end to end),
 //! and the whole `POST /v1/predict` through the axum app without a socket: wall
 //! time, and the process's CPU time per request (one row, a batch of 64) with
 //! the log rows committed.
@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -25,13 +24,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 use sqlx::SqlitePool;
-use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 use steward::model::network::{Dense, Network, Output};
 use steward::model::Model;
-use steward::store::writer::{self, PredictionRow, WriterConfig};
-use steward::store::Store;
+use steward::store::writer;
+
+#[path = "common/support.rs"]
+mod support;
+use support::{penguin_rows, process_cpu_time, runtime_and_db, shipped_writer_config, RowMaker};
 
 const SEED: u64 = 42;
 const BATCH: usize = 64;
@@ -44,46 +45,6 @@ const WRITER_ROWS: usize = 10_000;
 /// insert appends at the right edge of the B-tree and its cost barely depends on
 /// the table's size.
 const MAX_TABLE_ROWS: u64 = 200_000;
-
-const FEATURES: [&str; 6] = [
-    "island",
-    "bill_length_mm",
-    "bill_depth_mm",
-    "flipper_length_mm",
-    "body_mass_g",
-    "sex",
-];
-
-/// The bundled penguins rows (without the label) as `/v1/predict` feature maps:
-/// numbers as JSON numbers, empty cells as `null`. Rows with a missing cell are
-/// skipped so every row is a complete, realistic request.
-fn penguin_rows() -> Vec<Map<String, Value>> {
-    let mut lines = steward::BUNDLED_PENGUINS.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .expect("penguins.csv has a header")
-        .split(',')
-        .collect();
-    assert_eq!(&header[..6], &FEATURES, "penguins.csv columns changed");
-    let mut rows = Vec::new();
-    for line in lines {
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells[..6].iter().any(|c| c.is_empty()) {
-            continue;
-        }
-        let mut m = Map::new();
-        for (name, cell) in FEATURES.iter().zip(&cells) {
-            let v = match cell.parse::<f64>() {
-                Ok(x) => serde_json::json!(x),
-                Err(_) => Value::String((*cell).to_string()),
-            };
-            m.insert((*name).to_string(), v);
-        }
-        rows.push(m);
-    }
-    assert!(rows.len() > 300, "expected the bundled penguins rows");
-    rows
-}
 
 /// The model a fresh daemon trains at start-up (same data, label and seed).
 fn bundled_model() -> Model {
@@ -191,57 +152,6 @@ fn bench_64(c: &mut Criterion) {
     g.finish();
 }
 
-/// Log rows shaped like the daemon's: UUIDv7 ids, real penguins features (~120
-/// bytes of JSON), a softmax output over the three species (~100 bytes).
-struct RowMaker {
-    features: Vec<String>,
-    rng: ChaCha8Rng,
-    version: Arc<str>,
-    next: usize,
-}
-
-impl RowMaker {
-    fn new() -> RowMaker {
-        let features = penguin_rows()
-            .into_iter()
-            .map(|m| Value::Object(m).to_string())
-            .collect();
-        RowMaker {
-            features,
-            rng: ChaCha8Rng::seed_from_u64(SEED),
-            version: "1".into(),
-            next: 0,
-        }
-    }
-
-    fn row(&mut self) -> PredictionRow {
-        let features = self.features[self.next % self.features.len()].clone();
-        self.next += 1;
-        let a: f32 = self.rng.gen_range(0.0..1.0);
-        let b: f32 = self.rng.gen_range(0.0..(1.0 - a));
-        let (p, label) = ([a, b, 1.0 - a - b], ["Adelie", "Chinstrap", "Gentoo"]);
-        let best = (0..3).fold(0, |best, i| if p[i] > p[best] { i } else { best });
-        let output = serde_json::json!({
-            "prediction": label[best],
-            "probabilities": {"Adelie": p[0], "Chinstrap": p[1], "Gentoo": p[2]},
-        })
-        .to_string();
-        PredictionRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            time: steward::time::now_millis(),
-            model_version: self.version.clone(),
-            features,
-            output,
-            latency_us: self.rng.gen_range(20..200),
-            anomaly_score: None,
-        }
-    }
-
-    fn rows(&mut self, n: usize) -> Vec<PredictionRow> {
-        (0..n).map(|_| self.row()).collect()
-    }
-}
-
 /// Empties `predictions` when it has grown past [`MAX_TABLE_ROWS`] (call untimed).
 async fn trim(pool: &SqlitePool) {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM predictions")
@@ -260,38 +170,9 @@ async fn trim(pool: &SqlitePool) {
     }
 }
 
-/// The writer settings config/steward.toml ships.
-fn shipped_writer_config() -> WriterConfig {
-    WriterConfig {
-        capacity: 65_536,
-        batch_rows: 1000,
-        flush: Duration::from_millis(5),
-        queue_wait: Duration::from_secs(1),
-    }
-}
-
-/// A tokio runtime and a fresh bench database in a temporary directory (kept
-/// alive by the returned guard), opened as the daemon opens it, with a second
-/// plain connection pool for [`trim`].
-fn runtime_and_db() -> (Runtime, tempfile::TempDir, Store, SqlitePool) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bench.db");
-    let store = rt
-        .block_on(steward::store::open(&path))
-        .expect("open the bench database");
-    let pool = rt
-        .block_on(SqlitePool::connect(&format!("sqlite://{}", path.display())))
-        .expect("a second connection to the bench database");
-    (rt, dir, store, pool)
-}
-
 fn bench_log(c: &mut Criterion) {
     let (rt, _dir, store, pool) = runtime_and_db();
-    let mut maker = RowMaker::new();
+    let mut maker = RowMaker::new(support::penguins());
     let sample = maker.row();
     eprintln!(
         "log row: id {} bytes, features {} bytes, output {} bytes",
@@ -305,8 +186,10 @@ fn bench_log(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(8));
 
-    // One multi-row INSERT of 1000 rows in one transaction (what the writer does
-    // per batch), into a WAL-mode file with synchronous=NORMAL as the daemon opens it.
+    // One transaction of 1000 rows (what the writer does per batch), through the
+    // writer's own connection, into a WAL-mode file with synchronous=NORMAL as the
+    // daemon opens it.
+    let mut log = writer::SqliteLog::open(&store).expect("the writer's connection");
     g.throughput(Throughput::Elements(INSERT_ROWS as u64));
     g.bench_function("insert_1000", |b| {
         b.iter_batched(
@@ -315,7 +198,7 @@ fn bench_log(c: &mut Criterion) {
                 maker.rows(INSERT_ROWS)
             },
             |rows| {
-                rt.block_on(writer::insert(&store, &rows)).expect("insert");
+                log.insert(&rows).expect("insert");
                 rows
             },
             BatchSize::PerIteration,
@@ -450,18 +333,6 @@ fn bench_router(c: &mut Criterion) {
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.close();
     rt.block_on(app_for_drain.drain(parts, &tracker));
-}
-
-/// CPU time used by every thread of this process so far.
-fn process_cpu_time() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 criterion_group!(benches, bench_bundled, bench_64, bench_log, bench_router);

@@ -305,7 +305,7 @@ mod tests {
                 anomaly_score: None,
             })
             .collect();
-        crate::store::writer::insert(&store, &predictions)
+        crate::store::writer::insert(&store, predictions)
             .await
             .unwrap();
         let (committer, task) = Committer::spawn(store.clone());

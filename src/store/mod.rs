@@ -54,6 +54,13 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// From the prediction log writer's own connection (`writer::sqlite`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the prediction log writer's thread cannot start: {0}")]
+    Thread(std::io::Error),
+    #[error("the prediction log writer's thread is gone")]
+    WriterGone,
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
     /// A failure of a write shared by several requests (group commit), with
@@ -70,6 +77,9 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Sql(e) => sql_unavailable(e),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
+            }
             StoreError::Committer { unavailable, .. } => *unavailable,
             _ => false,
         }

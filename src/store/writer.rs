@@ -1,5 +1,7 @@
 //! The prediction log writer: one task that owns all writes to `predictions`, fed
-//! by a bounded channel, committing multi-row INSERTs in one transaction per batch.
+//! by a bounded channel, committing one transaction per batch through a sink
+//! (SQLite: `sqlite`, a connection of its own on a dedicated thread; a second
+//! backend's insert sits beside it in [`Sink`]).
 //!
 //! A batch is written when it reaches `database.batch_rows` rows or
 //! `database.flush_secs` after its first row, whichever comes first.
@@ -16,9 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::{QueryBuilder, Sqlite};
+mod sqlite;
 
-use super::Store;
+pub use sqlite::{insert, SqliteLog};
+
+use super::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -140,16 +144,77 @@ pub fn spawn(
         queue_wait: cfg.queue_wait,
         capacity: cfg.capacity,
     };
-    let task = tokio::spawn(run(store, rx, stats, cfg, cancel));
+    let task = tokio::spawn(async move {
+        let mut sink = match Sink::start(&store) {
+            Ok(sink) => sink,
+            Err(e) => {
+                // Only a thread that cannot be spawned gets here: the rows are
+                // counted as dropped and readiness fails.
+                tracing::error!(error = %e, "the prediction log writer cannot start; rows are dropped");
+                if let Ok(mut last) = stats.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                stats.unhealthy.store(true, Ordering::Relaxed);
+                drop_all(rx, &stats, &cancel).await;
+                return;
+            }
+        };
+        run(&mut sink, rx, &stats, &cfg, &cancel).await;
+        sink.close().await;
+    });
     (handle, task)
 }
 
+/// Where the batches go: the database's insert of a batch of rows, in one
+/// transaction. A PostgreSQL insert (issue 19) is a second variant.
+enum Sink {
+    Sqlite(sqlite::SqliteSink),
+}
+
+impl Sink {
+    fn start(store: &Store) -> Result<Sink, StoreError> {
+        sqlite::SqliteSink::start(store).map(Sink::Sqlite)
+    }
+
+    async fn write(&mut self, rows: &Arc<Vec<PredictionRow>>) -> Result<(), StoreError> {
+        match self {
+            Sink::Sqlite(s) => s.write(rows).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Sink::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// Counts every row sent as dropped and answers every flush, until the stop or
+/// until every handle is gone (when the writer cannot run at all).
+async fn drop_all(mut rx: mpsc::Receiver<Msg>, stats: &LogStats, cancel: &CancellationToken) {
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => m,
+            () = cancel.cancelled() => rx.try_recv().ok(),
+        };
+        let Some(m) = m else { return };
+        match m {
+            Msg::Row(_) => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Msg::Flush(f) => {
+                let _ = f.send(());
+            }
+        }
+    }
+}
+
 async fn run(
-    store: Store,
+    sink: &mut Sink,
     mut rx: mpsc::Receiver<Msg>,
-    stats: Arc<LogStats>,
-    cfg: WriterConfig,
-    cancel: CancellationToken,
+    stats: &LogStats,
+    cfg: &WriterConfig,
+    cancel: &CancellationToken,
 ) {
     let mut msgs: Vec<Msg> = Vec::with_capacity(cfg.batch_rows);
     loop {
@@ -163,7 +228,7 @@ async fn run(
             while let Ok(m) = rx.try_recv() {
                 msgs.push(m);
             }
-            write_all(&store, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+            write_all(sink, std::mem::take(&mut msgs), stats, cfg, cancel).await;
             return;
         }
         let deadline = Instant::now() + cfg.flush;
@@ -174,7 +239,7 @@ async fn run(
                 Ok(_) => {}
             }
         }
-        write_all(&store, std::mem::take(&mut msgs), &stats, &cfg, &cancel).await;
+        write_all(sink, std::mem::take(&mut msgs), stats, cfg, cancel).await;
         msgs = Vec::with_capacity(cfg.batch_rows);
     }
 }
@@ -186,28 +251,36 @@ fn rows_in(msgs: &[Msg]) -> usize {
 /// Writes the rows of `msgs` (retrying until success or cancellation), then answers
 /// the flushes among them.
 async fn write_all(
-    store: &Store,
+    sink: &mut Sink,
     msgs: Vec<Msg>,
     stats: &LogStats,
     cfg: &WriterConfig,
     cancel: &CancellationToken,
 ) {
-    let mut rows = Vec::with_capacity(msgs.len());
+    let mut batches: Vec<Vec<PredictionRow>> = Vec::new();
     let mut flushes = Vec::new();
     for m in msgs {
         match m {
-            Msg::Row(r) => rows.push(r),
+            Msg::Row(r) => match batches.last_mut() {
+                Some(b) if b.len() < cfg.batch_rows => b.push(r),
+                _ => {
+                    let mut b = Vec::with_capacity(cfg.batch_rows);
+                    b.push(r);
+                    batches.push(b);
+                }
+            },
             Msg::Flush(f) => flushes.push(f),
         }
     }
-    for chunk in rows.chunks(cfg.batch_rows) {
+    for batch in batches {
+        let batch = Arc::new(batch);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match insert(store, chunk).await {
+            match sink.write(&batch).await {
                 Ok(()) => {
                     stats
                         .written
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     if stats.unhealthy.swap(false, Ordering::Relaxed) {
                         tracing::info!("prediction log writes succeed again");
                     }
@@ -218,7 +291,7 @@ async fn write_all(
                     if !stats.unhealthy.swap(true, Ordering::Relaxed)
                         || backoff >= Duration::from_secs(5)
                     {
-                        tracing::error!(error = %e, rows = chunk.len(), retry_in_ms = backoff.as_millis() as u64,
+                        tracing::error!(error = %e, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
                             "cannot write the prediction log (database locked, full or read-only?); serving continues, rows are held and retried");
                     }
                     if let Ok(mut last) = stats.last_error.lock() {
@@ -227,9 +300,9 @@ async fn write_all(
                     if cancel.is_cancelled() {
                         stats
                             .dropped
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         tracing::error!(
-                            rows = chunk.len(),
+                            rows = batch.len(),
                             "stopping with unwritten prediction log rows: they are lost"
                         );
                         break;
@@ -246,31 +319,6 @@ async fn write_all(
     for f in flushes {
         let _ = f.send(());
     }
-}
-
-/// The rows in one transaction, as multi-row INSERTs of the standard sizes
-/// (`store::standard_chunks`).
-pub async fn insert(store: &Store, rows: &[PredictionRow]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut tx = store.pool.begin().await?;
-    for chunk in super::standard_chunks(rows) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO predictions (id, time, model_version, features, output, latency_us, anomaly_score) ",
-        );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(&r.id)
-                .push_bind(r.time)
-                .push_bind(&*r.model_version)
-                .push_bind(&r.features)
-                .push_bind(&r.output)
-                .push_bind(r.latency_us)
-                .push_bind(r.anomaly_score);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    tx.commit().await
 }
 
 #[cfg(test)]
@@ -301,14 +349,15 @@ mod tests {
         let _alone = crate::store::tests::SQLITE_MEMORY.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut log = SqliteLog::open(&store).unwrap();
         let mut next = 0;
         for n in 1..=20 {
-            insert(&store, &rows(n, next)).await.unwrap();
+            log.insert(&rows(n, next)).unwrap();
             next += n;
         }
         let before = crate::store::sqlite_memory_bytes();
         for n in 21..=400 {
-            insert(&store, &rows(n, next)).await.unwrap();
+            log.insert(&rows(n, next)).unwrap();
             next += n;
         }
         let after = crate::store::sqlite_memory_bytes();
@@ -317,8 +366,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count as usize, next);
-        // One statement per size took it up by 42 MB here; the standard sizes
-        // by about 1 MB (other tests' databases share the count).
+        // One multi-row statement per size took it up by 42 MB here; five
+        // standard sizes by about 1 MB; one single-row statement by less (other
+        // tests' databases share the count).
         assert!(after < before + 16_000_000, "{before} -> {after}");
+    }
+
+    /// Every row sent is written, a flush is answered once the rows before it
+    /// are committed, and cancelling writes what is still queued.
+    #[tokio::test]
+    async fn every_queued_row_is_written_by_flush_and_by_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("t.db")).await.unwrap();
+        let count = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM predictions")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap() as usize
+        };
+        let cancel = CancellationToken::new();
+        let cfg = WriterConfig {
+            capacity: 10_000,
+            batch_rows: 300,
+            flush: Duration::from_secs(60),
+            queue_wait: Duration::from_secs(1),
+        };
+        let (handle, task) = spawn(store.clone(), cfg, cancel.clone());
+        for r in rows(1_000, 0) {
+            assert!(handle.log(r).await);
+        }
+        assert!(handle.flush().await);
+        assert_eq!(count().await, 1_000);
+        for r in rows(2_345, 1_000) {
+            assert!(handle.log(r).await);
+        }
+        cancel.cancel();
+        task.await.unwrap();
+        assert_eq!(count().await, 3_345);
+        let stats = handle.stats();
+        assert_eq!(stats.written.load(Ordering::Relaxed), 3_345);
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.error(), None);
     }
 }
