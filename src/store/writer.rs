@@ -231,18 +231,39 @@ async fn run(
             write_all(sink, std::mem::take(&mut msgs), stats, cfg, cancel).await;
             return;
         }
+        // Then gather the rest of the batch by looking at the queue every
+        // `GATHER_POLL` rather than waking on each row: under load rows arrive
+        // one per request, and a wake-up per row (a task scheduled, often a
+        // parked worker thread woken) cost more CPU than writing the row.
         let deadline = Instant::now() + cfg.flush;
-        while rows_in(&msgs) < cfg.batch_rows && !msgs.iter().any(|m| matches!(m, Msg::Flush(_))) {
-            let room = cfg.batch_rows - rows_in(&msgs);
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut msgs, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+        loop {
+            let rows = rows_in(&msgs);
+            if rows >= cfg.batch_rows || msgs.iter().any(|m| matches!(m, Msg::Flush(_))) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep_until(deadline.min(now + GATHER_POLL)).await;
+            let mut room = cfg.batch_rows - rows;
+            while room > 0 {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        room -= usize::from(matches!(m, Msg::Row(_)));
+                        msgs.push(m);
+                    }
+                    Err(_) => break,
+                }
             }
         }
         write_all(sink, std::mem::take(&mut msgs), stats, cfg, cancel).await;
         msgs = Vec::with_capacity(cfg.batch_rows);
     }
 }
+
+/// How often a batch being gathered looks at the queue.
+const GATHER_POLL: Duration = Duration::from_millis(1);
 
 fn rows_in(msgs: &[Msg]) -> usize {
     msgs.iter().filter(|m| matches!(m, Msg::Row(_))).count()
