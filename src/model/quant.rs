@@ -67,6 +67,9 @@ pub const BLOCK: usize = 16;
 /// mostly multiply padding.
 pub const PACKED_MIN_OUTPUTS: usize = 8;
 
+/// Blocks a kernel step runs together (see [`PackedI8::at`]).
+pub const CHUNK: usize = 8;
+
 /// 64 weights on a 64-byte boundary: four consecutive inputs of each of a
 /// block's 16 outputs (`[k·4 + t]` = output `k`, input `t`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,8 +86,9 @@ pub struct I8Block(pub [i8; 4 * BLOCK]);
 pub struct PackedI8 {
     /// Groups of four inputs (the padded width / 4).
     groups: usize,
-    /// `blocks × groups`: entry `b·groups + g` holds inputs `4g .. 4g + 4` of
-    /// outputs `16b .. 16b + 16` (zero past the layer's outputs).
+    /// `blocks × groups`: entry [`PackedI8::at`]`(b, g)` holds inputs
+    /// `4g .. 4g + 4` of outputs `16b .. 16b + 16` (zero past the layer's
+    /// outputs).
     weight: Vec<I8Block>,
 }
 
@@ -99,13 +103,24 @@ impl PackedI8 {
         let mut packed = vec![I8Block([0; 4 * BLOCK]); blocks * groups];
         for (j, row) in weight.chunks_exact(p).enumerate() {
             for (i, &q) in row.iter().enumerate() {
-                packed[(j / BLOCK) * groups + i / 4].0[(j % BLOCK) * 4 + i % 4] = q;
+                packed[Self::at(blocks, groups, j / BLOCK, i / 4)].0[(j % BLOCK) * 4 + i % 4] = q;
             }
         }
         Some(PackedI8 {
             groups,
             weight: packed,
         })
+    }
+
+    /// Where block `b`'s inputs `4g .. 4g + 4` are: blocks go in chunks of
+    /// [`CHUNK`] (fewer in the last), and within a chunk group `g` of every
+    /// block comes before group `g + 1`, so a kernel that runs a chunk reads
+    /// its weights as one sequential stream (`CHUNK` × 64 bytes a step),
+    /// which the prefetchers follow, rather than `CHUNK` streams.
+    fn at(blocks: usize, groups: usize, b: usize, g: usize) -> usize {
+        let start = b / CHUNK * CHUNK;
+        let width = (blocks - start).min(CHUNK);
+        start * groups + g * width + (b - start)
     }
 
     fn blocks(&self) -> usize {
@@ -441,26 +456,40 @@ impl QuantNetwork {
             // them (f32::round is a library call on CPUs without SSE4.1).
             let z = ((-lo * inv + 0.5) as i32).clamp(0, ACT_MAX as i32) as f32;
             let shift_half = z + 0.5;
-            // Clamped as floats, then truncated: the same integers as
-            // truncating and clamping. `max` first turns NaN into 0, so the
-            // value is a number in [0, ACT_MAX] and converts without the
-            // checks of a saturating `as` (which kept this loop scalar).
             s.u.clear();
             s.u.resize(p, z as u8);
-            let (u, act) = (&mut s.u[..n], &s.act[..n]);
-            for i in 0..n {
-                // Not `clamp`: it keeps NaN, which the conversion below must not see.
-                #[allow(clippy::manual_clamp)]
-                let v = (act[i] * inv + shift_half).max(0.0).min(ACT_MAX);
-                // SAFETY: no CPU feature involved: `v` is not NaN and lies in
-                // [0, 127] (the `max` and `min` above), so it fits an i32.
-                u[i] = unsafe { v.to_int_unchecked::<i32>() } as u8;
+            let sum_u = quantize_row(kernel, &s.act[..n], inv, shift_half, &mut s.u[..n]);
+            let zi = z as i32;
+            let shift = (sum_u - n as i32 * zi) as f32;
+            // A ReLU layer with VNNI: the packed sums requantized in registers
+            // as each group of blocks ends (no pass over stored sums), which
+            // also finds the next layer's range.
+            #[cfg(target_arch = "x86_64")]
+            if kernel == Kernel::Avx512Vnni
+                && l < last
+                && self.activations[l] == Activation::Relu
+                && kernel.supported()
+            {
+                if let Some(packed) = &layer.packed {
+                    let parts = &layer.padded_parts;
+                    // Every value is written before it is read: no clear.
+                    s.next.resize(parts.scale.len(), 0.0);
+                    let c = Requant { zi, sx, shift };
+                    // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI
+                    // (`kernel.supported()` above); the slices' lengths are
+                    // checked inside.
+                    let hi = unsafe { packed_relu_vnni(packed, &s.u, parts, c, &mut s.next) };
+                    if let Some(hi) = hi {
+                        s.next.truncate(m);
+                        known_hi = Some(hi);
+                        std::mem::swap(&mut s.act, &mut s.next);
+                        continue;
+                    }
+                }
             }
-            let mut sum_u = 0i32;
-            for &v in u.iter() {
-                sum_u += i32::from(v);
-            }
-            s.acc.clear();
+            // The kernels write every sum and the loop below every output, so
+            // neither buffer is cleared first (that was a memset of each per
+            // layer).
             match &layer.packed {
                 Some(packed) if kernel != Kernel::Portable => {
                     s.acc.resize(packed.blocks() * BLOCK, 0);
@@ -470,30 +499,6 @@ impl QuantNetwork {
                     s.acc.resize(m, 0);
                     kernel.gemv(&layer.weight, p, &s.u, &mut s.acc);
                 }
-            }
-            let zi = z as i32;
-            let shift = (sum_u - n as i32 * zi) as f32;
-            s.next.clear();
-            #[cfg(target_arch = "x86_64")]
-            if kernel == Kernel::Avx512Vnni
-                && l < last
-                && self.activations[l] == Activation::Relu
-                && layer.packed.is_some()
-                && kernel.supported()
-            {
-                let parts = &layer.padded_parts;
-                s.next.resize(parts.scale.len(), 0.0);
-                // SAFETY: the CPU has AVX-512 F (`kernel.supported()` above, for
-                // the VNNI kernel); the slices' lengths are checked inside.
-                let hi =
-                    unsafe { requantize_relu_avx512(parts, &s.acc, zi, sx, shift, &mut s.next) };
-                if let Some(hi) = hi {
-                    s.next.truncate(m);
-                    known_hi = Some(hi);
-                    std::mem::swap(&mut s.act, &mut s.next);
-                    continue;
-                }
-                s.next.clear();
             }
             s.next.resize(m, 0.0);
             let (y, acc, row_sum) = (&mut s.next[..m], &s.acc[..m], &layer.row_sum[..m]);
@@ -655,50 +660,107 @@ impl Kernel {
     }
 }
 
-/// The requantization and ReLU of a packed layer's sums in 512-bit registers:
-/// the portable loop's operations in its order (no fused multiply-add), so the
-/// same bits; also the largest output (at least 0), which is the next layer's
-/// range. `None`, leaving `y` unspecified, when the slices are shorter than the
-/// padded parts.
-///
-/// # Safety
-/// The CPU must have AVX-512 F.
+/// What turns a layer's integer sums into f32: the input's zero point `zi`,
+/// its scale `sx`, and `shift` = `Σ u − n·zi`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn requantize_relu_avx512(
-    parts: &PaddedParts,
-    acc: &[i32],
+#[derive(Debug, Clone, Copy)]
+struct Requant {
     zi: i32,
     sx: f32,
     shift: f32,
+}
+
+/// A packed ReLU layer with VNNI, the requantization fused: each group of
+/// blocks' sums, still in registers, goes through the portable loop's
+/// operations in its order (no fused multiply-add, so the same bits) and ReLU,
+/// and is stored as f32 in `y`; also the largest output (at least 0), which is
+/// the next layer's range. `None`, leaving `y` unspecified, when the slices do
+/// not fit the layer.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn packed_relu_vnni(
+    w: &PackedI8,
+    u: &[u8],
+    parts: &PaddedParts,
+    c: Requant,
     y: &mut [f32],
 ) -> Option<f32> {
     use std::arch::x86_64::*;
-    let whole = parts.scale.len();
-    let lengths = [parts.zero.len(), parts.bias.len(), parts.row_sum.len()];
-    if !whole.is_multiple_of(BLOCK)
+    let blocks = w.blocks();
+    let whole = blocks * BLOCK;
+    let lengths = [
+        parts.scale.len(),
+        parts.zero.len(),
+        parts.bias.len(),
+        parts.row_sum.len(),
+    ];
+    if w.groups == 0
+        || u.len() < 4 * w.groups
         || lengths.iter().any(|&l| l != whole)
-        || acc.len() < whole
         || y.len() < whole
     {
         return None;
     }
-    // SAFETY: AVX-512 F is enabled for this function; every slice holds at
-    // least `whole` values (checked above), read and written 16 at a time at
-    // offsets below `whole`.
+    let mut hi = _mm512_setzero_ps();
+    let mut b = 0;
+    while b < blocks {
+        let g = (blocks - b).min(CHUNK);
+        // SAFETY: the features are enabled for this function; `u` holds
+        // `4·groups` bytes, blocks `b .. b + g` exist, and `y` and the parts
+        // hold `16·blocks` values (all checked above).
+        unsafe {
+            match g {
+                8 => group_relu_vnni::<8>(w, b, u, parts, c, y, &mut hi),
+                7 => group_relu_vnni::<7>(w, b, u, parts, c, y, &mut hi),
+                6 => group_relu_vnni::<6>(w, b, u, parts, c, y, &mut hi),
+                5 => group_relu_vnni::<5>(w, b, u, parts, c, y, &mut hi),
+                4 => group_relu_vnni::<4>(w, b, u, parts, c, y, &mut hi),
+                3 => group_relu_vnni::<3>(w, b, u, parts, c, y, &mut hi),
+                2 => group_relu_vnni::<2>(w, b, u, parts, c, y, &mut hi),
+                _ => group_relu_vnni::<1>(w, b, u, parts, c, y, &mut hi),
+            }
+        }
+        b += g;
+    }
+    Some(_mm512_reduce_max_ps(hi))
+}
+
+/// Blocks `b .. b + G` of [`packed_relu_vnni`]: one chunk.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and VNNI; `u` holds `4·w.groups` bytes, `b` is a multiple
+/// of [`CHUNK`] and `G` that chunk's width, and `y` and every part hold
+/// `16·w.blocks()` values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_relu_vnni<const G: usize>(
+    w: &PackedI8,
+    b: usize,
+    u: &[u8],
+    parts: &PaddedParts,
+    c: Requant,
+    y: &mut [f32],
+    hi: &mut std::arch::x86_64::__m512,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the contract above: `sums_vnni`'s is part of it, and
+    // the parts and `y` are read and written 16 at a time at offsets below
+    // `16·(b + G)`.
     unsafe {
+        let acc = sums_vnni::<G>(w, b, u);
         let (vzi, vsx, vshift, zeros) = (
-            _mm512_set1_epi32(zi),
-            _mm512_set1_ps(sx),
-            _mm512_set1_ps(shift),
+            _mm512_set1_epi32(c.zi),
+            _mm512_set1_ps(c.sx),
+            _mm512_set1_ps(c.shift),
             _mm512_setzero_ps(),
         );
-        let mut hi = zeros;
-        let mut o = 0;
-        while o < whole {
-            let a = _mm512_loadu_si512(acc.as_ptr().add(o).cast());
+        for (k, a) in acc.iter().enumerate() {
+            let o = (b + k) * BLOCK;
             let rs = _mm512_loadu_si512(parts.row_sum.as_ptr().add(o).cast());
-            let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(a, _mm512_mullo_epi32(vzi, rs)));
+            let dot = _mm512_cvtepi32_ps(_mm512_sub_epi32(*a, _mm512_mullo_epi32(vzi, rs)));
             let scale = _mm512_loadu_ps(parts.scale.as_ptr().add(o));
             let zero = _mm512_loadu_ps(parts.zero.as_ptr().add(o));
             let bias = _mm512_loadu_ps(parts.bias.as_ptr().add(o));
@@ -708,10 +770,83 @@ unsafe fn requantize_relu_avx512(
             // when the first is NaN.
             let v = _mm512_max_ps(v, zeros);
             _mm512_storeu_ps(y.as_mut_ptr().add(o), v);
-            hi = _mm512_max_ps(hi, v);
-            o += BLOCK;
+            *hi = _mm512_max_ps(*hi, v);
         }
-        Some(_mm512_reduce_max_ps(hi))
+    }
+}
+
+/// Quantizes `act` into `u` (same length) as `trunc(min(max(a·inv +
+/// shift_half, 0), ACT_MAX))` and returns `Σ u`. The portable loop, or with
+/// the VNNI kernel the same operations sixteen lanes at a time (a masked
+/// step for the tail), so the same bytes.
+#[inline(always)]
+fn quantize_row(kernel: Kernel, act: &[f32], inv: f32, shift_half: f32, u: &mut [u8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni && kernel.supported() && u.len() == act.len() {
+        // SAFETY: the CPU has AVX-512 F/BW (`supported()` for the VNNI
+        // kernel), and the slices have one length (checked above).
+        return unsafe { quantize_avx512(act, inv, shift_half, u) };
+    }
+    let _ = kernel;
+    // Clamped as floats, then truncated: the same integers as truncating and
+    // clamping. `max` first turns NaN into 0, so the value is a number in
+    // [0, ACT_MAX] and converts without the checks of a saturating `as`
+    // (which kept this loop scalar).
+    let n = act.len().min(u.len());
+    let (u, act) = (&mut u[..n], &act[..n]);
+    for i in 0..n {
+        // Not `clamp`: it keeps NaN, which the conversion below must not see.
+        #[allow(clippy::manual_clamp)]
+        let v = (act[i] * inv + shift_half).max(0.0).min(ACT_MAX);
+        // SAFETY: no CPU feature involved: `v` is not NaN and lies in
+        // [0, 127] (the `max` and `min` above), so it fits an i32.
+        u[i] = unsafe { v.to_int_unchecked::<i32>() } as u8;
+    }
+    let mut sum_u = 0i32;
+    for &v in u.iter() {
+        sum_u += i32::from(v);
+    }
+    sum_u
+}
+
+/// [`quantize_row`] in 512-bit registers.
+///
+/// # Safety
+/// AVX-512 F and BW; `act.len() == u.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_avx512(act: &[f32], inv: f32, shift_half: f32, u: &mut [u8]) -> i32 {
+    use std::arch::x86_64::*;
+    let n = act.len();
+    // SAFETY: the features are enabled; lanes at or past `n` are masked off
+    // in the loads and stores, so every access is inside the slices (of one
+    // length, the contract).
+    unsafe {
+        let (vinv, vhalf, zeros, top) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(shift_half),
+            _mm512_setzero_ps(),
+            _mm512_set1_ps(ACT_MAX),
+        );
+        let mut sum = _mm512_setzero_si512();
+        let mut i = 0;
+        while i < n {
+            let left = n - i;
+            let mask: __mmask16 = if left >= 16 {
+                0xffff
+            } else {
+                (1u16 << left) - 1
+            };
+            let a = _mm512_maskz_loadu_ps(mask, act.as_ptr().add(i));
+            // `max` with 0 second: NaN becomes 0, as `f32::max` does.
+            let v = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(a, vinv), vhalf), zeros);
+            let v = _mm512_cvttps_epi32(_mm512_min_ps(v, top));
+            let v = _mm512_maskz_mov_epi32(mask, v);
+            _mm512_mask_cvtepi32_storeu_epi8(u.as_mut_ptr().add(i).cast(), mask, v);
+            sum = _mm512_add_epi32(sum, v);
+            i += 16;
+        }
+        _mm512_reduce_add_epi32(sum)
     }
 }
 
@@ -727,8 +862,9 @@ fn packed_portable(w: &PackedI8, u: &[u8], out: &mut [i32]) {
     );
     for (b, o) in out.chunks_exact_mut(BLOCK).take(w.blocks()).enumerate() {
         let mut acc = [0i32; BLOCK];
-        let blocks = &w.weight[b * w.groups..(b + 1) * w.groups];
-        for (q, v) in blocks.iter().zip(u.chunks_exact(4)) {
+        let blocks = w.blocks();
+        for (g, v) in u.chunks_exact(4).take(w.groups).enumerate() {
+            let q = &w.weight[PackedI8::at(blocks, w.groups, b, g)];
             for (a, q) in acc.iter_mut().zip(q.0.chunks_exact(4)) {
                 for (&q, &v) in q.iter().zip(v) {
                     *a += i32::from(q) * i32::from(v);
@@ -739,18 +875,23 @@ fn packed_portable(w: &PackedI8, u: &[u8], out: &mut [i32]) {
     }
 }
 
-/// Blocks `b .. b + G` of the packed weights with `vpdpbusd`.
+/// The sums of the chunk of blocks `b .. b + G`, one register per block.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL and VNNI; `w.fits(u, out)` and `b + G ≤ w.blocks()`.
+/// AVX-512 F/BW/VL and VNNI; `u` holds `4·w.groups` bytes, `b` is a multiple
+/// of [`CHUNK`] and `G` that chunk's width (`min(CHUNK, blocks − b)`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn group_vnni<const G: usize>(w: &PackedI8, b: usize, u: &[u8], out: &mut [i32]) {
+unsafe fn sums_vnni<const G: usize>(
+    w: &PackedI8,
+    b: usize,
+    u: &[u8],
+) -> [std::arch::x86_64::__m512i; G] {
     use std::arch::x86_64::*;
     let n = w.groups;
     // SAFETY: the contract above: `u` holds `4n` bytes (read four at a time,
-    // unaligned), blocks `b .. b + G` hold `n` 64-byte-aligned entries each,
-    // and `out` has room for `16·(b + G)` sums.
+    // unaligned), and the chunk of blocks `b .. b + G` is the `G·n`
+    // 64-byte-aligned entries from `b·n`, read in order.
     unsafe {
         let q = w.weight.as_ptr().add(b * n);
         let up = u.as_ptr();
@@ -758,9 +899,27 @@ unsafe fn group_vnni<const G: usize>(w: &PackedI8, b: usize, u: &[u8], out: &mut
         for g in 0..n {
             let v = _mm512_set1_epi32(up.add(4 * g).cast::<i32>().read_unaligned());
             for (k, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_dpbusd_epi32(*a, v, _mm512_load_si512(q.add(k * n + g).cast()));
+                *a = _mm512_dpbusd_epi32(*a, v, _mm512_load_si512(q.add(g * G + k).cast()));
             }
         }
+        acc
+    }
+}
+
+/// Blocks `b .. b + G` of the packed weights with `vpdpbusd`: one chunk
+/// (see [`PackedI8::at`]), read in order.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and VNNI; `w.fits(u, out)`, `b` a multiple of [`CHUNK`]
+/// and `G` that chunk's width (`min(CHUNK, blocks − b)`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_vnni<const G: usize>(w: &PackedI8, b: usize, u: &[u8], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the contract above: `sums_vnni`'s is part of it, and `out` has
+    // room for `16·(b + G)` sums.
+    unsafe {
+        let acc = sums_vnni::<G>(w, b, u);
         let o = out.as_mut_ptr().add(b * BLOCK);
         for (k, a) in acc.iter().enumerate() {
             _mm512_storeu_si512(o.add(k * BLOCK).cast(), *a);
@@ -776,7 +935,7 @@ unsafe fn packed_vnni(w: &PackedI8, u: &[u8], out: &mut [i32]) {
     // Eight blocks (128 outputs) a pass over the input: eight independent
     // accumulators cover `vpdpbusd`'s latency.
     while b < blocks {
-        let g = (blocks - b).min(8);
+        let g = (blocks - b).min(CHUNK);
         // SAFETY: the caller checked `w.fits(u, out)`, `b + g ≤ blocks`, and
         // the features are enabled for this function.
         unsafe {
@@ -801,16 +960,25 @@ unsafe fn packed_vnni(w: &PackedI8, u: &[u8], out: &mut [i32]) {
 /// pairs of each output into its i32 lane.
 ///
 /// # Safety
-/// AVX2; `w.fits(u, out)` and `b + G ≤ w.blocks()`.
+/// AVX2; `w.fits(u, out)`, `b` a multiple of 4 and `b + G ≤ w.blocks()`
+/// (so the blocks lie in one chunk of [`CHUNK`]).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn group_avx2<const G: usize>(w: &PackedI8, b: usize, u: &[u8], out: &mut [i32]) {
     use std::arch::x86_64::*;
     let n = w.groups;
-    // SAFETY: as in `group_vnni`; each 64-byte block's halves are 32-byte
-    // aligned.
+    // SAFETY: as in `group_vnni`, within the chunk from `start`: entry
+    // `(k, g)` of these blocks is `start·n + (b − start) + g·width + k`, below
+    // the chunk's end as `b − start + k < width`; each 64-byte block's halves
+    // are 32-byte aligned.
     unsafe {
-        let q = w.weight.as_ptr().add(b * n).cast::<__m256i>();
+        let start = b / CHUNK * CHUNK;
+        let width = (w.blocks() - start).min(CHUNK);
+        let q = w
+            .weight
+            .as_ptr()
+            .add(start * n + b - start)
+            .cast::<__m256i>();
         let up = u.as_ptr();
         let ones = _mm256_set1_epi16(1);
         let mut lo = [_mm256_setzero_si256(); G];
@@ -818,7 +986,7 @@ unsafe fn group_avx2<const G: usize>(w: &PackedI8, b: usize, u: &[u8], out: &mut
         for g in 0..n {
             let v = _mm256_set1_epi32(up.add(4 * g).cast::<i32>().read_unaligned());
             for k in 0..G {
-                let p = q.add(2 * (k * n + g));
+                let p = q.add(2 * (g * width + k));
                 let a = _mm256_maddubs_epi16(v, _mm256_load_si256(p));
                 let c = _mm256_maddubs_epi16(v, _mm256_load_si256(p.add(1)));
                 lo[k] = _mm256_add_epi32(lo[k], _mm256_madd_epi16(a, ones));
