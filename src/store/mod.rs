@@ -78,12 +78,19 @@ impl StoreError {
         match self {
             StoreError::Sql(e) => sql_unavailable(e),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                matches!(e.extended_code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
+                code_unavailable(e.extended_code)
             }
             StoreError::Committer { unavailable, .. } => *unavailable,
             _ => false,
         }
     }
+}
+
+/// Whether a SQLite result code (extended or primary) says the database cannot
+/// take the write now (busy, locked, read-only, I/O error, full, cannot
+/// open) rather than that the statement is wrong.
+fn code_unavailable(code: i32) -> bool {
+    matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)
 }
 
 /// [`StoreError::is_unavailable`] for a sqlx error: SQLITE_BUSY (5), LOCKED (6),
@@ -93,11 +100,15 @@ pub fn sql_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db
             .code()
             .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14)),
+            .is_some_and(code_unavailable),
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
         _ => false,
     }
 }
+
+/// How long a connection waits for another's write lock before it fails as busy
+/// (the pool's connections and the log writer's own).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens (creating if needed) the database at `path`, applies the migrations and
 /// proves it writable.
@@ -119,7 +130,7 @@ pub async fn open(path: &Path) -> Result<Store, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         .after_release(|conn, _| Box::pin(released_outside_transaction(conn)))
