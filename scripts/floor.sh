@@ -44,16 +44,27 @@ done
 
 rate() { grep -oP 'Requests/sec:\s*\K[0-9.]+' <<<"$1"; }
 p99() { grep -oP '^\s*99%\s*\K\S+' <<<"$1"; }
+# CPU seconds the floor process has used (user + system, from /proc).
+floor_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$FLOOR_PID/stat"; }
 
-echo "run,floor_req_s,floor_p99,steward_req_s,steward_p99,ratio"
+# req/s is what the goal is stated in. CPU per request (the server's own, every
+# thread) is the steadier figure when something else shares the cores: the
+# cpu_ratio column is floor CPU / steward CPU per request.
+echo "run,floor_req_s,floor_p99,steward_req_s,steward_p99,ratio,floor_cpu_us,steward_cpu_us,cpu_ratio"
 for run in $(seq 1 "$RUNS"); do
+    cpu0="$(floor_cpu)"
     floor="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
         -s "$ROOT/scripts/predict.lua" "http://127.0.0.1:$PORT/v1/predict" -- "$ROOT/datasets/penguins.csv")"
+    cpu1="$(floor_cpu)"
+    fcpu="$(python3 -c "print(f'{($cpu1 - $cpu0) * 1e6 / $(grep -oP '^\s*\K[0-9]+(?= requests in)' <<<"$floor"):.2f}')")"
     # The floor idles while steward runs: it holds no CPU.
     steward="$(STEWARD_BIN="$ROOT/target/release/steward" THREADS="$THREADS" \
         "$ROOT/scripts/load.sh" --start "$DURATION" "$CONNECTIONS" 2>/dev/null)" ||
         die "the steward run failed: $(tail -n 5 <<<"$steward")"
     f="$(rate "$floor")"
     s="$(rate "$steward")"
-    echo "$run,$f,$(p99 "$floor"),$s,$(p99 "$steward"),$(python3 -c "print(f'{$s / $f:.3f}')")"
+    scpu="$(grep -oP '^daemon CPU:\s*\K[0-9.]+' <<<"$steward")"
+    echo "$run,$f,$(p99 "$floor"),$s,$(p99 "$steward"),$(python3 -c "print(f'{$s / $f:.3f}')")," \
+        "$fcpu,$scpu,$(python3 -c "print(f'{$fcpu / $scpu:.3f}')")" | tr -d ' '
+
 done
