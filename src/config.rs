@@ -182,6 +182,7 @@ section!(
         group_interval_secs: Seconds = Seconds::from_secs(300),
         repeat_interval_secs: Seconds = Seconds::from_secs(14_400),
         send_resolved: bool = true,
+        group_by: Vec<String> = vec!["model".into()],
         max_per_hour: u32 = 20,
         connect_timeout_secs: Seconds = Seconds::from_secs(10),
         send_timeout_secs: Seconds = Seconds::from_secs(30),
@@ -303,6 +304,9 @@ pub enum Transport {
     /// SMTP to `alerts.smtp_host`.
     Smtp,
 }
+
+/// The names `alerts.group_by` accepts (`alert::rules::GroupBy`).
+pub const GROUP_BY_NAMES: [&str; 5] = ["model", "rule", "feature", "detector", "trigger"];
 
 /// `alerts.tls`: how the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -887,6 +891,14 @@ impl RawConfig {
                 return Err(bad(&key, format!("`{addr}` is not an email address")));
             }
         }
+        for (i, name) in a.group_by.iter().enumerate() {
+            if !GROUP_BY_NAMES.contains(&name.as_str()) {
+                return Err(bad(
+                    &format!("alerts.group_by[{i}]"),
+                    format!("`{name}` is not one of {}", GROUP_BY_NAMES.join(", ")),
+                ));
+            }
+        }
         for (key, v) in [
             ("alerts.group_interval_secs", nanos(a.group_interval_secs)),
             ("alerts.repeat_interval_secs", nanos(a.repeat_interval_secs)),
@@ -1141,6 +1153,11 @@ mod tests {
                 "[alerts]\nto = [\"a@b.c\", \"x y@z\"]",
                 "alerts.to[1]",
                 "not an email address",
+            ),
+            (
+                "[alerts]\ngroup_by = [\"rule\", \"model_version\"]",
+                "alerts.group_by[1]",
+                "`model_version` is not one of model, rule, feature, detector, trigger",
             ),
             (
                 "[alerts]\nmax_per_hour = 0",

@@ -18,7 +18,7 @@ use crate::common::{self, client, open_db, post, Api, Daemon, InProcess};
 use crate::monitoring::{checks_after, metric, rows};
 
 /// Alerts mailed a second after the event, to the file transport.
-const QUICK_MAIL: &str = "[alerts]\ngroup_wait_secs = 1\n";
+const QUICK_MAIL: &str = "[alerts]\ngroup_wait_secs = 1\ngroup_interval_secs = 1\n";
 
 /// The bundled rows (every 7th, as `rows` gives them) with their labels.
 fn labelled(n: usize, f: impl Fn(&mut Value)) -> (Vec<Value>, Vec<String>) {

@@ -59,7 +59,57 @@ fn scope(rule: &str, alerts: &[&Alert]) -> String {
     }
 }
 
-/// The mail for `n`.
+/// Rules from the worst to the mildest: the order of a mixed incident's subject
+/// and sections. A failed retraining and the data set as a whole drifting come
+/// first; good news last.
+const SEVERITY: [&str; 9] = [
+    "retrain_failed",
+    "dataset_drift",
+    "feature_drift",
+    "concept_drift",
+    "prediction_drift",
+    "anomaly_rate",
+    "online_reverted",
+    "retrain_rejected",
+    "retrain_promoted",
+];
+
+fn severity(rule: &str) -> usize {
+    SEVERITY
+        .iter()
+        .position(|r| *r == rule)
+        .unwrap_or(SEVERITY.len())
+}
+
+/// The distinct rules of `alerts`, worst first.
+fn rules_of<'a>(alerts: &[&'a Alert]) -> Vec<&'a str> {
+    let mut rules: Vec<&str> = alerts.iter().map(|a| a.rule.as_str()).collect();
+    rules.sort_by_key(|r| (severity(r), *r));
+    rules.dedup();
+    rules
+}
+
+/// One rule's part of a mixed incident's subject: `dataset drift`,
+/// `2 features` (after dataset drift) or `feature drift on alcohol`,
+/// `anomaly rate 3.1%`.
+fn part(rule: &str, alerts: &[&Alert], with_dataset: bool) -> String {
+    let mine: Vec<&Alert> = alerts.iter().copied().filter(|a| a.rule == rule).collect();
+    match rule {
+        "feature_drift" if with_dataset && mine.len() > 1 => format!("{} features", mine.len()),
+        "prediction_drift" => title(rule).to_string(),
+        "anomaly_rate" => match mine.first().and_then(|a| a.details["rate"].as_f64()) {
+            Some(rate) => format!("anomaly rate {}%", (rate * 1000.0).round() / 10.0),
+            None => title(rule).to_string(),
+        },
+        _ => format!("{}{}", title(rule), scope(rule, &mine)),
+    }
+}
+
+/// At most this many rules are named in a subject; the rest are counted.
+const SUBJECT_PARTS: usize = 3;
+
+/// The mail for `n`: one group's alerts, of one rule or of several (an incident
+/// of the model: `alerts.group_by`).
 pub fn compose(n: &Notification, cx: &Context) -> Composed {
     let all: Vec<&Alert> = n.firing.iter().chain(&n.resolved).collect();
     let shown: Vec<&Alert> = if n.firing.is_empty() {
@@ -74,7 +124,7 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         .unwrap_or("?");
     let (status, kind) = if n.firing.is_empty() {
         ("RESOLVED", "resolved")
-    } else if n.group == "retrain_promoted" {
+    } else if n.firing.iter().all(|a| a.rule == "retrain_promoted") {
         // News, not a problem: nobody needs to act on it.
         ("INFO", "firing")
     } else {
@@ -85,37 +135,67 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
     } else {
         String::new()
     };
-    let subject = format!(
-        "[steward] {status}: {}{}{more} (model v{version})",
-        title(&n.group),
-        scope(&n.group, &shown)
-    );
-    let mut lines: Vec<(String, Vec<String>)> = Vec::new();
-    for a in &n.firing {
-        lines.push(("firing".into(), describe(a, cx)));
+    let rules = rules_of(&shown);
+    let what = match rules.as_slice() {
+        [rule] => format!("{}{}", title(rule), scope(rule, &shown)),
+        _ => {
+            let with_dataset = rules.contains(&"dataset_drift");
+            let mut parts: Vec<String> = rules
+                .iter()
+                .take(SUBJECT_PARTS)
+                .map(|r| part(r, &shown, with_dataset))
+                .collect();
+            if rules.len() > SUBJECT_PARTS {
+                parts.push(format!("{} more", rules.len() - SUBJECT_PARTS));
+            }
+            parts.join(", ")
+        }
+    };
+    let subject = format!("[steward] {status}: {what}{more} (model v{version})");
+    // Each alert with its numbers: the worst rule first, firing before resolved.
+    let mut lines: Vec<(&str, usize, Vec<String>)> = Vec::new();
+    for (state, alerts) in [("firing", &n.firing), ("resolved", &n.resolved)] {
+        for a in alerts {
+            lines.push((state, severity(&a.rule), describe(a, cx)));
+        }
     }
-    for a in &n.resolved {
-        lines.push(("resolved".into(), describe(a, cx)));
+    lines.sort_by_key(|(state, sev, _)| (*state != "firing", *sev));
+    // What the daemon does, per rule of the incident (worst first), once each.
+    let mut doing_lines: Vec<(&str, String)> = Vec::new();
+    for rule in rules_of(&all) {
+        let d = doing(rule, version, &all, cx);
+        if !doing_lines.iter().any(|(_, seen)| *seen == d) {
+            doing_lines.push((title(rule), d));
+        }
     }
-    let doing = doing(&n.group, version, &all, cx);
     let links = format!(
         "Drift report: {0}/v1/drift\nAlerts and their delivery: {0}/v1/alerts\nModel: {0}/v1/model",
         cx.base_url
     );
     let mut text = format!("{subject}\n\n");
-    for (state, ls) in &lines {
+    for (state, _, ls) in &lines {
         text.push_str(&format!("[{state}] {}\n", ls[0]));
         for l in &ls[1..] {
             text.push_str(&format!("    {l}\n"));
         }
         text.push('\n');
     }
-    text.push_str(&format!("What steward is doing: {doing}\n\n{links}\n"));
+    match doing_lines.as_slice() {
+        [(_, d)] => text.push_str(&format!("What steward is doing: {d}\n\n")),
+        several => {
+            text.push_str("What steward is doing:\n");
+            for (what, d) in several {
+                text.push_str(&format!("- {what}: {d}\n"));
+            }
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!("{links}\n"));
     let mut html = format!(
         "<html><body><h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n",
         esc(&subject)
     );
-    for (state, ls) in &lines {
+    for (state, _, ls) in &lines {
         html.push_str(&format!(
             "<tr><td>{}</td><td><b>{}</b><br>{}</td></tr>\n",
             esc(state),
@@ -127,10 +207,20 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
                 .join("<br>")
         ));
     }
+    html.push_str("</table>\n");
+    match doing_lines.as_slice() {
+        [(_, d)] => html.push_str(&format!("<p>What steward is doing: {}</p>\n", esc(d))),
+        several => {
+            html.push_str("<p>What steward is doing:</p>\n<ul>\n");
+            for (what, d) in several {
+                html.push_str(&format!("<li><b>{}</b>: {}</li>\n", esc(what), esc(d)));
+            }
+            html.push_str("</ul>\n");
+        }
+    }
     html.push_str(&format!(
-        "</table>\n<p>What steward is doing: {}</p>\n<p><a href=\"{1}/v1/drift\">Drift report</a> · \
-         <a href=\"{1}/v1/alerts\">Alerts</a> · <a href=\"{1}/v1/model\">Model</a></p>\n</body></html>\n",
-        esc(&doing),
+        "<p><a href=\"{0}/v1/drift\">Drift report</a> · <a href=\"{0}/v1/alerts\">Alerts</a> · \
+         <a href=\"{0}/v1/model\">Model</a></p>\n</body></html>\n",
         esc(&cx.base_url)
     ));
     Composed {
@@ -483,6 +573,77 @@ mod tests {
         assert_eq!(
             compose(&n, &cx()).subject,
             "[steward] RESOLVED: feature drift on 2 features (model v7)"
+        );
+    }
+
+    fn of_rule(rule: &str, details: serde_json::Value) -> Alert {
+        Alert {
+            rule: rule.into(),
+            labels: BTreeMap::new(),
+            details,
+            starts_at: 0,
+            ends_at: None,
+            model_version: "4".into(),
+        }
+    }
+
+    #[test]
+    fn an_incident_of_several_rules_is_one_mail_named_by_the_worst() {
+        let window = serde_json::json!({"model_version": "4", "rows": 300,
+                                        "reference_rows": 344, "time": 0});
+        let mut a = drift("alcohol", 1e-9);
+        a.model_version = "4".into();
+        let mut b = drift("ash", 1e-6);
+        b.model_version = "4".into();
+        let dataset = of_rule(
+            "dataset_drift",
+            serde_json::json!({"drifted": ["alcohol", "ash"], "tested": 13, "window": window}),
+        );
+        let anomaly = of_rule(
+            "anomaly_rate",
+            serde_json::json!({"anomalies": 31, "scored": 1000, "rate": 0.031,
+                               "expected_rate": 0.001, "p_value": 1e-12, "threshold": 30.5,
+                               "window": window}),
+        );
+        let mut n = Notification {
+            group: "model".into(),
+            // As the rules give them: by fingerprint, not by severity.
+            firing: vec![anomaly.clone(), dataset.clone(), a.clone(), b.clone()],
+            resolved: vec![],
+            thread: vec![],
+        };
+        let m = compose(&n, &cx());
+        assert_eq!(
+            m.subject,
+            "[steward] FIRING: dataset drift, 2 features, anomaly rate 3.1% (model v4)"
+        );
+        // The worst first in the body too, and what steward does per rule.
+        let at = |needle: &str| m.text.find(needle).unwrap_or(usize::MAX);
+        assert!(at("[firing] 2 of 13 features drifting") < at("[firing] alcohol"));
+        assert!(at("[firing] ash") < at("[firing] 31 of 1000 inputs anomalous"));
+        assert!(
+            m.text.contains("What steward is doing:\n- dataset drift: "),
+            "{}",
+            m.text
+        );
+        assert!(m
+            .text
+            .contains("\n- anomaly rate high: it keeps serving model v4 and answers"));
+        assert!(m.html.contains("<li><b>dataset drift</b>: "));
+        // More rules than the subject names are counted.
+        n.firing
+            .push(of_rule("prediction_drift", serde_json::json!({})));
+        n.firing
+            .push(of_rule("retrain_failed", serde_json::json!({})));
+        assert_eq!(
+            compose(&n, &cx()).subject,
+            "[steward] FIRING: retraining failed, dataset drift, 2 features, 2 more (model v4)"
+        );
+        // Without the data set, drifting features are named as before.
+        n.firing = vec![a, anomaly];
+        assert_eq!(
+            compose(&n, &cx()).subject,
+            "[steward] FIRING: feature drift on alcohol, anomaly rate 3.1% (model v4)"
         );
     }
 

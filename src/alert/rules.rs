@@ -4,7 +4,9 @@
 //!
 //! - An **alert** is identified by its rule and labels (its fingerprint), e.g.
 //!   `feature_drift{feature="alcohol"}`. Monitoring events open and close alerts.
-//! - Alerts are **grouped by rule**: several drifting features make one mail.
+//! - Alerts are **grouped** by `alerts.group_by` ([`GroupBy`]); by default by the
+//!   model, so everything one burst of traffic sets off (drifting features, the
+//!   data set, the anomaly rate) is one incident and one mail.
 //! - A new group is first notified `group_wait` after its first alert (to collect
 //!   the others of the same check); after that the group is looked at every
 //!   `group_interval`, and notified only if what it would say differs from what it
@@ -164,13 +166,99 @@ impl Silence {
     }
 }
 
-/// Timing settings, in milliseconds.
+/// What makes two alerts one group (one incident, one mail thread):
+/// `alerts.group_by`, a list of `model`, `rule` and the label names `feature`,
+/// `detector`, `trigger`. Alerts agree on every name listed share a group.
+/// `model` is the model this daemon keeps: every alert agrees on it, so the
+/// default `["model"]` makes all that fires together one incident, whatever
+/// version a retraining puts in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy {
+    pub model: bool,
+    pub rule: bool,
+    pub feature: bool,
+    pub detector: bool,
+    pub trigger: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy::MODEL
+    }
+}
+
+impl GroupBy {
+    /// The default: one group for the model.
+    pub const MODEL: GroupBy = GroupBy {
+        model: true,
+        rule: false,
+        feature: false,
+        detector: false,
+        trigger: false,
+    };
+    /// The names `alerts.group_by` accepts.
+    pub const NAMES: [&'static str; 5] = crate::config::GROUP_BY_NAMES;
+
+    /// From the configured names; the first name not in [`GroupBy::NAMES`] is
+    /// the error. An empty list is one group for everything, like `["model"]`.
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<GroupBy, String> {
+        let mut g = GroupBy {
+            model: names.is_empty(),
+            rule: false,
+            feature: false,
+            detector: false,
+            trigger: false,
+        };
+        for name in names {
+            let flag = match name.as_ref() {
+                "model" => &mut g.model,
+                "rule" => &mut g.rule,
+                "feature" => &mut g.feature,
+                "detector" => &mut g.detector,
+                "trigger" => &mut g.trigger,
+                other => return Err(other.to_string()),
+            };
+            *flag = true;
+        }
+        Ok(g)
+    }
+
+    /// The key of the group `alert` belongs to, e.g. `model` or
+    /// `rule=feature_drift,feature=alcohol`.
+    pub fn key(&self, alert: &Alert) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if self.model {
+            parts.push("model".into());
+        }
+        if self.rule {
+            parts.push(format!("rule={}", alert.rule));
+        }
+        for (on, name) in [
+            (self.feature, "feature"),
+            (self.detector, "detector"),
+            (self.trigger, "trigger"),
+        ] {
+            if on {
+                let value = alert.labels.get(name).map_or("", String::as_str);
+                parts.push(format!("{name}={value}"));
+            }
+        }
+        if parts.is_empty() {
+            "model".into()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+/// Timing settings, in milliseconds, and the grouping.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
     pub group_wait: i64,
     pub group_interval: i64,
     pub repeat_interval: i64,
     pub send_resolved: bool,
+    pub group_by: GroupBy,
 }
 
 /// What a group last said, and when it is looked at next.
@@ -203,14 +291,54 @@ pub struct Notification {
 pub struct Rules {
     /// Alerts by fingerprint.
     pub alerts: BTreeMap<String, Alert>,
-    /// Groups by key (the rule).
+    /// Groups by key ([`GroupBy::key`]).
     pub groups: BTreeMap<String, GroupState>,
 }
 
 impl Rules {
+    /// Puts every alert in the group `group_by` gives it, after a restart with a
+    /// different `alerts.group_by` (or state saved when groups were by rule). A
+    /// new group takes over what its alerts' old groups had said (so nothing is
+    /// mailed again), their threads, and the earliest of their next looks;
+    /// groups left without alerts end.
+    pub fn regroup(&mut self, group_by: GroupBy) {
+        let mut old = std::mem::take(&mut self.groups);
+        let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (fp, a) in &self.alerts {
+            by_key.entry(group_by.key(a)).or_default().push(fp.clone());
+        }
+        for (key, members) in by_key {
+            if let Some(state) = old.remove(&key) {
+                self.groups.insert(key, state);
+                continue;
+            }
+            let mut state = GroupState::default();
+            // Old groups that had said something about these alerts. (Which
+            // alerts a group that had said nothing yet held is not saved: its
+            // alerts are looked at now.)
+            for g in old
+                .values()
+                .filter(|g| members.iter().any(|fp| g.notified.contains(fp)))
+            {
+                state
+                    .notified
+                    .extend(g.notified.iter().filter(|fp| members.contains(fp)).cloned());
+                state.last_sent = state.last_sent.max(g.last_sent);
+                if g.next_look > 0 && (state.next_look == 0 || g.next_look < state.next_look) {
+                    state.next_look = g.next_look;
+                }
+                state.thread.extend(g.thread.iter().cloned());
+            }
+            if state.next_look == 0 {
+                state.next_look = 1;
+            }
+            self.groups.insert(key, state);
+        }
+    }
+
     /// Applies an event's alert.
     pub fn ingest(&mut self, alert: Alert, timing: &Timing, now: i64) {
-        let group = alert.rule.clone();
+        let group = timing.group_by.key(&alert);
         let fp = alert.fingerprint();
         match (self.alerts.get_mut(&fp), alert.ends_at) {
             // Still firing, or firing again: keep the start, take the numbers.
@@ -255,8 +383,10 @@ impl Rules {
             .filter(|(_, g)| g.next_look <= now)
             .map(|(k, _)| k.clone())
             .collect();
+        let group_by = timing.group_by;
+        let member = |a: &Alert, key: &str| group_by.key(a) == key;
         for key in due {
-            let members: Vec<&Alert> = self.alerts.values().filter(|a| a.rule == key).collect();
+            let members: Vec<&Alert> = self.alerts.values().filter(|a| member(a, &key)).collect();
             let silenced = |a: &Alert| silences.iter().any(|s| s.active(now) && s.matches(a));
             let firing: Vec<Alert> = members
                 .iter()
@@ -293,17 +423,19 @@ impl Rules {
             }
             // What the group has said is what is firing now (also when nothing
             // was sent because only resolutions happened and they are not sent).
-            state.notified = now_firing;
+            // One-shot alerts are done once said: they leave the group and what
+            // it has said, so that the next one is news again.
+            let said_once: BTreeSet<String> = firing
+                .iter()
+                .filter(|a| say && one_shot(&a.rule))
+                .map(Alert::fingerprint)
+                .collect();
+            state.notified = now_firing.difference(&said_once).cloned().collect();
             state.next_look = now + timing.group_interval;
-            // Resolved alerts are done once looked at; one-shot alerts once said.
-            let notified_one_shot = say && one_shot(&key);
-            self.alerts.retain(|_, a| {
-                a.rule != key || (a.is_firing() && !(notified_one_shot && one_shot(&a.rule)))
-            });
-            if notified_one_shot {
-                state.notified.clear();
-            }
-            if !self.alerts.values().any(|a| a.rule == key) {
+            // Resolved alerts are done once looked at.
+            self.alerts
+                .retain(|fp, a| !member(a, &key) || (a.is_firing() && !said_once.contains(fp)));
+            if !self.alerts.values().any(|a| member(a, &key)) {
                 self.groups.remove(&key);
             }
         }
@@ -331,7 +463,133 @@ mod tests {
             group_interval: 300 * S,
             repeat_interval: 4 * 3600 * S,
             send_resolved: true,
+            // The tests below are of the timing within one group: group by rule,
+            // as alerts were grouped before `alerts.group_by`.
+            group_by: GroupBy::from_names(&["rule"]).expect("a known name"),
         }
+    }
+
+    fn of_rule(rule: &str, labels: &[(&str, &str)], firing: bool, now: i64) -> Alert {
+        Alert {
+            rule: rule.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            details: serde_json::json!({}),
+            starts_at: now,
+            ends_at: (!firing).then_some(now),
+            model_version: "7".into(),
+        }
+    }
+
+    #[test]
+    fn by_default_everything_one_burst_fires_is_one_incident() {
+        let t = Timing {
+            group_by: GroupBy::default(),
+            ..timing()
+        };
+        let mut r = Rules::default();
+        let burst = [
+            of_rule("feature_drift", &[("feature", "a")], true, 0),
+            of_rule("feature_drift", &[("feature", "b")], true, 2 * S),
+            of_rule(
+                "prediction_drift",
+                &[("feature", "prediction")],
+                true,
+                2 * S,
+            ),
+            of_rule("dataset_drift", &[], true, 3 * S),
+            of_rule("anomaly_rate", &[], true, 10 * S),
+        ];
+        for a in burst {
+            let now = a.starts_at;
+            r.ingest(a, &t, now);
+        }
+        assert!(r.flush(&t, &[], 29 * S).is_empty());
+        let n = r.flush(&t, &[], 30 * S);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert_eq!(n[0].group, "model");
+        assert_eq!(n[0].firing.len(), 5);
+        // A concept drift detection later joins the same incident, is said once
+        // at the next look, and leaves; the conditions go on firing.
+        r.ingest(
+            of_rule("concept_drift", &[("detector", "ddm")], true, 100 * S),
+            &t,
+            100 * S,
+        );
+        let n = r.flush(&t, &[], 330 * S);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].firing.len(), 6);
+        assert_eq!(n[0].thread.len(), 0, "the caller records the Message-IDs");
+        assert!(!r.alerts.keys().any(|fp| fp.starts_with("concept_drift")));
+        assert_eq!(r.alerts.len(), 5);
+        assert!(r.flush(&t, &[], 630 * S).is_empty(), "nothing new");
+        // Grouped by rule instead, the same burst makes four mails.
+        let mut by_rule = Rules::default();
+        for a in [
+            of_rule("feature_drift", &[("feature", "a")], true, 0),
+            of_rule("feature_drift", &[("feature", "b")], true, 0),
+            of_rule("prediction_drift", &[("feature", "prediction")], true, 0),
+            of_rule("dataset_drift", &[], true, 0),
+            of_rule("anomaly_rate", &[], true, 0),
+        ] {
+            by_rule.ingest(a, &timing(), 0);
+        }
+        assert_eq!(by_rule.flush(&timing(), &[], 30 * S).len(), 4);
+    }
+
+    #[test]
+    fn regrouping_keeps_what_was_said_and_the_threads() {
+        // State saved while alerts were grouped by rule: two groups, both mailed.
+        let t = timing();
+        let mut r = Rules::default();
+        r.ingest(
+            of_rule("feature_drift", &[("feature", "a")], true, 0),
+            &t,
+            0,
+        );
+        r.ingest(of_rule("anomaly_rate", &[], true, 0), &t, 0);
+        for n in r.flush(&t, &[], 30 * S) {
+            r.sent(&n.group, &format!("<{}@x>", n.group));
+        }
+        assert_eq!(r.groups.len(), 2);
+        // Restarted with the default grouping.
+        let model = Timing {
+            group_by: GroupBy::default(),
+            ..t
+        };
+        r.regroup(model.group_by);
+        assert_eq!(r.groups.keys().collect::<Vec<_>>(), ["model"]);
+        let g = &r.groups["model"];
+        assert_eq!(g.notified.len(), 2);
+        assert_eq!(g.thread.len(), 2);
+        assert_eq!(g.next_look, 330 * S);
+        // Nothing changed: nothing is mailed again.
+        assert!(r.flush(&model, &[], 330 * S).is_empty());
+        // A change is mailed in the merged thread.
+        r.ingest(
+            of_rule("dataset_drift", &[], true, 400 * S),
+            &model,
+            400 * S,
+        );
+        let n = r.flush(&model, &[], 630 * S);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].firing.len(), 3);
+        assert_eq!(n[0].thread.len(), 2);
+    }
+
+    #[test]
+    fn group_by_names_are_checked_and_make_keys() {
+        assert_eq!(GroupBy::from_names(&["rul"]), Err("rul".to_string()));
+        let empty: [&str; 0] = [];
+        assert_eq!(GroupBy::from_names(&empty), Ok(GroupBy::MODEL));
+        let g = GroupBy::from_names(&["rule", "feature"]).expect("known names");
+        let a = of_rule("feature_drift", &[("feature", "alcohol")], true, 0);
+        assert_eq!(g.key(&a), "rule=feature_drift,feature=alcohol");
+        let d = of_rule("dataset_drift", &[], true, 0);
+        assert_eq!(g.key(&d), "rule=dataset_drift,feature=");
+        assert_eq!(GroupBy::MODEL.key(&a), "model");
     }
 
     fn alert(feature: &str, firing: bool, now: i64) -> Alert {
@@ -556,7 +814,7 @@ mod tests {
         let n = r.flush(&t, &[], 30 * S);
         assert_eq!(n.len(), 1);
         assert_eq!((n[0].firing.len(), n[0].resolved.len()), (1, 0));
-        assert_eq!(n[0].group, "retrain_promoted");
+        assert_eq!(n[0].group, "rule=retrain_promoted");
         assert!(r.alerts.is_empty() && r.groups.is_empty());
         assert!(r.flush(&t, &[], 5 * 3600 * S).is_empty());
     }

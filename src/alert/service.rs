@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::compose::{compose, Context};
 use super::mail::Mailer;
-use super::rules::{from_event, Rules, Silence, Timing};
+use super::rules::{from_event, GroupBy, Rules, Silence, Timing};
 use crate::monitor::events::Event;
 use crate::store::alerts::{self as outbox, MailState, NewMail};
 use crate::store::{Store, StoreError};
@@ -54,6 +54,9 @@ impl AlertSettings {
                 group_interval: ms(a.group_interval_secs),
                 repeat_interval: ms(a.repeat_interval_secs),
                 send_resolved: a.send_resolved,
+                // Checked by the config's validation; a name it let through
+                // cannot be unknown here.
+                group_by: GroupBy::from_names(&a.group_by).unwrap_or_default(),
             },
             context: Context {
                 base_url: c.base_url(),
@@ -102,6 +105,7 @@ pub async fn rules_task(
             Rules::default()
         }
     };
+    rules.regroup(settings.timing.group_by);
     loop {
         let due = rules.next_due();
         let sleep = async {
@@ -313,6 +317,8 @@ mod tests {
                 group_interval: 60_000,
                 repeat_interval: 3_600_000,
                 send_resolved: true,
+                // One group per rule: these tests need several mails quickly.
+                group_by: GroupBy::from_names(&["rule"]).unwrap(),
             },
             context: Context {
                 base_url: "http://x".into(),
