@@ -110,6 +110,68 @@ pub struct FeatureDrift {
     pub drift: bool,
     pub reference_values: usize,
     pub current_values: usize,
+    /// Both samples' distributions over common bins, for plots (absent when a
+    /// side has no values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<Histogram>,
+}
+
+/// Counts of the reference and the current sample over common bins: for a
+/// numeric feature [`HISTOGRAM_BINS`] equal-width bins between the 1st and 99th
+/// percentiles of both samples together (the outer bins also take what lies
+/// beyond, so that one outlier does not squash the picture); for a categorical
+/// one the reference's categories in order, plus `(other)` when the current
+/// sample has categories the reference never saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Histogram {
+    /// Numeric: the bins' `n + 1` edges.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<f64>,
+    /// Categorical: the bins' categories.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    pub reference: Vec<u64>,
+    pub current: Vec<u64>,
+}
+
+/// Bins of a numeric feature's histogram.
+pub const HISTOGRAM_BINS: usize = 20;
+
+/// The category bin of values the reference never saw.
+pub const OTHER_CATEGORY: &str = "(other)";
+
+impl Histogram {
+    fn numeric(reference: &[f64], current: &[f64]) -> Option<Histogram> {
+        let mut all: Vec<f64> = reference.iter().chain(current).copied().collect();
+        if reference.is_empty() || current.is_empty() {
+            return None;
+        }
+        all.sort_by(f64::total_cmp);
+        let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
+        let (lo, hi) = (at(0.01), at(0.99));
+        let (lo, hi, bins) = if hi > lo {
+            (lo, hi, HISTOGRAM_BINS)
+        } else {
+            // One value (nearly) everywhere: one bin around it.
+            (lo - 0.5, lo + 0.5, 1)
+        };
+        let width = (hi - lo) / bins as f64;
+        let edges: Vec<f64> = (0..=bins).map(|k| lo + width * k as f64).collect();
+        let count = |values: &[f64]| {
+            let mut counts = vec![0u64; bins];
+            for v in values {
+                let k = ((v - lo) / width).floor().clamp(0.0, (bins - 1) as f64) as usize;
+                counts[k] += 1;
+            }
+            counts
+        };
+        Some(Histogram {
+            edges,
+            categories: Vec::new(),
+            reference: count(reference),
+            current: count(current),
+        })
+    }
 }
 
 impl FeatureDrift {
@@ -131,6 +193,7 @@ impl FeatureDrift {
             drift: false,
             reference_values,
             current_values,
+            histogram: None,
         }
     }
 }
@@ -205,6 +268,7 @@ fn test_feature(name: &str, reference: &Values, current: &Values) -> FeatureDrif
             };
             FeatureDrift {
                 psi: Some(numeric_psi(&r, &c)),
+                histogram: Histogram::numeric(&r, &c),
                 statistic: Some(ks.statistic),
                 p_value: Some(ks.p_value),
                 test: "ks",
@@ -252,7 +316,21 @@ fn test_feature(name: &str, reference: &Values, current: &Values) -> FeatureDrif
             let total: f64 = counts.iter().sum();
             let expected: Vec<f64> = counts.iter().map(|x| x / total * c.len() as f64).collect();
             let test = stats::chisquare(&observed, &expected);
+            let mut categories: Vec<String> = vocabulary.iter().map(|v| v.to_string()).collect();
+            let keep = if unseen {
+                categories.push(OTHER_CATEGORY.to_string());
+                vocabulary.len() + 1
+            } else {
+                vocabulary.len()
+            };
+            let whole = |counts: &[f64]| counts[..keep].iter().map(|&x| x as u64).collect();
             FeatureDrift {
+                histogram: Some(Histogram {
+                    edges: Vec::new(),
+                    categories,
+                    reference: whole(&rc),
+                    current: whole(&cc),
+                }),
                 psi: Some(stats::psi(&rc, &cc)),
                 statistic: test.map(|t| t.statistic),
                 p_value: test.map(|t| t.p_value),
@@ -358,6 +436,49 @@ pub fn table_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_cover_both_samples_on_common_bins() {
+        let r = normal(500, 1, 0.0);
+        let mut c = normal(300, 2, 1.5);
+        c.push(1e6); // one far outlier: in the last bin, not a wider range
+        let h = Histogram::numeric(&r, &c).expect("both sides have values");
+        assert_eq!(h.edges.len(), HISTOGRAM_BINS + 1);
+        assert!(h.edges.windows(2).all(|w| w[0] < w[1]));
+        assert!(h.edges[HISTOGRAM_BINS] < 10.0, "{:?}", h.edges);
+        assert_eq!(h.reference.iter().sum::<u64>(), 500);
+        assert_eq!(h.current.iter().sum::<u64>(), 301);
+        // The shift shows: the current sample's mass sits in higher bins.
+        let mean_bin = |counts: &[u64]| {
+            let n: u64 = counts.iter().sum();
+            counts
+                .iter()
+                .enumerate()
+                .map(|(k, &x)| k as f64 * x as f64)
+                .sum::<f64>()
+                / n as f64
+        };
+        assert!(mean_bin(&h.current) > mean_bin(&h.reference) + 3.0);
+        // A constant feature: one bin holding everything.
+        let h = Histogram::numeric(&[2.0; 10], &[2.0; 4]).expect("values");
+        assert_eq!(
+            (h.reference.as_slice(), h.current.as_slice()),
+            (&[10][..], &[4][..])
+        );
+
+        let cat = |v: &[&str]| Values::Categorical(v.iter().map(|s| s.to_string()).collect());
+        let report = compare(
+            &["island".to_string()],
+            &[cat(&["b", "a", "b", "", "a", "b"])],
+            &[cat(&["a", "c", "c", "b"])],
+            &DriftOptions::default(),
+        )
+        .expect("compared");
+        let h = report.features[0].histogram.clone().expect("histogram");
+        assert_eq!(h.categories, ["a", "b", OTHER_CATEGORY]);
+        assert_eq!((h.reference, h.current), (vec![2, 3, 0], vec![1, 1, 2]));
+        assert!(h.edges.is_empty());
+    }
 
     /// Deterministic standard-normal-ish values (Box–Muller over a fixed LCG).
     fn normal(n: usize, seed: u64, shift: f64) -> Vec<f64> {

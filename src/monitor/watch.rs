@@ -494,6 +494,7 @@ mod tests {
             drift,
             reference_values: 100,
             current_values: 100,
+            histogram: None,
         }
     }
 
