@@ -358,6 +358,7 @@ mod tests {
             time: 0,
             change_labels: 80,
             change_time: 0,
+            error_series: Vec::new(),
         })
     }
 

@@ -793,6 +793,7 @@ mod tests {
             time: 0,
             change_labels: 300,
             change_time: 0,
+            error_series: Vec::new(),
         });
         let on = mail(&concept, &cx());
         assert_has(

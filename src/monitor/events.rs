@@ -87,7 +87,16 @@ pub struct ConceptEvent {
     /// this event trains on the rows logged from then on.
     pub change_labels: u64,
     pub change_time: i64,
+    /// The error over the labels the watch kept (since its last reset), in at
+    /// most [`ERROR_SERIES_POINTS`] consecutive groups of equal size: each
+    /// group's mean error at the prediction time of its last label. What the
+    /// alert mail plots, with `change_time` marked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_series: Vec<(i64, f64)>,
 }
+
+/// The most points of [`ConceptEvent::error_series`].
+pub const ERROR_SERIES_POINTS: usize = 60;
 
 /// A retraining run ended: its candidate was promoted or rejected by the gate,
 /// or the run failed (error, panic, NaN, time limit).

@@ -352,6 +352,24 @@ impl ConceptWatch {
         start.clamp(1, self.labels)
     }
 
+    /// The kept errors in at most `ERROR_SERIES_POINTS` groups of equal size:
+    /// (the prediction time of each group's last label, the group's mean).
+    fn error_series(&self) -> Vec<(i64, f64)> {
+        use crate::monitor::events::ERROR_SERIES_POINTS;
+        let n = self.errors.len();
+        let size = n.div_ceil(ERROR_SERIES_POINTS).max(1);
+        let errors: Vec<f32> = self.errors.iter().copied().collect();
+        let times: Vec<i64> = self.times.iter().copied().collect();
+        errors
+            .chunks(size)
+            .zip(times.chunks(size))
+            .map(|(e, t)| {
+                let mean = e.iter().map(|x| f64::from(*x)).sum::<f64>() / e.len() as f64;
+                (t.last().copied().unwrap_or(0), mean)
+            })
+            .collect()
+    }
+
     /// Where in the history the search for a change's start begins.
     fn scan_from(&self) -> usize {
         self.errors.len().saturating_sub(SCAN_LABELS)
@@ -451,6 +469,7 @@ impl ConceptWatch {
             time,
             change_labels: self.labels - start + 1,
             change_time: self.time_of(start),
+            error_series: self.error_series(),
         });
         self.reset();
         self.settling = self.settle;
@@ -639,6 +658,23 @@ mod tests {
             c.change_labels
         );
         assert_eq!(c.change_labels, at - (c.change_time as u64 / 10) + 1);
+        // The error over time for the mail's plot: every kept label, in order,
+        // about 10% before the change and about 40% after it.
+        let series = &c.error_series;
+        assert!(series.len() <= crate::monitor::events::ERROR_SERIES_POINTS);
+        assert!(series.len() >= 50, "{}", series.len());
+        assert!(series.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(series.last().map(|p| p.0), Some(*at as i64 * 10));
+        let mean = |from: i64, to: i64| {
+            let v: Vec<f64> = series
+                .iter()
+                .filter(|(t, _)| (from..to).contains(t))
+                .map(|p| p.1)
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        assert!((mean(0, 29_000) - 0.10).abs() < 0.02, "{series:?}");
+        assert!((mean(31_000, i64::MAX) - 0.40).abs() < 0.06, "{series:?}");
     }
 
     #[test]
