@@ -21,7 +21,7 @@ use crate::monitoring::{checks_after, metric, rows};
 const QUICK_MAIL: &str = "[alerts]\ngroup_wait_secs = 1\ngroup_interval_secs = 1\n";
 
 /// The bundled rows (every 7th, as `rows` gives them) with their labels.
-fn labelled(n: usize, f: impl Fn(&mut Value)) -> (Vec<Value>, Vec<String>) {
+pub fn labelled(n: usize, f: impl Fn(&mut Value)) -> (Vec<Value>, Vec<String>) {
     let mut reader = csv::Reader::from_reader(steward::BUNDLED_PENGUINS.as_bytes());
     let all: Vec<String> = reader
         .records()
@@ -32,7 +32,12 @@ fn labelled(n: usize, f: impl Fn(&mut Value)) -> (Vec<Value>, Vec<String>) {
 }
 
 /// Predicts `rows` and labels them, 200 at a time; returns the prediction ids.
-async fn feed(d: &impl Api, c: &reqwest::Client, rows: &[Value], labels: &[String]) -> Vec<String> {
+pub async fn feed(
+    d: &impl Api,
+    c: &reqwest::Client,
+    rows: &[Value],
+    labels: &[String],
+) -> Vec<String> {
     let mut ids = Vec::new();
     for (chunk, chunk_labels) in rows.chunks(200).zip(labels.chunks(200)) {
         let (status, body) = d.predict(c, &json!({"instances": chunk})).await;
@@ -73,7 +78,7 @@ async fn admin(c: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Val
 }
 
 /// Starts a retrain through the API; returns its id.
-async fn retrain(d: &impl Api, c: &reqwest::Client) -> i64 {
+pub async fn retrain(d: &impl Api, c: &reqwest::Client) -> i64 {
     let (status, body) = admin(c, &format!("{}/v1/retrain", d.base()), None).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["state"], "running");
@@ -81,7 +86,7 @@ async fn retrain(d: &impl Api, c: &reqwest::Client) -> i64 {
 }
 
 /// Waits until run `id` has finished; returns it.
-async fn finished(d: &impl Api, c: &reqwest::Client, id: i64) -> Value {
+pub async fn finished(d: &impl Api, c: &reqwest::Client, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let run = d.get_json(c, &format!("/v1/retrain/{id}")).await;
