@@ -3,8 +3,8 @@
 //! Dependencies point one way, down [`LAYERS`]: each module uses only modules
 //! listed before it, and a test (`layering` below) reads every `crate::` path in
 //! src/ and fails on one that points up. From the bottom: plain helpers (`time`,
-//! `memory`, `data`) and the statistics (`stats`); the cron parser
-//! (`scheduler`); the typed configuration (`config`) and `logging`; SQL
+//! `memory`, `data`), the statistics (`stats`) and the charts (`plot`); the cron
+//! parser (`scheduler`); the typed configuration (`config`) and `logging`; SQL
 //! (`store`); the model (`model`: schema, network, artifact, anomaly scorer),
 //! training (`train`), ONNX import and export (`onnx`) and the drift and
 //! concept detectors (`monitor`), all
@@ -32,6 +32,7 @@ pub mod model;
 pub mod monitor;
 pub mod monitoring;
 pub mod onnx;
+pub mod plot;
 pub mod preflight;
 pub mod scheduler;
 pub mod server;
@@ -46,6 +47,7 @@ pub const LAYERS: &[&str] = &[
     "memory",
     "data",
     "stats",
+    "plot",
     "scheduler",
     "config",
     "logging",
