@@ -116,63 +116,10 @@ pub struct FeatureDrift {
     pub histogram: Option<Histogram>,
 }
 
-/// Counts of the reference and the current sample over common bins: for a
-/// numeric feature [`HISTOGRAM_BINS`] equal-width bins between the 1st and 99th
-/// percentiles of both samples together (the outer bins also take what lies
-/// beyond, so that one outlier does not squash the picture); for a categorical
-/// one the reference's categories in order, plus `(other)` when the current
-/// sample has categories the reference never saw.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Histogram {
-    /// Numeric: the bins' `n + 1` edges.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub edges: Vec<f64>,
-    /// Categorical: the bins' categories.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub categories: Vec<String>,
-    pub reference: Vec<u64>,
-    pub current: Vec<u64>,
-}
-
-/// Bins of a numeric feature's histogram.
-pub const HISTOGRAM_BINS: usize = 20;
-
-/// The category bin of values the reference never saw.
-pub const OTHER_CATEGORY: &str = "(other)";
-
-impl Histogram {
-    fn numeric(reference: &[f64], current: &[f64]) -> Option<Histogram> {
-        let mut all: Vec<f64> = reference.iter().chain(current).copied().collect();
-        if reference.is_empty() || current.is_empty() {
-            return None;
-        }
-        all.sort_by(f64::total_cmp);
-        let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
-        let (lo, hi) = (at(0.01), at(0.99));
-        let (lo, hi, bins) = if hi > lo {
-            (lo, hi, HISTOGRAM_BINS)
-        } else {
-            // One value (nearly) everywhere: one bin around it.
-            (lo - 0.5, lo + 0.5, 1)
-        };
-        let width = (hi - lo) / bins as f64;
-        let edges: Vec<f64> = (0..=bins).map(|k| lo + width * k as f64).collect();
-        let count = |values: &[f64]| {
-            let mut counts = vec![0u64; bins];
-            for v in values {
-                let k = ((v - lo) / width).floor().clamp(0.0, (bins - 1) as f64) as usize;
-                counts[k] += 1;
-            }
-            counts
-        };
-        Some(Histogram {
-            edges,
-            categories: Vec::new(),
-            reference: count(reference),
-            current: count(current),
-        })
-    }
-}
+/// Both samples' counts over common bins ([`crate::plot::Histogram`]: numeric
+/// features in [`crate::plot::NUMERIC_BINS`] equal-width bins, categorical ones
+/// by category), so that a chart draws what the test compared.
+pub use crate::plot::Histogram;
 
 impl FeatureDrift {
     /// A feature no test could run on: null statistic and p-values, no drift.
@@ -268,7 +215,7 @@ fn test_feature(name: &str, reference: &Values, current: &Values) -> FeatureDrif
             };
             FeatureDrift {
                 psi: Some(numeric_psi(&r, &c)),
-                histogram: Histogram::numeric(&r, &c),
+                histogram: Some(Histogram::numeric(&r, &c, crate::plot::NUMERIC_BINS)),
                 statistic: Some(ks.statistic),
                 p_value: Some(ks.p_value),
                 test: "ks",
@@ -316,21 +263,8 @@ fn test_feature(name: &str, reference: &Values, current: &Values) -> FeatureDrif
             let total: f64 = counts.iter().sum();
             let expected: Vec<f64> = counts.iter().map(|x| x / total * c.len() as f64).collect();
             let test = stats::chisquare(&observed, &expected);
-            let mut categories: Vec<String> = vocabulary.iter().map(|v| v.to_string()).collect();
-            let keep = if unseen {
-                categories.push(OTHER_CATEGORY.to_string());
-                vocabulary.len() + 1
-            } else {
-                vocabulary.len()
-            };
-            let whole = |counts: &[f64]| counts[..keep].iter().map(|&x| x as u64).collect();
             FeatureDrift {
-                histogram: Some(Histogram {
-                    edges: Vec::new(),
-                    categories,
-                    reference: whole(&rc),
-                    current: whole(&cc),
-                }),
+                histogram: Some(Histogram::categorical(&r, &c, crate::plot::MAX_CATEGORIES)),
                 psi: Some(stats::psi(&rc, &cc)),
                 statistic: test.map(|t| t.statistic),
                 p_value: test.map(|t| t.p_value),
@@ -438,16 +372,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histograms_cover_both_samples_on_common_bins() {
+    fn results_carry_both_samples_on_common_bins() {
         let r = normal(500, 1, 0.0);
         let mut c = normal(300, 2, 1.5);
         c.push(1e6); // one far outlier: in the last bin, not a wider range
-        let h = Histogram::numeric(&r, &c).expect("both sides have values");
-        assert_eq!(h.edges.len(), HISTOGRAM_BINS + 1);
-        assert!(h.edges.windows(2).all(|w| w[0] < w[1]));
-        assert!(h.edges[HISTOGRAM_BINS] < 10.0, "{:?}", h.edges);
-        assert_eq!(h.reference.iter().sum::<u64>(), 500);
-        assert_eq!(h.current.iter().sum::<u64>(), 301);
+        let num = |v: &[f64]| Values::Numeric(v.to_vec());
+        let cat = |v: &[&str]| Values::Categorical(v.iter().map(|s| s.to_string()).collect());
+        let report = compare(
+            &["x".to_string(), "island".to_string()],
+            &[num(&r), cat(&["b", "a", "b", "", "a", "b"])],
+            &[num(&c[..]), cat(&["a", "c", "c", "b"])],
+            &DriftOptions::default(),
+        )
+        .expect("compared");
+        let h = report.features[0].histogram.clone().expect("histogram");
+        let crate::plot::Bins::Edges(edges) = &h.bins else {
+            panic!("{h:?}")
+        };
+        assert_eq!(edges.len(), crate::plot::NUMERIC_BINS + 1);
+        assert!(edges[crate::plot::NUMERIC_BINS] < 100.0, "{edges:?}");
+        assert_eq!(h.totals(), (500, 301));
         // The shift shows: the current sample's mass sits in higher bins.
         let mean_bin = |counts: &[u64]| {
             let n: u64 = counts.iter().sum();
@@ -459,25 +403,17 @@ mod tests {
                 / n as f64
         };
         assert!(mean_bin(&h.current) > mean_bin(&h.reference) + 3.0);
-        // A constant feature: one bin holding everything.
-        let h = Histogram::numeric(&[2.0; 10], &[2.0; 4]).expect("values");
+        // In JSON: the edges (or categories) beside the counts.
+        let json = serde_json::to_value(&report.features[1]).expect("json");
         assert_eq!(
-            (h.reference.as_slice(), h.current.as_slice()),
-            (&[10][..], &[4][..])
+            json["histogram"],
+            serde_json::json!({"categories": ["b", "a", "c"],
+                               "reference": [3, 2, 0], "current": [1, 1, 2]})
         );
-
-        let cat = |v: &[&str]| Values::Categorical(v.iter().map(|s| s.to_string()).collect());
-        let report = compare(
-            &["island".to_string()],
-            &[cat(&["b", "a", "b", "", "a", "b"])],
-            &[cat(&["a", "c", "c", "b"])],
-            &DriftOptions::default(),
-        )
-        .expect("compared");
-        let h = report.features[0].histogram.clone().expect("histogram");
-        assert_eq!(h.categories, ["a", "b", OTHER_CATEGORY]);
-        assert_eq!((h.reference, h.current), (vec![2, 3, 0], vec![1, 1, 2]));
-        assert!(h.edges.is_empty());
+        assert!(
+            serde_json::to_value(&report.features[0]).expect("json")["histogram"]["edges"]
+                .is_array()
+        );
     }
 
     /// Deterministic standard-normal-ish values (Box–Muller over a fixed LCG).

@@ -12,8 +12,10 @@
 
 use std::collections::HashMap;
 
-/// How the bins are cut.
-#[derive(Debug, Clone, PartialEq)]
+/// How the bins are cut. In JSON, `"edges": [..]` or `"categories": [..]` beside
+/// the counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Bins {
     /// `n + 1` increasing edges of `n` equal-width bins; the first and last bins
     /// also hold the values beyond the outer edges.
@@ -23,8 +25,9 @@ pub enum Bins {
 }
 
 /// Counts of both samples over the same bins.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Histogram {
+    #[serde(flatten)]
     pub bins: Bins,
     pub reference: Vec<u64>,
     pub current: Vec<u64>,
