@@ -473,6 +473,7 @@ fn notify_test(config: Option<PathBuf>) -> Result<(), Failure> {
         next_attempt: now,
         last_error: None,
         sent_at: None,
+        images: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -119,7 +119,19 @@ impl Serving {
             })?;
         let addr = listener.local_addr().map_err(DaemonError::Serve)?;
         let (conn_limits, open_file_limit) = connection_limits(config);
-        app.start_jobs(config, &mut parts, &tracker, &stop);
+        // Links in mail default to the listening address: the one bound, when
+        // the configured port was 0.
+        let bound;
+        let jobs_config = if config.listen.port() == 0 {
+            bound = Config {
+                listen: addr,
+                ..config.clone()
+            };
+            &bound
+        } else {
+            config
+        };
+        app.start_jobs(jobs_config, &mut parts, &tracker, &stop);
         tracker.close();
         tracing::info!(%addr, model_version = %app.live_version(),
             database = %config.database_path.display(),

@@ -73,6 +73,63 @@ fn header(m: &Received, name: &str) -> Option<String> {
     Some(value)
 }
 
+/// The raw message with quoted-printable undone (soft line breaks, `=XX`
+/// bytes), so that the HTML part can be searched and shown.
+fn unquoted(m: &Received) -> String {
+    let joined = m.data.replace("=\r\n", "");
+    let b = joined.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) if b[i] == b'=' => {
+                out.push(byte);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every `cid:` the HTML part shows, in order.
+fn inline_cids(m: &Received) -> Vec<String> {
+    unquoted(m)
+        .split("src=\"cid:")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_string))
+        .collect()
+}
+
+/// The decoded body of the part whose Content-ID is `cid`.
+fn inline_part(m: &Received, cid: &str) -> Vec<u8> {
+    use base64::Engine;
+    let at = m
+        .data
+        .find(&format!("Content-ID: <{cid}>"))
+        .unwrap_or_else(|| panic!("no part {cid} in\n{}", m.data));
+    let part = &m.data[at..];
+    let head_end = part.find("\r\n\r\n").expect("part headers end");
+    assert!(
+        part[..head_end].contains("Content-Type: image/png")
+            && part[..head_end].contains("Content-Transfer-Encoding: base64"),
+        "{}",
+        &part[..head_end]
+    );
+    let body = &part[head_end + 4..];
+    let body = &body[..body.find("\r\n--").expect("part ends")];
+    let b64: String = body.split_whitespace().collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64 part")
+}
+
 /// Waits until a mail about feature drift has arrived; returns all mails.
 fn wait_feature_mail(server: &SmtpServer, n: usize) -> Vec<Received> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -139,6 +196,51 @@ async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
         "Content-Type: text/html",
     ] {
         assert!(m.data.contains(needle), "missing {needle:?} in\n{}", m.data);
+    }
+    // What moved, drawn: one inline PNG per drifting input and output, each a
+    // decodable 700 × 350 image referenced from the HTML part.
+    let cids = inline_cids(&m);
+    assert!(cids.len() >= 2, "{cids:?}");
+    for cid in &cids {
+        let png = inline_part(&m, cid);
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = decoder.read_info().expect("a PNG");
+        assert_eq!(
+            (reader.info().width, reader.info().height),
+            (700, 350),
+            "{cid}"
+        );
+    }
+    let text = unquoted(&m);
+    // The mail as a person sees it, for looking at: its HTML part with the
+    // charts beside it (target/screenshots/incident-mail/).
+    let out =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/incident-mail");
+    std::fs::create_dir_all(&out).unwrap();
+    let html_start = text.find("<html>").expect("an HTML part");
+    let html_end = text[html_start..].find("</html>").expect("the HTML ends") + html_start + 7;
+    let mut html = text[html_start..html_end].to_string();
+    for cid in &cids {
+        std::fs::write(out.join(format!("{cid}.png")), inline_part(&m, cid)).unwrap();
+        html = html.replace(&format!("cid:{cid}"), &format!("{cid}.png"));
+    }
+    std::fs::write(out.join("mail.html"), format!("<h4>{s}</h4>\n{html}")).unwrap();
+    for name in [
+        "bill_length_mm: reference against current",
+        "body_mass_g: reference",
+    ] {
+        assert!(text.contains(name), "no chart of {name} in\n{text}");
+    }
+    // Every link in the mail opens.
+    let links: Vec<&str> = text
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(links.len() >= 3, "{links:?}");
+    for link in links {
+        let status = c.get(link).send().await.expect("link reachable").status();
+        assert!(status.is_success(), "{link}: {status}");
     }
     // More checks of the same window and a group interval later: still one
     // mail, for every rule the burst set off.

@@ -10,6 +10,8 @@
 use serde_json::Value;
 
 use super::rules::{Alert, Notification};
+use crate::plot::{Distribution, Histogram, Marker, Size, TimeSeries, Verdict};
+use crate::store::alerts::MailImage;
 
 /// Settings the text needs.
 #[derive(Debug, Clone)]
@@ -31,6 +33,112 @@ pub struct Composed {
     pub subject: String,
     pub text: String,
     pub html: String,
+    /// PNG charts the HTML shows inline (`cid:`): what moved.
+    pub images: Vec<MailImage>,
+}
+
+/// The most distribution charts in one mail: the features with the smallest
+/// p-values.
+pub const MAX_DISTRIBUTIONS: usize = 4;
+
+/// A chart for the mail: its image, and what it shows in words (the `alt`).
+struct Figure {
+    image: MailImage,
+    alt: String,
+}
+
+/// The charts of a notification's firing alerts: reference against current for
+/// the drifting features (worst first, at most [`MAX_DISTRIBUTIONS`]), and the
+/// error over time with the change marked for a concept drift. A chart that
+/// cannot be drawn is named in the second list instead.
+fn figures(n: &Notification) -> (Vec<Figure>, Vec<String>) {
+    let mut drifting: Vec<&Alert> = n
+        .firing
+        .iter()
+        .filter(|a| matches!(a.rule.as_str(), "feature_drift" | "prediction_drift"))
+        .filter(|a| a.details["feature"]["histogram"].is_object())
+        .collect();
+    drifting.sort_by(|a, b| {
+        let p = |a: &Alert| a.details["feature"]["p_value"].as_f64().unwrap_or(1.0);
+        p(a).total_cmp(&p(b))
+    });
+    let mut charts: Vec<(String, Result<Vec<u8>, String>)> = Vec::new();
+    for a in drifting.into_iter().take(MAX_DISTRIBUTIONS) {
+        let f = &a.details["feature"];
+        let name = f["name"].as_str().unwrap_or("?").to_string();
+        let png = serde_json::from_value::<Histogram>(f["histogram"].clone())
+            .map_err(|e| e.to_string())
+            .and_then(|histogram| {
+                Distribution {
+                    feature: name.clone(),
+                    histogram,
+                    verdict: Verdict {
+                        test: f["test"].as_str().unwrap_or("none").to_string(),
+                        p_value: f["p_value"].as_f64(),
+                        p_adjusted: f["p_adjusted"].as_f64(),
+                        psi: f["psi"].as_f64(),
+                        drift: f["drift"].as_bool().unwrap_or(false),
+                    },
+                }
+                .png(Size::MAIL)
+                .map_err(|e| e.to_string())
+            });
+        charts.push((
+            format!("{name}: reference against current distribution"),
+            png,
+        ));
+    }
+    for a in n.firing.iter().filter(|a| a.rule == "concept_drift") {
+        let d = &a.details;
+        let points: Vec<(i64, f64)> = d["error_series"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|p| Some((p[0].as_i64()?, p[1].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if points.is_empty() {
+            continue;
+        }
+        let detector = d["detector"].as_str().unwrap_or("?");
+        let series = TimeSeries {
+            title: format!(
+                "Error on labelled predictions, model v{} ({detector})",
+                a.model_version
+            ),
+            y_label: "error".into(),
+            points,
+            markers: d["change_time"]
+                .as_i64()
+                .map(|at| Marker {
+                    at,
+                    label: "change".into(),
+                })
+                .into_iter()
+                .collect(),
+            threshold: None,
+            y_range: None,
+        };
+        charts.push((
+            format!("error over time ({detector}), the change marked"),
+            series.png(Size::MAIL).map_err(|e| e.to_string()),
+        ));
+    }
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for (alt, png) in charts {
+        match png {
+            Ok(png) => {
+                let cid = format!("chart-{}@steward", done.len() + 1);
+                done.push(Figure {
+                    image: MailImage { cid, png },
+                    alt,
+                });
+            }
+            Err(e) => failed.push(format!("{alt}: not drawn ({e})")),
+        }
+    }
+    (done, failed)
 }
 
 fn title(rule: &str) -> &str {
@@ -190,6 +298,17 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
             text.push('\n');
         }
     }
+    let (figures, undrawn) = figures(n);
+    if !figures.is_empty() || !undrawn.is_empty() {
+        text.push_str("Charts (in the HTML part):\n");
+        for f in &figures {
+            text.push_str(&format!("- {}\n", f.alt));
+        }
+        for u in &undrawn {
+            text.push_str(&format!("- {u}\n"));
+        }
+        text.push('\n');
+    }
     text.push_str(&format!("{links}\n"));
     let mut html = format!(
         "<html><body><h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n",
@@ -218,6 +337,18 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
             html.push_str("</ul>\n");
         }
     }
+    for f in &figures {
+        html.push_str(&format!(
+            "<p><img src=\"cid:{}\" alt=\"{}\" width=\"{}\" height=\"{}\"></p>\n",
+            esc(&f.image.cid),
+            esc(&f.alt),
+            Size::MAIL.width,
+            Size::MAIL.height
+        ));
+    }
+    for u in &undrawn {
+        html.push_str(&format!("<p>{}</p>\n", esc(u)));
+    }
     html.push_str(&format!(
         "<p><a href=\"{0}/v1/drift\">Drift report</a> · <a href=\"{0}/v1/alerts\">Alerts</a> · \
          <a href=\"{0}/v1/model\">Model</a></p>\n</body></html>\n",
@@ -228,6 +359,7 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         subject,
         text,
         html,
+        images: figures.into_iter().map(|f| f.image).collect(),
     }
 }
 

@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -174,11 +175,26 @@ impl Mailer {
                     .join(" "),
             );
         }
-        b.multipart(MultiPart::alternative_plain_html(
-            mail.body_text.clone(),
-            mail.body_html.clone(),
-        ))
-        .map_err(|e| format!("cannot build the message: {e}"))
+        let body = if mail.images.is_empty() {
+            MultiPart::alternative_plain_html(mail.body_text.clone(), mail.body_html.clone())
+        } else {
+            // The HTML part and the images it shows by `cid:`, as one
+            // multipart/related alternative to the plain text.
+            let png = ContentType::parse("image/png")
+                .map_err(|e| format!("cannot build the message: {e}"))?;
+            let mut related =
+                MultiPart::related().singlepart(SinglePart::html(mail.body_html.clone()));
+            for image in &mail.images {
+                related = related.singlepart(
+                    Attachment::new_inline(image.cid.clone()).body(image.png.clone(), png.clone()),
+                );
+            }
+            MultiPart::alternative()
+                .singlepart(SinglePart::plain(mail.body_text.clone()))
+                .multipart(related)
+        };
+        b.multipart(body)
+            .map_err(|e| format!("cannot build the message: {e}"))
     }
 }
 
@@ -212,6 +228,7 @@ mod tests {
             next_attempt: 0,
             last_error: None,
             sent_at: None,
+            images: Vec::new(),
         }
     }
 
@@ -243,6 +260,31 @@ mod tests {
             "{eml}"
         );
         assert!(eml.contains("To: ops@example.org"), "{eml}");
+        assert!(!eml.contains("multipart/related"), "{eml}");
+    }
+
+    #[tokio::test]
+    async fn images_go_inline_beside_the_html_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[alerts]\ndir = \"{}\"\n", dir.path().display());
+        let m = Mailer::from_config(&Config::from_parts("t.toml", &text, &[]).unwrap()).unwrap();
+        let mut with = mail(&[]);
+        with.body_html = "<p><img src=\"cid:chart-1@steward\"></p>".into();
+        with.images = vec![crate::store::alerts::MailImage {
+            cid: "chart-1@steward".into(),
+            png: b"\x89PNG not really".to_vec(),
+        }];
+        m.send(&with).await.unwrap();
+        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap();
+        let eml = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        let (alt, related, image) = (
+            eml.find("multipart/alternative").unwrap(),
+            eml.find("multipart/related").unwrap(),
+            eml.find("Content-ID: <chart-1@steward>").unwrap(),
+        );
+        assert!(alt < related && related < image, "{eml}");
+        assert!(eml.contains("Content-Disposition: inline"), "{eml}");
+        assert!(eml.contains("Content-Type: image/png"), "{eml}");
     }
 
     #[tokio::test]

@@ -177,6 +177,7 @@ pub async fn flush(
             subject: m.subject.clone(),
             body_text: m.text,
             body_html: m.html,
+            images: m.images,
             message_id: message_id.clone(),
             thread: n.thread.clone(),
             recipients: settings.recipients.clone(),
@@ -282,6 +283,7 @@ pub async fn send_due(
             recipients: settings.recipients.clone(),
             alerts: serde_json::Value::Array(Vec::new()),
             state: MailState::Pending,
+            images: Vec::new(),
         };
         outbox::insert(db, &row, now).await?;
         let ids: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
@@ -428,6 +430,7 @@ mod tests {
             recipients: vec!["ops@example.org".into()],
             alerts: serde_json::json!([]),
             state: MailState::Pending,
+            images: Vec::new(),
         };
         let s = settings(20);
         let mut now = 1_000_000_000;

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 /// How the bins are cut. In JSON, `"edges": [..]` or `"categories": [..]` beside
 /// the counts.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bins {
     /// `n + 1` increasing edges of `n` equal-width bins; the first and last bins
@@ -25,7 +25,7 @@ pub enum Bins {
 }
 
 /// Counts of both samples over the same bins.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Histogram {
     #[serde(flatten)]
     pub bins: Bins,

@@ -50,6 +50,16 @@ pub struct NewMail {
     pub alerts: serde_json::Value,
     /// `Pending` or `Held`.
     pub state: MailState,
+    /// PNG images the HTML part shows inline.
+    pub images: Vec<MailImage>,
+}
+
+/// An image of a mail, shown inline by its HTML part as `cid:<cid>`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct MailImage {
+    /// The Content-ID, without angle brackets.
+    pub cid: String,
+    pub png: Vec<u8>,
 }
 
 /// A stored notification.
@@ -70,6 +80,9 @@ pub struct Mail {
     pub next_attempt: i64,
     pub last_error: Option<String>,
     pub sent_at: Option<i64>,
+    /// Filled by [`due`]: what the message carries inline.
+    #[sqlx(skip)]
+    pub images: Vec<MailImage>,
 }
 
 impl Mail {
@@ -85,8 +98,9 @@ impl Mail {
 const COLUMNS: &str = "id, created, group_key, kind, subject, body_text, body_html, message_id, \
                        thread, recipients, state, attempts, next_attempt, last_error, sent_at";
 
-/// Stores a notification; returns its id.
+/// Stores a notification and its images in one transaction; returns its id.
 pub async fn insert(store: &Store, mail: &NewMail, now: i64) -> Result<i64, StoreError> {
+    let mut tx = store.pool.begin().await?;
     let done = sqlx::query(
         "INSERT INTO alerts (created, group_key, kind, subject, body_text, body_html, message_id, \
          thread, recipients, alerts, state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -103,21 +117,47 @@ pub async fn insert(store: &Store, mail: &NewMail, now: i64) -> Result<i64, Stor
     .bind(mail.alerts.to_string())
     .bind(mail.state)
     .bind(now)
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.last_insert_rowid())
+    let id = done.last_insert_rowid();
+    for (position, image) in mail.images.iter().enumerate() {
+        sqlx::query("INSERT INTO alert_images (alert_id, position, cid, png) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(position as i64)
+            .bind(&image.cid)
+            .bind(&image.png)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
 }
 
-/// Pending notifications whose next attempt is due, oldest first.
+/// The images of the mail `id`, in order.
+pub async fn images(store: &Store, id: i64) -> Result<Vec<MailImage>, StoreError> {
+    Ok(sqlx::query_as::<_, MailImage>(
+        "SELECT cid, png FROM alert_images WHERE alert_id = ? ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+/// Pending notifications whose next attempt is due, oldest first, with their
+/// images.
 pub async fn due(store: &Store, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
-    Ok(sqlx::query_as::<_, Mail>(&format!(
+    let mut mails = sqlx::query_as::<_, Mail>(&format!(
         "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= ? \
          ORDER BY next_attempt, id LIMIT ?"
     ))
     .bind(now)
     .bind(limit)
     .fetch_all(&store.pool)
-    .await?)
+    .await?;
+    for mail in &mut mails {
+        mail.images = images(store, mail.id).await?;
+    }
+    Ok(mails)
 }
 
 /// The earliest next attempt of a pending notification.

@@ -277,14 +277,19 @@ mod retention_tests {
             recipients: vec![],
             alerts: serde_json::json!([]),
             state,
+            images: vec![alerts::MailImage {
+                cid: "chart-1@x".into(),
+                png: vec![0x89, b'P', b'N', b'G'],
+            }],
         };
         let sent = alerts::insert(&pool, &mail(alerts::MailState::Pending), old)
             .await
             .unwrap();
         alerts::mark_sent(&pool, sent, old).await.unwrap();
-        alerts::insert(&pool, &mail(alerts::MailState::Pending), old)
+        let pending = alerts::insert(&pool, &mail(alerts::MailState::Pending), old)
             .await
             .unwrap();
+        assert_eq!(alerts::images(&pool, sent).await.unwrap().len(), 1);
         drift::insert(
             &pool,
             &drift::ReportRow {
@@ -307,6 +312,10 @@ mod retention_tests {
             .collect();
         assert_eq!(left, vec![alerts::MailState::Pending]);
         assert_eq!(drift::latest(&pool).await.unwrap(), None);
+        // A deleted mail's images go with it; a kept one keeps its own.
+        assert!(alerts::images(&pool, sent).await.unwrap().is_empty());
+        let kept = alerts::images(&pool, pending).await.unwrap();
+        assert_eq!(kept[0].png, [0x89, b'P', b'N', b'G']);
     }
 }
 
