@@ -18,6 +18,7 @@
 //! connection-pool timeouts (`PoolTimedOut`) while a query waits on SQLite's
 //! thread.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -33,9 +34,21 @@ use crate::store::{Store, StoreError};
 /// Re-exported: the clock moved to `crate::time`; `daemon` names it here.
 pub use crate::time::Clock;
 
+/// Mails sent, refused for good, and held by the hourly cap since the daemon
+/// started: counters for `/metrics` that only go up (the outbox's rows are
+/// deleted by retention, so counting rows could go down).
+#[derive(Debug, Default)]
+pub struct MailCounters {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub held: AtomicU64,
+}
+
 /// What the alerting tasks need to know.
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
+    /// Where the tasks count what they did.
+    pub counters: Arc<MailCounters>,
     pub timing: Timing,
     pub context: Context,
     pub recipients: Vec<String>,
@@ -49,6 +62,7 @@ impl AlertSettings {
         let a = &c.alerts;
         let ms = |s: crate::config::Seconds| i64::try_from(s.as_millis()).unwrap_or(i64::MAX);
         AlertSettings {
+            counters: Arc::default(),
             timing: Timing {
                 group_wait: ms(a.group_wait_secs),
                 group_interval: ms(a.group_interval_secs),
@@ -166,6 +180,7 @@ pub async fn flush(
         let counted = outbox::counted_since(db, now - 3_600_000).await?;
         let state = if counted >= settings.max_per_hour {
             tracing::warn!(subject = %m.subject, max_per_hour = settings.max_per_hour, "alert mail held: the hourly cap is reached");
+            settings.counters.held.fetch_add(1, Ordering::Relaxed);
             MailState::Held
         } else {
             MailState::Pending
@@ -228,10 +243,12 @@ pub async fn send_due(
         match mailer.send(&mail).await {
             Ok(()) => {
                 outbox::mark_sent(db, mail.id, now).await?;
+                settings.counters.sent.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(id = mail.id, subject = %mail.subject, via = %mailer.describe, "alert mail sent");
             }
             Err(e) if e.permanent => {
                 outbox::mark_failed_attempt(db, mail.id, &e.message, None).await?;
+                settings.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(id = mail.id, subject = %mail.subject, error = %e.message, "alert mail refused for good; not retrying");
             }
             Err(e) => {
@@ -314,6 +331,7 @@ mod tests {
 
     fn settings(max_per_hour: i64) -> AlertSettings {
         AlertSettings {
+            counters: Arc::default(),
             timing: Timing {
                 group_wait: 1000,
                 group_interval: 60_000,
@@ -400,6 +418,10 @@ mod tests {
         );
         assert!(outbox::held(&db).await.unwrap().is_empty());
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+        // The counters /metrics shows: two held, three sent (the summary too).
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((n(&s.counters.held), n(&s.counters.sent)), (2, 3));
+        assert_eq!(n(&s.counters.failed), 0);
     }
 
     /// The retry schedule, on exact times: each pass runs at the row's

@@ -4,9 +4,12 @@
 //! (`feature_drift`, ...), any other name the label of that name (`feature`,
 //! `detector`).
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::alert::rules::Matcher;
+pub use crate::alert::service::MailCounters;
 use crate::store::alerts::{self as outbox, Mail, SilenceRow};
 use crate::store::{Store, StoreError};
 
@@ -48,11 +51,20 @@ const RECENT: i64 = 100;
 #[derive(Clone)]
 pub struct Alerts {
     db: Store,
+    counters: Arc<MailCounters>,
 }
 
 impl Alerts {
     pub(super) fn new(db: Store) -> Self {
-        Alerts { db }
+        Alerts {
+            db,
+            counters: Arc::default(),
+        }
+    }
+
+    /// What the alerting tasks count as they store and send mail.
+    pub fn counters(&self) -> Arc<MailCounters> {
+        self.counters.clone()
     }
 
     /// The latest notifications, newest first.
@@ -60,7 +72,8 @@ impl Alerts {
         outbox::recent(&self.db, RECENT).await
     }
 
-    /// Notifications by delivery state (`sent`, `pending`, `failed`, `held`, ...).
+    /// Notifications by delivery state (`sent`, `pending`, `failed`, `held`, ...)
+    /// in the outbox now.
     pub async fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         outbox::counts(&self.db).await
     }

@@ -250,7 +250,10 @@ impl App {
             stop.clone(),
         ));
         if let Some(mailer) = parts.mailer.take() {
-            let settings = AlertSettings::from_config(config);
+            let settings = AlertSettings {
+                counters: self.alerts.counters(),
+                ..AlertSettings::from_config(config)
+            };
             let wake_mailer = Arc::new(tokio::sync::Notify::new());
             tracker.spawn(alerting::rules_task(
                 parts.db.clone(),

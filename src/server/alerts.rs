@@ -7,6 +7,7 @@
 //! `/metrics` series.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -20,6 +21,7 @@ use super::body::{JsonBody, PathParam};
 use super::error::ApiError;
 use super::metrics::{counter, gauge, Metrics};
 use super::AppState;
+use crate::app::alerts::MailCounters;
 use crate::app::alerts::NewSilence;
 use crate::store::alerts::MailState;
 
@@ -82,9 +84,10 @@ pub async fn delete_silence(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The outbox series, from the counts the `/metrics` handler read just before.
+/// The outbox series: what the alerting tasks counted since the start, and the
+/// pending rows the `/metrics` handler counted just before.
 #[derive(Debug)]
-pub struct Collect(pub Arc<Metrics>);
+pub struct Collect(pub Arc<Metrics>, pub Arc<MailCounters>);
 
 impl Collector for Collect {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
@@ -95,12 +98,18 @@ impl Collector for Collect {
             .map(|c| c.clone())
             .unwrap_or_default();
         let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-        counter(&mut enc, "alerts_sent", "Alert mails sent.", get("sent"))?;
+        let counted = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            &mut enc,
+            "alerts_sent",
+            "Alert mails sent.",
+            counted(&self.1.sent),
+        )?;
         counter(
             &mut enc,
             "alerts_failed",
             "Alert mails refused for good (see GET /v1/alerts for the error).",
-            get("failed"),
+            counted(&self.1.failed),
         )?;
         gauge(
             &mut enc,
@@ -113,7 +122,7 @@ impl Collector for Collect {
             &mut enc,
             "alerts_held",
             "Alert mails held back by alerts.max_per_hour.",
-            get("held") + get("summarized"),
+            counted(&self.1.held),
         )
     }
 }

@@ -121,7 +121,10 @@ pub fn registry(app: &Arc<App>, metrics: &Arc<Metrics>) -> Registry {
     }));
     r.register_collector(Box::new(super::drift::Collect(app.clone())));
     r.register_collector(Box::new(super::learning::Collect(app.clone())));
-    r.register_collector(Box::new(super::alerts::Collect(metrics.clone())));
+    r.register_collector(Box::new(super::alerts::Collect(
+        metrics.clone(),
+        app.alerts().counters(),
+    )));
     root
 }
 
