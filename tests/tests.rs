@@ -11,6 +11,7 @@ mod smtp;
 
 mod alerts;
 mod api;
+mod browser;
 mod change;
 mod cli;
 mod config;
