@@ -25,6 +25,7 @@ mod monitoring;
 mod onnx;
 mod operator;
 mod reliability;
+mod report;
 mod startup;
 mod systemd;
 mod train;
