@@ -341,8 +341,8 @@ fn drift_command(args: DriftArgs) -> Result<(), Failure> {
             current: &current.display().to_string(),
             generated: &crate::time::now_rfc3339(),
         };
-        let page = crate::report::drift_html(&report, &columns, &context)
-            .map_err(|e| Failure::Other(e.into()))?;
+        let page =
+            crate::report::drift_html(&report, &context).map_err(|e| Failure::Other(e.into()))?;
         artifact::write_atomically(out, page.as_bytes())
             .map_err(|e| Failure::Other(anyhow::anyhow!("{}: cannot write: {e}", out.display())))?;
     }

@@ -13,12 +13,15 @@
 //! test or a script can check one against the other. Every string that comes
 //! from the data (feature and category names, file names) is escaped.
 //!
+//! The charts draw the histograms the report carries (`FeatureDrift::histogram`,
+//! binned once in `monitor::drift`), so they show what the tests compared.
+//!
 //! This module builds the page; it does not run the tests, read the CSVs or write
 //! the file (`cli` does).
 
 use std::fmt::Write as _;
 
-use crate::monitor::drift::{Columns, DriftReport, FeatureDrift, Values};
+use crate::monitor::drift::{DriftReport, FeatureDrift};
 use crate::plot::{self, Distribution, Histogram, PlotError, Size, Verdict};
 use crate::stats::Correction;
 
@@ -31,8 +34,6 @@ pub enum ReportError {
         #[source]
         source: PlotError,
     },
-    #[error("feature `{0}` is in the report but not among the columns")]
-    MissingColumn(String),
 }
 
 /// What the page says about where the report comes from.
@@ -46,17 +47,18 @@ pub struct Context<'a> {
     pub generated: &'a str,
 }
 
-/// One feature's chart: its two samples over common bins and the report's
-/// verdict. The alert mail draws the same chart as a PNG.
-pub fn distribution(feature: &FeatureDrift, reference: &Values, current: &Values) -> Distribution {
-    let histogram = match (reference, current) {
-        (Values::Numeric(r), Values::Numeric(c)) => Histogram::numeric(r, c, plot::NUMERIC_BINS),
-        (Values::Categorical(r), Values::Categorical(c)) => {
-            Histogram::categorical(r, c, plot::MAX_CATEGORIES)
+/// One feature's chart: the histogram and the verdict the report holds, so the
+/// chart draws exactly what the test compared. A feature without a histogram
+/// (a side had no values) gets empty bins of its kind. The alert mail draws the
+/// same chart as a PNG.
+pub fn distribution(feature: &FeatureDrift) -> Distribution {
+    let histogram = feature.histogram.clone().unwrap_or_else(|| {
+        if feature.kind == "categorical" {
+            Histogram::categorical::<&str>(&[], &[], plot::MAX_CATEGORIES)
+        } else {
+            Histogram::numeric(&[], &[], plot::NUMERIC_BINS)
         }
-        // Kinds always match (both sides are read by the reference's kinds).
-        _ => Histogram::numeric(&[], &[], plot::NUMERIC_BINS),
-    };
+    });
     Distribution {
         feature: feature.name.clone(),
         histogram,
@@ -82,25 +84,13 @@ fn reading_order(report: &DriftReport) -> Vec<usize> {
     order
 }
 
-/// The whole page. `columns` holds the values the report was computed from.
-pub fn drift_html(
-    report: &DriftReport,
-    columns: &Columns,
-    context: &Context,
-) -> Result<String, ReportError> {
+/// The whole page.
+pub fn drift_html(report: &DriftReport, context: &Context) -> Result<String, ReportError> {
     let mut charts = String::new();
     let mut rows = String::new();
     for (rank, &i) in reading_order(report).iter().enumerate() {
         let f = &report.features[i];
-        let at = columns
-            .names
-            .iter()
-            .position(|n| *n == f.name)
-            .ok_or_else(|| ReportError::MissingColumn(f.name.clone()))?;
-        let (Some(r), Some(c)) = (columns.reference.get(at), columns.current.get(at)) else {
-            return Err(ReportError::MissingColumn(f.name.clone()));
-        };
-        let chart = distribution(f, r, c);
+        let chart = distribution(f);
         let svg = chart.svg(Size::MAIL).map_err(|source| ReportError::Chart {
             feature: f.name.clone(),
             source,
@@ -321,7 +311,7 @@ figure svg { display: block; width: 100%; height: auto; max-width: 760px; margin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::drift::{compare, DriftOptions};
+    use crate::monitor::drift::{compare, Columns, DriftOptions, Values};
 
     fn columns() -> Columns {
         let numeric = |shift: f64| {
@@ -349,7 +339,7 @@ mod tests {
             current: "cur.csv",
             generated: "2026-01-02T03:04:05Z",
         };
-        let html = drift_html(&report, &c, &context).unwrap();
+        let html = drift_html(&report, &context).unwrap();
         (report, html)
     }
 

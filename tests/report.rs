@@ -188,13 +188,39 @@ fn the_html_report_is_self_contained_and_agrees_with_json() {
     assert_eq!(chart_order, order);
     for c in charts {
         let name = c["feature"].as_str().unwrap();
-        let kind = features.iter().find(|f| f["name"] == name).unwrap()["kind"].clone();
-        let bins = match (kind.as_str().unwrap(), name) {
+        let f = features.iter().find(|f| f["name"] == name).unwrap();
+        let bins = match (f["kind"].as_str().unwrap(), name) {
             ("numeric", _) => steward::plot::NUMERIC_BINS as u64,
             (_, "island" | "label") => 3,
             (_, HOSTILE) => 2, // female, male; empty cells are missing
             other => panic!("unexpected feature {other:?}"),
         };
+        // The chart draws the histogram --json gives: as many bins, and every
+        // counted value of each side in them.
+        let h = &f["histogram"];
+        assert_eq!(
+            h["reference"].as_array().unwrap().len() as u64,
+            bins,
+            "{name}"
+        );
+        let sum = |side: &str| {
+            h[side]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .sum::<u64>()
+        };
+        assert_eq!(
+            sum("reference"),
+            f["reference_values"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            sum("current"),
+            f["current_values"].as_u64().unwrap(),
+            "{name}"
+        );
         assert_eq!(c["bins"], bins, "{name}");
         assert_eq!(
             (c["reference"].clone(), c["current"].clone()),
@@ -240,16 +266,12 @@ fn a_drifted_features_chart_renders_as_png() {
         &DriftOptions::default(),
     )
     .unwrap();
-    let i = columns
-        .names
+    let flipper = report
+        .features
         .iter()
-        .position(|n| n == "flipper_length_mm")
+        .find(|f| f.name == "flipper_length_mm")
         .unwrap();
-    let chart = steward::report::distribution(
-        &report.features[i],
-        &columns.reference[i],
-        &columns.current[i],
-    );
+    let chart = steward::report::distribution(flipper);
     assert!(chart.verdict.drift);
     let png = chart.png(steward::plot::Size::MAIL).unwrap();
     let dir = screenshots_dir();
