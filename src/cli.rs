@@ -133,8 +133,14 @@ pub struct DriftArgs {
     /// Columns not to test (e.g. the label); repeat for several.
     #[arg(long)]
     pub exclude: Vec<String>,
+    /// One JSON document (the report) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML file: a summary, every
+    /// feature's numbers (drifted first) and its distribution chart. The page
+    /// loads nothing from anywhere. Combines with --json and the text summary.
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
 }
 
 /// `steward inspect`.
@@ -301,6 +307,7 @@ fn drift_command(args: DriftArgs) -> Result<(), Failure> {
         correction,
         exclude,
         json,
+        html,
     } = args;
     use crate::{monitor::drift, stats::Correction};
     if !(alpha > 0.0 && alpha < 1.0) {
@@ -327,6 +334,18 @@ fn drift_command(args: DriftArgs) -> Result<(), Failure> {
         &options,
     )
     .map_err(|e| Failure::Input(anyhow::anyhow!("{}: {e}", reference.display())))?;
+    // The page first: if it cannot be written, stdout stays empty.
+    if let Some(out) = &html {
+        let context = crate::report::Context {
+            reference: &reference.display().to_string(),
+            current: &current.display().to_string(),
+            generated: &crate::time::now_rfc3339(),
+        };
+        let page =
+            crate::report::drift_html(&report, &context).map_err(|e| Failure::Other(e.into()))?;
+        artifact::write_atomically(out, page.as_bytes())
+            .map_err(|e| Failure::Other(anyhow::anyhow!("{}: cannot write: {e}", out.display())))?;
+    }
     if json {
         let text = serde_json::to_string(&report).map_err(|e| Failure::Other(e.into()))?;
         println!("{text}");
@@ -352,6 +371,9 @@ fn drift_command(args: DriftArgs) -> Result<(), Failure> {
         report.correction,
         report.dataset_drift
     );
+    if let Some(out) = &html {
+        eprintln!("report written to {}", out.display());
+    }
     Ok(())
 }
 

@@ -6,9 +6,9 @@
 //! `memory`, `data`), the statistics (`stats`) and the charts (`plot`); the cron
 //! parser (`scheduler`); the typed configuration (`config`) and `logging`; SQL
 //! (`store`); the model (`model`: schema, network, artifact, anomaly scorer),
-//! training (`train`), ONNX import and export (`onnx`) and the drift and
-//! concept detectors (`monitor`), all
-//! synchronous code over ndarray with no async runtime; then the daemon's parts
+//! training (`train`), ONNX import and export (`onnx`), the drift and
+//! concept detectors (`monitor`) and the HTML drift report (`report`), all
+//! synchronous code with no async runtime; then the daemon's parts
 //! (`live`, `monitoring`, `alert`, `learning`, `preflight`); the application
 //! layer (`app`: the services the outside calls, built from the config); the
 //! HTTP API (`server`, adapters over `app`), the composition root (`daemon`:
@@ -34,6 +34,7 @@ pub mod monitoring;
 pub mod onnx;
 pub mod plot;
 pub mod preflight;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod stats;
@@ -56,6 +57,7 @@ pub const LAYERS: &[&str] = &[
     "train",
     "onnx",
     "monitor",
+    "report",
     "live",
     "monitoring",
     "alert",

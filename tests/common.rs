@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod browser;
+
+/// Where tests leave screenshots to look at: `target/screenshots/` (under
+/// `CARGO_TARGET_DIR` when that is set).
+pub fn screenshots_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("screenshots")
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_steward");
 
 /// A penguin the bundled model knows.

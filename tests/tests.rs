@@ -11,6 +11,7 @@ mod smtp;
 
 mod alerts;
 mod api;
+mod browser;
 mod change;
 mod cli;
 mod config;
@@ -24,6 +25,7 @@ mod monitoring;
 mod onnx;
 mod operator;
 mod reliability;
+mod report;
 mod startup;
 mod systemd;
 mod train;

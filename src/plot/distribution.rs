@@ -9,7 +9,8 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
     drawing, fit, frame, number_text, p_text, render_png, render_svg, style_mesh, text, text_width,
-    Bins, Draw, Histogram, PlotError, Size, CURRENT, DRIFT, INK, MUTED, PAD, REFERENCE, STEADY,
+    Bins, Draw, Histogram, PlotError, Size, CURRENT, DRIFT, INK, LABEL, LEGEND, MUTED, PAD,
+    REFERENCE, STATUS, STEADY, TITLE,
 };
 
 /// What the drift test said about the feature.
@@ -72,7 +73,7 @@ impl Distribution {
 }
 
 /// The height of the title block in pixels.
-const HEAD: u32 = 58;
+const HEAD: u32 = 66;
 
 impl Draw for Distribution {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
@@ -86,11 +87,11 @@ impl Draw for Distribution {
             (false, true) => ("no drift", STEADY),
             (false, false) => ("not tested", MUTED),
         };
-        let status_style = text(18.0, colour).pos(Pos::new(HPos::Right, VPos::Top));
+        let status_style = text(STATUS, colour).pos(Pos::new(HPos::Right, VPos::Top));
         let status_width = text_width(root, status, &status_style)?;
         head.draw(&Text::new(status, (right, 10), status_style))
             .map_err(drawing)?;
-        let title_style = text(20.0, INK);
+        let title_style = text(TITLE, INK);
         let title = fit(
             root,
             &self.feature,
@@ -102,18 +103,18 @@ impl Draw for Distribution {
 
         // The legend, right-aligned on the second line; the subtitle left of it.
         let (n_ref, n_cur) = self.histogram.totals();
-        let second = 36;
+        let second = 40;
         let current = format!("■ current ({n_cur})");
-        let current_style = text(13.0, CURRENT).pos(Pos::new(HPos::Right, VPos::Top));
+        let current_style = text(LEGEND, CURRENT).pos(Pos::new(HPos::Right, VPos::Top));
         let reference = format!("■ reference ({n_ref})");
-        let reference_style = text(13.0, REFERENCE).pos(Pos::new(HPos::Right, VPos::Top));
+        let reference_style = text(LEGEND, REFERENCE).pos(Pos::new(HPos::Right, VPos::Top));
         let x = right - text_width(root, &current, &current_style)? - 16;
         let legend_left = x - text_width(root, &reference, &reference_style)?;
         head.draw(&Text::new(current, (right, second), current_style))
             .map_err(drawing)?;
         head.draw(&Text::new(reference, (x, second), reference_style))
             .map_err(drawing)?;
-        let subtitle_style = text(13.0, MUTED);
+        let subtitle_style = text(LEGEND, MUTED);
         let subtitle = fit(
             root,
             &self.subtitle(),
@@ -155,7 +156,7 @@ impl Distribution {
             (Some(first), Some(last)) => (first.0, last.1),
             _ => (0.0, 1.0),
         };
-        let mut chart = frame(body, 58)
+        let mut chart = frame(body, 64)
             .build_cartesian_2d(x0..x1, 0.0..y_max)
             .map_err(drawing)?;
         let percent = |v: &f64| {
@@ -210,7 +211,7 @@ impl Distribution {
 
         if let Bins::Categories(names) = &h.bins {
             // Category names under their bars, cut to the slot's width.
-            let style = text(12.0, INK).pos(Pos::new(HPos::Center, VPos::Top));
+            let style = text(LABEL, INK).pos(Pos::new(HPos::Center, VPos::Top));
             for (i, name) in names.iter().enumerate() {
                 let (x, y) = chart.backend_coord(&(i as f64, 0.0));
                 let (left, _) = chart.backend_coord(&(i as f64 - 0.5, 0.0));
@@ -221,7 +222,7 @@ impl Distribution {
         }
         if n_values(h) == 0 {
             let (x, y) = chart.backend_coord(&((x0 + x1) / 2.0, y_max / 2.0));
-            let style = text(14.0, MUTED).pos(Pos::new(HPos::Center, VPos::Center));
+            let style = text(LEGEND, MUTED).pos(Pos::new(HPos::Center, VPos::Center));
             root.draw(&Text::new("no values", (x, y), style))
                 .map_err(drawing)?;
         }

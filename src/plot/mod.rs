@@ -96,6 +96,12 @@ fn font() -> Result<&'static ab_glyph::FontRef<'static>, PlotError> {
         .ok_or(PlotError::Font)
 }
 
+/// Text sizes (plotters' sizes: an SVG shows them as `font-size` ÷ 1.24).
+const TITLE: f64 = 22.0;
+const STATUS: f64 = 20.0;
+const LEGEND: f64 = 15.5;
+const LABEL: f64 = 15.0;
+
 /// Text of `size` pixels in `color`.
 fn text(size: f64, color: RGBColor) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&color)
@@ -116,7 +122,7 @@ fn frame<'a, 'b, DB: DrawingBackend>(
         .margin_right(PAD as u32 + 4)
         .margin_top(6)
         .margin_bottom(4)
-        .x_label_area_size(34)
+        .x_label_area_size(38)
         .y_label_area_size(y_labels);
     builder
 }
@@ -130,8 +136,8 @@ where
 {
     mesh.y_labels(6)
         .y_desc(y_desc)
-        .label_style(text(12.0, INK))
-        .axis_desc_style(text(12.0, MUTED))
+        .label_style(text(LABEL, INK))
+        .axis_desc_style(text(LABEL, MUTED))
         .light_line_style(WHITE)
         .bold_line_style(GRID)
         .axis_style(AXIS);

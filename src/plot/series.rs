@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{
     drawing, fit, frame, render_png, render_svg, style_mesh, text, Draw, PlotError, Size, DRIFT,
-    INK, MUTED, PAD, REFERENCE,
+    INK, LABEL, LEGEND, MUTED, PAD, REFERENCE, STATUS,
 };
 
 /// A labelled vertical line at a time.
@@ -160,14 +160,14 @@ fn time_label(ms: i64, span_ms: i64) -> String {
 }
 
 /// The height of the title block in pixels.
-const HEAD: u32 = 40;
+const HEAD: u32 = 42;
 
 impl Draw for TimeSeries {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         root.fill(&WHITE).map_err(drawing)?;
         let (width, _) = root.dim_in_pixel();
         let (head, body) = root.split_vertically(HEAD);
-        let title_style = text(18.0, INK);
+        let title_style = text(STATUS, INK);
         let title = fit(root, &self.title, &title_style, width as i32 - 2 * PAD)?;
         head.draw(&Text::new(title, (PAD, 10), title_style))
             .map_err(drawing)?;
@@ -175,7 +175,7 @@ impl Draw for TimeSeries {
         let (x0, x1) = self.x_range();
         let (y0, y1) = self.y_range();
         let span = x1 - x0;
-        let mut chart = frame(&body, 62)
+        let mut chart = frame(&body, 68)
             .build_cartesian_2d((x0..x1).with_key_points(time_ticks(x0, x1, 7)), y0..y1)
             .map_err(drawing)?;
         let x_format = |t: &i64| time_label(*t, span);
@@ -197,10 +197,10 @@ impl Draw for TimeSeries {
                 ))
                 .map_err(drawing)?;
             let (x, y) = chart.backend_coord(&(x1, t.value));
-            let style = text(12.0, DRIFT).pos(Pos::new(HPos::Right, VPos::Bottom));
+            let style = text(LABEL, DRIFT).pos(Pos::new(HPos::Right, VPos::Bottom));
             let room = super::text_width(root, &t.label, &style)?;
             root.draw(&Rectangle::new(
-                [(x - 6 - room, y - 17), (x - 2, y - 2)],
+                [(x - 6 - room, y - 20), (x - 2, y - 2)],
                 WHITE.mix(0.85).filled(),
             ))
             .map_err(drawing)?;
@@ -248,9 +248,9 @@ impl Draw for TimeSeries {
             // Labels just right of their line, staggered so that neighbours do
             // not overwrite each other; one too close to the right edge goes left.
             let (x, top) = chart.backend_coord(&(m.at, y1));
-            let y = top + 4 + (i as i32 % 3) * 16;
+            let y = top + 4 + (i as i32 % 3) * 20;
             let (right, _) = chart.backend_coord(&(x1, y1));
-            let style = text(12.0, INK);
+            let style = text(LABEL, INK);
             let label = fit(root, &m.label, &style, (right - x).max(width as i32 / 3))?;
             let room = super::text_width(root, &label, &style)?;
             let (at, style, box_left) = if x + 4 + room > right {
@@ -264,7 +264,7 @@ impl Draw for TimeSeries {
             };
             // A light box behind the label keeps it readable over the line.
             root.draw(&Rectangle::new(
-                [(box_left, y - 1), (box_left + room + 4, y + 14)],
+                [(box_left, y - 1), (box_left + room + 4, y + 18)],
                 WHITE.mix(0.85).filled(),
             ))
             .map_err(drawing)?;
@@ -273,7 +273,7 @@ impl Draw for TimeSeries {
         }
         if finite == 0 {
             let (x, y) = chart.backend_coord(&((x0 + x1) / 2, (y0 + y1) / 2.0));
-            let style = text(14.0, MUTED).pos(Pos::new(HPos::Center, VPos::Center));
+            let style = text(LEGEND, MUTED).pos(Pos::new(HPos::Center, VPos::Center));
             root.draw(&Text::new("no values", (x, y), style))
                 .map_err(drawing)?;
         }

@@ -126,7 +126,7 @@ fn a_distribution_png_decodes_to_the_asked_size_with_both_series_in_the_plot_are
         assert!(pixels(&rgb, w, area.0, area.1, colour(REFERENCE)) > 1_000);
         assert!(pixels(&rgb, w, area.0, area.1, colour(CURRENT)) > 1_000);
         // The title block has text in it.
-        assert!(pixels(&rgb, w, (0, 700), (0, 58), |p| p != [255, 255, 255]) > 500);
+        assert!(pixels(&rgb, w, (0, 700), (0, 66), |p| p != [255, 255, 255]) > 500);
     }
 }
 
