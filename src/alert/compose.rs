@@ -610,13 +610,8 @@ fn doing(rule: &str, version: &str, alerts: &[&Alert], cx: &Context) -> String {
     }
 }
 
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+/// Escapes text for HTML (one escaping for every page and mail steward writes).
+pub use crate::report::esc;
 
 #[cfg(test)]
 mod tests {
@@ -777,6 +772,78 @@ mod tests {
             compose(&n, &cx()).subject,
             "[steward] FIRING: feature drift on alcohol, anomaly rate 3.1% (model v4)"
         );
+    }
+
+    /// Width and height of a PNG.
+    fn png_size(png: &[u8]) -> (u32, u32) {
+        let reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .expect("a PNG");
+        (reader.info().width, reader.info().height)
+    }
+
+    #[test]
+    fn concept_drift_is_drawn_as_the_error_over_time_with_the_change_marked() {
+        let event = Event::ConceptDrift(ConceptEvent {
+            detector: "ddm",
+            labels: 800,
+            error: 0.21,
+            model_version: "7".into(),
+            time: 7_200_000,
+            change_labels: 300,
+            change_time: 3_600_000,
+            error_series: (0..60)
+                .map(|k| (k * 120_000, if k < 30 { 0.1 } else { 0.4 }))
+                .collect(),
+        });
+        let m = mail(&event, &cx());
+        assert_eq!(m.images.len(), 1);
+        assert_eq!(png_size(&m.images[0].png), (700, 350));
+        assert!(m
+            .html
+            .contains(&format!("<img src=\"cid:{}\"", m.images[0].cid)));
+        assert!(m
+            .text
+            .contains("- error over time (ddm), the change marked"));
+        // Without the series there is nothing to draw, and nothing is claimed.
+        let bare = Event::ConceptDrift(ConceptEvent {
+            error_series: Vec::new(),
+            ..match event {
+                Event::ConceptDrift(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        let m = mail(&bare, &cx());
+        assert!(m.images.is_empty() && !m.html.contains("cid:"));
+    }
+
+    #[test]
+    fn at_most_four_drifting_features_are_drawn_the_smallest_p_values_first() {
+        let feature = |name: &str, p: f64| {
+            let mut a = drift(name, p);
+            a.details["feature"]["histogram"] = serde_json::json!({
+                "edges": [0.0, 1.0, 2.0], "reference": [10, 5], "current": [2, 13]});
+            a
+        };
+        let n = Notification {
+            group: "model".into(),
+            firing: ["a", "b", "c", "d", "e"]
+                .iter()
+                .enumerate()
+                .map(|(i, f)| feature(f, 10f64.powi(-(i as i32) - 2)))
+                .collect(),
+            resolved: vec![],
+            thread: vec![],
+        };
+        let m = compose(&n, &cx());
+        assert_eq!(m.images.len(), MAX_DISTRIBUTIONS);
+        for (k, name) in ["e", "d", "c", "b"].iter().enumerate() {
+            assert!(m
+                .text
+                .contains(&format!("- {name}: reference against current")));
+            assert_eq!(png_size(&m.images[k].png), (700, 350));
+        }
+        assert!(!m.text.contains("- a: reference"));
     }
 
     #[test]
