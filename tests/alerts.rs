@@ -394,7 +394,7 @@ async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes
         let error = row["last_error"].as_str().unwrap();
         assert!(error.contains(code), "{code}: {row}");
         assert_eq!(row["attempts"], 1, "a permanent refusal is not retried");
-        assert!(d.log_text().contains("alert mail refused for good"));
+        d.wait_for_log("alert mail refused for good").await;
         assert!(!d.log_text().contains(password) || password == "right");
         let (status, body) = d
             .predict(&c, &json!({"features": crate::common::penguin()}))

@@ -153,6 +153,20 @@ pub trait Api {
     /// Its log so far (nothing in process: the test process has no subscriber).
     fn log_text(&self) -> String;
 
+    /// Waits up to 10 s for `needle` in the log: a line reaches it a moment after
+    /// the effect it reports (a row updated, an answer sent) can be seen.
+    async fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within 10 s in\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POSTs to /v1/predict.
     async fn predict(&self, c: &reqwest::Client, body: &Value) -> (u16, Value) {
         post(c, &format!("{}/v1/predict", self.base()), body).await
