@@ -66,19 +66,16 @@ fn figures(n: &Notification) -> (Vec<Figure>, Vec<String>) {
     for a in drifting.into_iter().take(MAX_DISTRIBUTIONS) {
         let f = &a.details["feature"];
         let name = f["name"].as_str().unwrap_or("?").to_string();
-        let png = serde_json::from_value::<Histogram>(f["histogram"].clone())
+        // The feature as the drift result gives it: its histogram and verdict.
+        let parts = serde_json::from_value::<Histogram>(f["histogram"].clone())
+            .and_then(|h| Ok((h, serde_json::from_value::<Verdict>(f.clone())?)));
+        let png = parts
             .map_err(|e| e.to_string())
-            .and_then(|histogram| {
+            .and_then(|(histogram, verdict)| {
                 Distribution {
                     feature: name.clone(),
                     histogram,
-                    verdict: Verdict {
-                        test: f["test"].as_str().unwrap_or("none").to_string(),
-                        p_value: f["p_value"].as_f64(),
-                        p_adjusted: f["p_adjusted"].as_f64(),
-                        psi: f["psi"].as_f64(),
-                        drift: f["drift"].as_bool().unwrap_or(false),
-                    },
+                    verdict,
                 }
                 .png(Size::MAIL)
                 .map_err(|e| e.to_string())

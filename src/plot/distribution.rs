@@ -13,8 +13,10 @@ use super::{
     REFERENCE, STATUS, STEADY, TITLE,
 };
 
-/// What the drift test said about the feature.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// What the drift test said about the feature. Reads from a drift result's
+/// JSON (`test`, `p_value`, `p_adjusted`, `psi`, `drift`; the rest ignored).
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(default)]
 pub struct Verdict {
     /// The test's name as the report gives it (`ks`, `chi2`, `none`).
     pub test: String,
