@@ -1,6 +1,7 @@
 //! SQLite through sqlx: opening the database (WAL, foreign keys, busy timeout),
 //! the embedded migrations, and the queries of the serving core. The prediction log
-//! writer is in `writer`, the model registry in `registry`.
+//! writer is in `writer`, the model registry in `registry`, the per-minute
+//! rollups the dashboard reads in `rollups`.
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`, and hold the
 //! database as a [`Store`]: no type of the database driver appears in a signature
@@ -12,6 +13,7 @@ pub mod feedback;
 pub mod lock;
 pub mod registry;
 pub mod retrain;
+pub mod rollups;
 pub mod writer;
 
 use std::path::Path;
@@ -201,14 +203,17 @@ async fn touch(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .map(|_| ())
 }
 
-/// Deletes predictions (and their feedback), drift reports and finished alert mail
-/// older than `days`; returns the predictions deleted.
+/// Deletes predictions (and their feedback) and their rollups, drift reports and
+/// finished alert mail older than `days`; returns the predictions deleted. The
+/// cutoff is a minute's start, so that the rollups left count exactly the rows
+/// left.
 pub async fn apply_retention(store: &Store, days: u32) -> Result<u64, StoreError> {
-    let cutoff = crate::time::now_millis() - i64::from(days) * 86_400_000;
+    let cutoff = rollups::minute_of(crate::time::now_millis() - i64::from(days) * 86_400_000);
     let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
         .bind(cutoff)
         .execute(&store.pool)
         .await?;
+    rollups::delete_before(store, cutoff).await?;
     sqlx::query("DELETE FROM drift_reports WHERE time < ?")
         .bind(cutoff)
         .execute(&store.pool)
@@ -294,6 +299,7 @@ mod retention_tests {
                 drift: false,
                 dataset_drift: false,
                 report: "{}".into(),
+                features: vec![],
             },
         )
         .await
