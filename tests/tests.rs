@@ -15,6 +15,7 @@ mod change;
 mod cli;
 mod config;
 mod daemon;
+mod dashboard;
 mod detection;
 mod drift;
 mod faults;
