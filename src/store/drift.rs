@@ -52,7 +52,7 @@ pub enum Subject {
 }
 
 /// One feature's numbers in one check.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureRow {
     pub subject: Subject,
     pub feature: String,
@@ -124,27 +124,41 @@ pub async fn checks(store: &Store, n: i64) -> Result<Vec<CheckRow>, StoreError> 
     Ok(rows)
 }
 
-/// The feature rows of the checks with ids in `[from, to]`, by check id.
+/// The feature rows of the checks with ids in `[from, to]`, by check id (500
+/// checks are a few thousand rows: read as `store::read` reads).
 pub async fn features_between(
     store: &Store,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, FeatureRow)>, StoreError> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        report_id: i64,
-        #[sqlx(flatten)]
-        feature: FeatureRow,
-    }
-    let rows = sqlx::query_as::<_, Row>(
-        "SELECT report_id, subject, feature, statistic, p_value, p_adjusted, psi, drift \
-         FROM drift_features WHERE report_id >= ? AND report_id <= ? ORDER BY report_id",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(&store.pool)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.report_id, r.feature)).collect())
+    store
+        .readers
+        .run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_id, subject, feature, statistic, p_value, p_adjusted, psi, drift \
+                 FROM drift_features WHERE report_id >= ?1 AND report_id <= ?2 ORDER BY report_id",
+            )?;
+            let rows = stmt.query_map((from, to), |row| {
+                let subject = match row.get_ref(1)?.as_str()? {
+                    "output" => Subject::Output,
+                    _ => Subject::Input,
+                };
+                Ok((
+                    row.get(0)?,
+                    FeatureRow {
+                        subject,
+                        feature: row.get(2)?,
+                        statistic: row.get(3)?,
+                        p_value: row.get(4)?,
+                        p_adjusted: row.get(5)?,
+                        psi: row.get(6)?,
+                        drift: row.get(7)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
 }
 
 /// One stored report's JSON text.

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod drift;
 pub mod feedback;
 pub mod lock;
+mod read;
 pub mod registry;
 pub mod retrain;
 pub mod rollups;
@@ -28,11 +29,14 @@ use sqlx::SqlitePool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Read-only rusqlite connections for reads of many rows (`read`).
+    readers: std::sync::Arc<read::Readers>,
 }
 
 impl Store {
     /// Closes every connection (after the ones in use are given back).
     pub async fn close(&self) {
+        self.readers.close();
         self.pool.close().await;
     }
 }
@@ -63,6 +67,8 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error("the prediction log writer's thread is gone")]
     WriterGone,
+    #[error("a database read's thread panicked")]
+    ReadPanicked,
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
     /// A failure of a write shared by several requests (group commit), with
@@ -162,7 +168,10 @@ pub async fn open(path: &Path) -> Result<Store, StoreError> {
     touch(&pool)
         .await
         .map_err(|source| StoreError::NotWritable { path: name, source })?;
-    Ok(Store { pool })
+    Ok(Store {
+        pool,
+        readers: read::Readers::new(path.to_path_buf()),
+    })
 }
 
 /// Whether a connection given back to the pool may be reused: only outside any

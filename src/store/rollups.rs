@@ -21,8 +21,6 @@
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
-use sqlx::Row;
-
 use super::{Store, StoreError};
 
 /// One minute, in milliseconds.
@@ -305,52 +303,60 @@ impl Outcomes {
 }
 
 /// The prediction counts of every minute in `[from, to]` (minute starts) that
-/// has any, summed over model versions, oldest first.
+/// has any, summed over model versions, oldest first. Read through a
+/// read-only rusqlite connection (`store::read`): a week is ten thousand rows of
+/// fifty columns. The rows come in key order (minute, version) and a minute's
+/// versions are added up here rather than by SQL's `GROUP BY`, which spent
+/// more than the read itself on the sums.
 pub async fn prediction_minutes(
     store: &Store,
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, PredictionCounts)>, StoreError> {
-    let sql = minutes_sql();
-    let rows = sqlx::query(sql)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&store.pool)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let mut c = PredictionCounts {
-                predictions: row.try_get(1)?,
-                anomalies: row.try_get(2)?,
-                latency_us_sum: row.try_get(3)?,
-                ..PredictionCounts::default()
-            };
-            for (i, b) in c.latency.iter_mut().enumerate() {
-                *b = row.try_get(4 + i)?;
+    store
+        .readers
+        .run(move |conn| {
+            let mut stmt = conn.prepare_cached(minutes_sql())?;
+            let mut rows = stmt.query((from, to))?;
+            let mut out: Vec<(i64, PredictionCounts)> = Vec::new();
+            while let Some(row) = rows.next()? {
+                let minute: i64 = row.get(0)?;
+                let mut c = PredictionCounts {
+                    predictions: row.get(1)?,
+                    anomalies: row.get(2)?,
+                    latency_us_sum: row.get(3)?,
+                    ..PredictionCounts::default()
+                };
+                for (i, b) in c.latency.iter_mut().enumerate() {
+                    *b = row.get(4 + i)?;
+                }
+                match out.last_mut() {
+                    Some((m, sum)) if *m == minute => sum.merge(&c),
+                    _ => out.push((minute, c)),
+                }
             }
-            Ok((row.try_get(0)?, c))
+            Ok(out)
         })
-        .collect()
+        .await
 }
 
 fn minutes_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let mut sql =
-            String::from("SELECT minute, SUM(predictions), SUM(anomalies), SUM(latency_us_sum)");
+        let mut sql = String::from("SELECT minute, predictions, anomalies, latency_us_sum");
         for c in latency_columns() {
-            let _ = write!(sql, ", SUM({c})");
+            let _ = write!(sql, ", {c}");
         }
         sql.push_str(
-            " FROM prediction_rollups WHERE minute >= ? AND minute <= ? \
-             GROUP BY minute ORDER BY minute",
+            " FROM prediction_rollups WHERE minute >= ?1 AND minute <= ?2 \
+             ORDER BY minute, model_version",
         );
         sql
     })
 }
 
 /// One minute's feedback, summed over model versions.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeedbackMinute {
     pub minute: i64,
     pub labels: i64,
@@ -359,22 +365,44 @@ pub struct FeedbackMinute {
     pub sq_error_sum: f64,
 }
 
-/// The feedback of every minute in `[from, to]` that has any, oldest first.
+/// The feedback of every minute in `[from, to]` that has any, oldest first
+/// (read as [`prediction_minutes`] reads).
 pub async fn feedback_minutes(
     store: &Store,
     from: i64,
     to: i64,
 ) -> Result<Vec<FeedbackMinute>, StoreError> {
-    Ok(sqlx::query_as::<_, FeedbackMinute>(
-        "SELECT minute, SUM(labels) AS labels, SUM(correct) AS correct, \
-         TOTAL(abs_error_sum) AS abs_error_sum, TOTAL(sq_error_sum) AS sq_error_sum \
-         FROM feedback_rollups WHERE minute >= ? AND minute <= ? \
-         GROUP BY minute ORDER BY minute",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(&store.pool)
-    .await?)
+    store
+        .readers
+        .run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT minute, labels, correct, abs_error_sum, sq_error_sum \
+                 FROM feedback_rollups WHERE minute >= ?1 AND minute <= ?2 \
+                 ORDER BY minute, model_version",
+            )?;
+            let mut rows = stmt.query((from, to))?;
+            let mut out: Vec<FeedbackMinute> = Vec::new();
+            while let Some(row) = rows.next()? {
+                let m = FeedbackMinute {
+                    minute: row.get(0)?,
+                    labels: row.get(1)?,
+                    correct: row.get(2)?,
+                    abs_error_sum: row.get(3)?,
+                    sq_error_sum: row.get(4)?,
+                };
+                match out.last_mut() {
+                    Some(sum) if sum.minute == m.minute => {
+                        sum.labels += m.labels;
+                        sum.correct += m.correct;
+                        sum.abs_error_sum += m.abs_error_sum;
+                        sum.sq_error_sum += m.sq_error_sum;
+                    }
+                    _ => out.push(m),
+                }
+            }
+            Ok(out)
+        })
+        .await
 }
 
 /// Deletes the rollups of minutes before `cutoff` (a minute start).
@@ -490,6 +518,7 @@ mod tests {
 
     /// The rollups of every minute, as stored, by (minute, version).
     async fn stored(store: &Store) -> Vec<Vec<i64>> {
+        use sqlx::Row;
         let mut sql = String::from("SELECT minute, predictions, anomalies, latency_us_sum");
         for c in latency_columns() {
             let _ = write!(sql, ", {c}");
