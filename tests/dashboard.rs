@@ -234,6 +234,20 @@ async fn the_overview_gives_what_sql_over_the_logged_rows_gives() {
     assert_eq!(o["versions"][0]["reason"], "import", "{o}");
     assert_eq!(o["alerts"], json!([]));
     assert!(o["series"].get("mae").is_none(), "{o}");
+    // The last full minute's rate does not depend on the window.
+    loop {
+        let one = d.get_json(&c, "/v1/overview?minutes=1").await;
+        let five = d.get_json(&c, "/v1/overview?minutes=5").await;
+        if one["to"] != five["to"] {
+            continue; // a minute began in between
+        }
+        let rate = |o: &Value| o["totals"]["predictions_per_second_last_minute"].as_f64();
+        let previous = five["series"]["predictions"][3].as_f64().unwrap() / 60.0;
+        assert_eq!(rate(&one), Some(previous), "{one}");
+        assert_eq!(rate(&five), Some(previous), "{five}");
+        assert_eq!(one["series"]["minute"].as_array().unwrap().len(), 1);
+        break;
+    }
     // The default window is an hour; the longest a week.
     let hour = d.get_json(&c, "/v1/overview").await;
     assert_eq!(hour["series"]["minute"].as_array().unwrap().len(), 60);

@@ -229,7 +229,13 @@ impl Dashboard {
         let live = self.slot.load_full();
         let to = rollups::minute_of(now);
         let from = to - (minutes - 1) * MINUTE_MS;
-        let predicted = rollups::prediction_minutes(&self.db, from, to).await?;
+        // From the last full minute at least, for its rate.
+        let last_full = to - MINUTE_MS;
+        let predicted = rollups::prediction_minutes(&self.db, from.min(last_full), to).await?;
+        let last_minute = predicted
+            .iter()
+            .find(|(m, _)| *m == last_full)
+            .map_or(0, |(_, c)| c.predictions);
         let labelled = rollups::feedback_minutes(&self.db, from, to).await?;
         let task = live.model.meta.task;
         let mut series = Series {
@@ -239,8 +245,9 @@ impl Dashboard {
         };
         let mut all = PredictionCounts::default();
         let (mut labels, mut correct, mut abs_error, mut sq_error) = (0i64, 0i64, 0.0, 0.0);
-        let mut last_minute = 0;
-        let (mut p, mut f) = (predicted.iter().peekable(), labelled.iter().peekable());
+        let first = predicted.partition_point(|(m, _)| *m < from);
+        let mut p = predicted[first..].iter().peekable();
+        let mut f = labelled.iter().peekable();
         for minute in (0..minutes).map(|i| from + i * MINUTE_MS) {
             let empty = PredictionCounts::default();
             let c = match p.next_if(|(m, _)| *m == minute) {
@@ -248,9 +255,6 @@ impl Dashboard {
                 None => &empty,
             };
             all.merge(c);
-            if minute == to - MINUTE_MS {
-                last_minute = c.predictions;
-            }
             series.minute.push(minute);
             series.predictions.push(c.predictions);
             series.anomalies.push(c.anomalies);
