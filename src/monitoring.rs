@@ -301,9 +301,32 @@ async fn store_check(db: &Store, check: &Check) -> Result<(), store::StoreError>
             drift: check.report.drift || check.prediction.as_ref().is_some_and(|p| p.drift),
             dataset_drift: check.report.dataset_drift,
             report: report_json(check).to_string(),
+            features: feature_rows(check),
         },
     )
     .await
+}
+
+/// A check's numbers per input feature and for the output, as stored beside
+/// the report.
+fn feature_rows(check: &Check) -> Vec<store::drift::FeatureRow> {
+    use store::drift::{FeatureRow, Subject};
+    let row = |subject, f: &drift::FeatureDrift| FeatureRow {
+        subject,
+        feature: f.name.clone(),
+        statistic: f.statistic,
+        p_value: f.p_value,
+        p_adjusted: f.p_adjusted,
+        psi: f.psi,
+        drift: f.drift,
+    };
+    check
+        .report
+        .features
+        .iter()
+        .map(|f| row(Subject::Input, f))
+        .chain(check.prediction.iter().map(|f| row(Subject::Output, f)))
+        .collect()
 }
 
 /// The report as `GET /v1/drift` answers it: the shape of `steward drift --json`

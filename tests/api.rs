@@ -112,7 +112,45 @@ fn bad_requests(
             .json(&body)
     };
     let in_a_day = "2099-01-01T00:00:00Z";
-    vec![
+    // GET query parameters out of range, misspelt or repeated.
+    let bad_parameters = [
+        ("an overview of no minutes", "/v1/overview?minutes=0"),
+        (
+            "an overview longer than a week",
+            "/v1/overview?minutes=10081",
+        ),
+        (
+            "an overview of a fraction of minutes",
+            "/v1/overview?minutes=1.5",
+        ),
+        ("an overview of words", "/v1/overview?minutes=sixty"),
+        (
+            "an overview with a misspelt parameter",
+            "/v1/overview?minute=5",
+        ),
+        (
+            "an overview with minutes twice",
+            "/v1/overview?minutes=5&minutes=6",
+        ),
+        (
+            "a drift history of more than 500 checks",
+            "/v1/drift/history?checks=501",
+        ),
+        (
+            "a drift history of negative checks",
+            "/v1/drift/history?checks=-1",
+        ),
+        ("alerts in an unknown state", "/v1/alerts?state=lost"),
+    ]
+    .map(|(name, path)| {
+        (
+            name,
+            c.get(format!("{url}{path}")),
+            422,
+            "invalid_parameter",
+        )
+    });
+    let mut cases = vec![
         (
             "malformed JSON",
             json_post("{\"features\": {".into()),
@@ -316,7 +354,9 @@ fn bad_requests(
             401,
             "unauthorized",
         ),
-    ]
+    ];
+    cases.extend(bad_parameters);
+    cases
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod change;
 mod cli;
 mod config;
 mod daemon;
+mod dashboard;
 mod deploy;
 mod detection;
 mod drift;

@@ -116,6 +116,7 @@ impl RowMaker {
             "probabilities": {"Adelie": p[0], "Chinstrap": p[1], "Gentoo": p[2]},
         })
         .to_string();
+        let score = self.rng.gen_range(0.0..40.0);
         PredictionRow {
             id: uuid::Uuid::now_v7().to_string(),
             time: steward::time::now_millis(),
@@ -123,7 +124,8 @@ impl RowMaker {
             features,
             output,
             latency_us: self.rng.gen_range(20..200),
-            anomaly_score: Some(self.rng.gen_range(0.0..40.0)),
+            anomaly_score: Some(score),
+            anomaly: score > 30.0,
         }
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::alert::rules::Matcher;
 pub use crate::alert::service::MailCounters;
-use crate::store::alerts::{self as outbox, Mail, SilenceRow};
+use crate::store::alerts::{self as outbox, Mail, MailState, SilenceRow};
 use crate::store::{Store, StoreError};
 
 /// Why a silence was not created or deleted.
@@ -20,6 +20,9 @@ pub enum AlertsError {
     InvalidSilence(String),
     #[error("no silence with id `{0}`")]
     UnknownSilence(String),
+    /// A query parameter the outbox listing does not take.
+    #[error("{0}")]
+    InvalidParameter(String),
     #[error("cannot encode the matchers: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
@@ -67,9 +70,22 @@ impl Alerts {
         self.counters.clone()
     }
 
-    /// The latest notifications, newest first.
-    pub async fn recent(&self) -> Result<Vec<Mail>, StoreError> {
-        outbox::recent(&self.db, RECENT).await
+    /// The latest notifications, newest first, only those in `state` (its
+    /// lowercase name) when given.
+    pub async fn list(&self, state: Option<&str>) -> Result<Vec<Mail>, AlertsError> {
+        match state {
+            None => Ok(outbox::recent(&self.db, RECENT).await?),
+            Some(name) => {
+                let state = MailState::parse(name).ok_or_else(|| {
+                    let names: Vec<&str> = MailState::ALL.iter().map(|s| s.as_str()).collect();
+                    AlertsError::InvalidParameter(format!(
+                        "state=`{name}`: must be one of {}",
+                        names.join(", ")
+                    ))
+                })?;
+                Ok(outbox::recent_in(&self.db, state, RECENT).await?)
+            }
+        }
     }
 
     /// Notifications by delivery state (`sent`, `pending`, `failed`, `held`, ...)

@@ -15,12 +15,14 @@
 //! | [`App::models`] | the live card, the registry, activation, retraining runs ([`models`]) |
 //! | [`App::alerts`] | the outbox and silences ([`alerts`]) |
 //! | [`App::health`] | readiness, the latest drift report, the counters `/metrics` shows ([`health`]) |
+//! | [`App::dashboard`] | the dashboard's overview and drift history, from rollups ([`dashboard`]) |
 //!
 //! Services own their state privately and answer with their own error enums,
 //! which the HTTP layer maps to status codes in one place each. Nothing above
 //! this layer touches the database.
 
 pub mod alerts;
+pub mod dashboard;
 pub mod feedback;
 pub mod health;
 pub mod models;
@@ -85,6 +87,7 @@ pub struct App {
     models: models::Models,
     alerts: alerts::Alerts,
     health: health::Health,
+    dashboard: dashboard::Dashboard,
     settings: Arc<ArcSwap<Settings>>,
 }
 
@@ -176,6 +179,7 @@ impl App {
                 monitoring.clone(),
                 learning.clone(),
             ),
+            dashboard: dashboard::Dashboard::new(db.clone(), slot.clone()),
             settings,
         };
         let parts = Parts {
@@ -214,6 +218,10 @@ impl App {
 
     pub fn health(&self) -> &health::Health {
         &self.health
+    }
+
+    pub fn dashboard(&self) -> &dashboard::Dashboard {
+        &self.dashboard
     }
 
     /// The settings in force (the token, the batch limit, the retention).

@@ -318,6 +318,7 @@ fn answer_one(
         output,
         latency_us,
         anomaly_score,
+        anomaly,
     };
     Ok((
         row,

@@ -233,7 +233,7 @@ impl Learning {
         let warm = self.warm_up_inputs().await;
         let live = self.load(version, warm).await?;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        if !registry::activate(&self.db, version).await? {
+        if !registry::activate(&self.db, version, registry::Reactivation::Operator).await? {
             return Err(LearningError::Unknown(version.into()));
         }
         self.swap_in(live, &previous, prepared_ms, "activate");
@@ -283,7 +283,7 @@ impl Learning {
                 live: previous.version.to_string(),
             });
         }
-        if !registry::activate(&self.db, &live.version).await? {
+        if !registry::activate(&self.db, &live.version, registry::Reactivation::Revert).await? {
             return Err(LearningError::Unknown(live.version.to_string()));
         }
         self.swap_in(live, &previous, 0.0, "revert");

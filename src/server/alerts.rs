@@ -1,4 +1,5 @@
-//! `GET /v1/alerts` (recent notifications and their delivery state) and the
+//! `GET /v1/alerts` (recent notifications and their delivery state, optionally
+//! of one state, with the counts by state) and the
 //! silences: `POST /v1/silences` (`{"matchers": [{"name", "value"}], "ends_at":
 //! RFC 3339, "created_by", "comment"}` → 201 `{"id"}`), `GET /v1/silences` (those
 //! not yet ended) and `DELETE /v1/silences/{id}`. Silences need the bearer token.
@@ -17,7 +18,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use serde_json::{json, Value};
 
-use super::body::{JsonBody, PathParam};
+use super::body::{JsonBody, PathParam, QueryParams};
 use super::error::ApiError;
 use super::metrics::{counter, gauge, Metrics};
 use super::AppState;
@@ -25,8 +26,23 @@ use crate::app::alerts::MailCounters;
 use crate::app::alerts::NewSilence;
 use crate::store::alerts::MailState;
 
-pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let rows = state.app.alerts().recent().await?;
+/// `GET /v1/alerts[?state=pending|sent|failed|held|summarized]`: the newest
+/// 100 notifications (in that state), and the outbox's counts by state.
+pub async fn alerts(
+    State(state): State<AppState>,
+    params: QueryParams,
+) -> Result<Json<Value>, ApiError> {
+    let wanted = params.get(&["state"], "state")?;
+    let rows = state.app.alerts().list(wanted).await?;
+    let counts = state.app.alerts().counts().await?;
+    let mut by_state = serde_json::Map::new();
+    for s in MailState::ALL {
+        let n = counts
+            .iter()
+            .find(|(k, _)| k == s.as_str())
+            .map_or(0, |(_, n)| *n);
+        by_state.insert(s.as_str().into(), n.into());
+    }
     let list: Vec<Value> = rows
         .iter()
         .map(|m| {
@@ -46,7 +62,7 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             })
         })
         .collect();
-    Ok(Json(json!({ "alerts": list })))
+    Ok(Json(json!({ "alerts": list, "counts": by_state })))
 }
 
 /// At most this many matchers in one silence.

@@ -3,10 +3,12 @@
 //! `DefaultBodyLimit`), emptiness and JSON syntax, and answers each failure with its
 //! own code: `unsupported_media_type`, `body_too_large`, `empty_body`,
 //! `malformed_json`, `nesting_too_deep`, `number_out_of_range`,
-//! `duplicate_feature`, `invalid_request`.
+//! `duplicate_feature`, `invalid_request`. Also the path parameter
+//! (`PathParam`, `invalid_path`) and the query parameters of GET endpoints
+//! (`QueryParams`, `invalid_parameter`).
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
@@ -77,6 +79,56 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             .await
             .map(|Path(p)| PathParam(p))
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+/// A request's query parameters, for a GET endpoint that takes a few named
+/// ones. A name the endpoint does not take, one given twice, or a query that
+/// does not decode is `422 invalid_parameter`: a misspelt parameter is a client
+/// bug, not a request for the default.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(pairs)| QueryParams(pairs))
+            .map_err(|e| ApiError::unprocessable("invalid_parameter", e.body_text()))
+    }
+}
+
+impl QueryParams {
+    /// The value of `name`, if given, after checking that every parameter is
+    /// one of `known` and given once.
+    pub fn get(&self, known: &[&str], name: &str) -> Result<Option<&str>, ApiError> {
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if !known.contains(&k.as_str()) {
+                return Err(ApiError::unprocessable(
+                    "invalid_parameter",
+                    format!(
+                        "unknown query parameter `{k}`; this endpoint takes {}",
+                        known
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if self.0[..i].iter().any(|(seen, _)| seen == k) {
+                return Err(ApiError::unprocessable(
+                    "invalid_parameter",
+                    format!("query parameter `{k}` is given more than once"),
+                ));
+            }
+        }
+        Ok(self
+            .0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str()))
     }
 }
 

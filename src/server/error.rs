@@ -141,8 +141,19 @@ impl From<crate::app::alerts::AlertsError> for ApiError {
             E::UnknownSilence(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_silence", message)
             }
+            E::InvalidParameter(_) => ApiError::unprocessable("invalid_parameter", message),
             E::Store(e) => e.into(),
             e @ E::Encode(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<crate::app::dashboard::DashboardError> for ApiError {
+    fn from(e: crate::app::dashboard::DashboardError) -> ApiError {
+        use crate::app::dashboard::DashboardError as E;
+        match e {
+            E::InvalidParameter(message) => ApiError::unprocessable("invalid_parameter", message),
+            E::Store(e) => e.into(),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod alerts;
 pub mod body;
+mod dashboard;
 mod drift;
 pub mod error;
 mod feedback;
@@ -107,6 +108,8 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/v1/retrain", get(learning::runs))
         .route("/v1/retrain/{id}", get(learning::run))
         .route("/v1/drift", get(drift::drift))
+        .route("/v1/drift/history", get(dashboard::drift_history))
+        .route("/v1/overview", get(dashboard::overview))
         .route("/v1/alerts", get(alerts::alerts))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))

@@ -23,6 +23,20 @@ pub enum MailState {
 }
 
 impl MailState {
+    /// Every state, in the order the API lists them.
+    pub const ALL: [MailState; 5] = [
+        MailState::Pending,
+        MailState::Sent,
+        MailState::Failed,
+        MailState::Held,
+        MailState::Summarized,
+    ];
+
+    /// The state named `name` (its lowercase name), if any.
+    pub fn parse(name: &str) -> Option<MailState> {
+        MailState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MailState::Pending => "pending",
@@ -244,6 +258,21 @@ pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Mail>, StoreError> 
     Ok(sqlx::query_as::<_, Mail>(&format!(
         "SELECT {COLUMNS} FROM alerts ORDER BY id DESC LIMIT ?"
     ))
+    .bind(limit)
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+/// The newest `limit` notifications in `state`, newest first.
+pub async fn recent_in(
+    store: &Store,
+    state: MailState,
+    limit: i64,
+) -> Result<Vec<Mail>, StoreError> {
+    Ok(sqlx::query_as::<_, Mail>(&format!(
+        "SELECT {COLUMNS} FROM alerts WHERE state = ? ORDER BY id DESC LIMIT ?"
+    ))
+    .bind(state)
     .bind(limit)
     .fetch_all(&store.pool)
     .await?)

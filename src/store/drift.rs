@@ -1,5 +1,8 @@
 //! The drift job's reads and writes: the most recent window of logged
-//! predictions, and the reports of past checks.
+//! predictions, and the reports of past checks. Each report is stored whole
+//! (`drift_reports.report`, what `GET /v1/drift` answers) and, in the same
+//! transaction, as one row of numbers per feature (`drift_features`), which the
+//! dashboard's history reads without parsing every report.
 
 use super::{Store, StoreError};
 
@@ -34,11 +37,36 @@ pub struct ReportRow {
     pub dataset_drift: bool,
     /// The report as JSON text.
     pub report: String,
+    /// Its numbers per input feature and for the output.
+    pub features: Vec<FeatureRow>,
 }
 
-/// Stores one check.
+/// Whether a tested column is one of the model's inputs or its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum Subject {
+    Input,
+    /// The model's answers (the feature is named `prediction`).
+    Output,
+}
+
+/// One feature's numbers in one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    pub subject: Subject,
+    pub feature: String,
+    pub statistic: Option<f64>,
+    pub p_value: Option<f64>,
+    pub p_adjusted: Option<f64>,
+    pub psi: Option<f64>,
+    pub drift: bool,
+}
+
+/// Stores one check: the report and its features' rows, in one transaction.
 pub async fn insert(store: &Store, row: &ReportRow) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let done = sqlx::query(
         "INSERT INTO drift_reports (time, model_version, window_rows, drift, dataset_drift, report) \
          VALUES (?, ?, ?, ?, ?, ?)",
     )
@@ -48,9 +76,99 @@ pub async fn insert(store: &Store, row: &ReportRow) -> Result<(), StoreError> {
     .bind(row.drift)
     .bind(row.dataset_drift)
     .bind(&row.report)
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await?;
+    let id = done.last_insert_rowid();
+    for f in &row.features {
+        sqlx::query(
+            "INSERT INTO drift_features \
+             (report_id, subject, feature, statistic, p_value, p_adjusted, psi, drift) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(f.subject)
+        .bind(&f.feature)
+        .bind(f.statistic)
+        .bind(f.p_value)
+        .bind(f.p_adjusted)
+        .bind(f.psi)
+        .bind(f.drift)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
+}
+
+/// A stored check without its report.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CheckRow {
+    pub id: i64,
+    pub time: i64,
+    pub model_version: String,
+    pub window_rows: i64,
+    pub drift: bool,
+    pub dataset_drift: bool,
+}
+
+/// The newest `n` checks, oldest first.
+pub async fn checks(store: &Store, n: i64) -> Result<Vec<CheckRow>, StoreError> {
+    let mut rows = sqlx::query_as::<_, CheckRow>(
+        "SELECT id, time, model_version, window_rows, drift, dataset_drift FROM drift_reports \
+         ORDER BY time DESC, id DESC LIMIT ?",
+    )
+    .bind(n)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// The feature rows of the checks with ids in `[from, to]`, by check id (500
+/// checks are a few thousand rows: read as `store::read` reads).
+pub async fn features_between(
+    store: &Store,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, FeatureRow)>, StoreError> {
+    store
+        .readers
+        .run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT report_id, subject, feature, statistic, p_value, p_adjusted, psi, drift \
+                 FROM drift_features WHERE report_id >= ?1 AND report_id <= ?2 ORDER BY report_id",
+            )?;
+            let rows = stmt.query_map((from, to), |row| {
+                let subject = match row.get_ref(1)?.as_str()? {
+                    "output" => Subject::Output,
+                    _ => Subject::Input,
+                };
+                Ok((
+                    row.get(0)?,
+                    FeatureRow {
+                        subject,
+                        feature: row.get(2)?,
+                        statistic: row.get(3)?,
+                        p_value: row.get(4)?,
+                        p_adjusted: row.get(5)?,
+                        psi: row.get(6)?,
+                        drift: row.get(7)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+        .await
+}
+
+/// One stored report's JSON text.
+pub async fn report(store: &Store, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT report FROM drift_reports WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?,
+    )
 }
 
 /// When the newest stored check ran (Unix ms): the last successful drift check,

@@ -4,6 +4,10 @@
 //! sent again (a client retrying) changes nothing and is reported as unchanged,
 //! so that a label is learned from once however often it arrives.
 //!
+//! Each stored label's outcome (correct or not, its error) is added to
+//! `feedback_rollups` in the same transaction, in the minute the label arrived;
+//! a replaced label's outcome is taken out of the minute it had arrived in.
+//!
 //! Writes go through one [`Committer`] task that commits the labels of every
 //! request waiting at that moment in one transaction (group commit) and then
 //! answers each request: SQLite has one writer, and a transaction per request
@@ -15,6 +19,7 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Sqlite};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rollups::{self, Outcome, Outcomes};
 use super::{Store, StoreError};
 
 /// One label for one prediction. `label` is JSON text (a string or a number).
@@ -149,47 +154,88 @@ async fn upsert_groups(
     store: &Store,
     groups: &[&[FeedbackRow]],
 ) -> Result<Vec<Vec<LabelOutcome>>, StoreError> {
-    let now = crate::time::now_millis();
+    upsert_groups_at(store, groups, crate::time::now_millis()).await
+}
+
+/// [`upsert_groups`] with the labels arriving at `now` (Unix ms); their
+/// outcomes are added to `feedback_rollups` in the same transaction.
+async fn upsert_groups_at(
+    store: &Store,
+    groups: &[&[FeedbackRow]],
+    now: i64,
+) -> Result<Vec<Vec<LabelOutcome>>, StoreError> {
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(groups.len());
+    let mut rollup = Outcomes::default();
     for rows in groups {
-        outcomes.push(upsert_in(&mut tx, rows, now).await?);
+        outcomes.push(upsert_in(&mut tx, rows, now, &mut rollup).await?);
     }
+    rollup.write(&mut tx).await?;
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// A labelled prediction as the committer reads it: its version and answer,
+/// and its stored label with the time that label arrived, if any.
+#[derive(sqlx::FromRow)]
+struct Target {
+    id: String,
+    model_version: String,
+    output: String,
+    label: Option<String>,
+    time: Option<i64>,
 }
 
 async fn upsert_in(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     rows: &[FeedbackRow],
     now: i64,
+    rollup: &mut Outcomes,
 ) -> Result<Vec<LabelOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(rows.len());
+    let minute = rollups::minute_of(now);
     for chunk in super::standard_chunks(rows) {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT prediction_id, label FROM feedback WHERE prediction_id IN (");
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT p.id, p.model_version, p.output, f.label, f.time FROM predictions p \
+             LEFT JOIN feedback f ON f.prediction_id = p.id WHERE p.id IN (",
+        );
         let mut sep = q.separated(", ");
         for r in chunk {
             sep.push_bind(&r.prediction_id);
         }
         q.push(")");
-        let mut stored: HashMap<String, String> = q
-            .build_query_as::<(String, String)>()
+        let mut stored: HashMap<String, Target> = q
+            .build_query_as::<Target>()
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
+            .map(|t| (t.id.clone(), t))
             .collect();
         let mut changed = Vec::with_capacity(chunk.len());
         for r in chunk {
-            let outcome = match stored.get(&r.prediction_id) {
-                None => LabelOutcome::New,
-                Some(label) if *label == r.label => LabelOutcome::Unchanged,
-                Some(_) => LabelOutcome::Replaced,
+            // An unknown prediction: the INSERT below fails on its foreign key.
+            let Some(target) = stored.get_mut(&r.prediction_id) else {
+                changed.push(r);
+                outcomes.push(LabelOutcome::New);
+                continue;
+            };
+            let outcome = match (&target.label, target.time) {
+                (None, _) | (_, None) => LabelOutcome::New,
+                (Some(label), _) if *label == r.label => LabelOutcome::Unchanged,
+                (Some(_), _) => LabelOutcome::Replaced,
             };
             if outcome != LabelOutcome::Unchanged {
+                // The label replaced leaves the minute it arrived in.
+                if let (Some(label), Some(time)) = (&target.label, target.time) {
+                    let old = Outcome::of(&target.output, label).negated();
+                    rollup.add(rollups::minute_of(time), &target.model_version, old);
+                }
+                let new = Outcome::of(&target.output, &r.label);
+                rollup.add(minute, &target.model_version, new);
                 // A row labelling the same prediction again within this chunk
                 // compares with this label, as a later request would.
-                stored.insert(r.prediction_id.clone(), r.label.clone());
+                target.label = Some(r.label.clone());
+                target.time = Some(now);
                 changed.push(r);
             }
             outcomes.push(outcome);
@@ -303,6 +349,7 @@ mod tests {
                 output: "{}".into(),
                 latency_us: 0,
                 anomaly_score: None,
+                anomaly: false,
             })
             .collect();
         crate::store::writer::insert(&store, predictions)
@@ -366,6 +413,57 @@ mod tests {
         assert_eq!((label.as_str(), revisions), ("\"a\"", 2));
         drop(committer);
         task.await.unwrap();
+    }
+
+    /// A replaced label's outcome leaves the minute its predecessor arrived in
+    /// and is counted in its own; the same label again changes nothing.
+    #[tokio::test]
+    async fn a_replaced_label_moves_its_outcome_to_its_own_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::open(&dir.path().join("f.db")).await.unwrap();
+        for (id, version, output) in [
+            ("c", "1", r#"{"prediction":"a"}"#),
+            ("r", "2", r#"{"prediction":1.5}"#),
+        ] {
+            sqlx::query(
+                "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
+                 VALUES (?, 0, ?, '{}', ?, 0)",
+            )
+            .bind(id)
+            .bind(version)
+            .bind(output)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let label = |id: &str, label: &str| FeedbackRow {
+            prediction_id: id.into(),
+            label: label.into(),
+        };
+        let minute = 60_000;
+        let at = |rows: Vec<FeedbackRow>, t: i64| {
+            let store = store.clone();
+            async move { upsert_groups_at(&store, &[&rows], t).await.unwrap() }
+        };
+        at(vec![label("c", "\"a\""), label("r", "2")], minute + 5).await;
+        at(vec![label("c", "\"b\""), label("r", "3.5")], 3 * minute + 1).await;
+        at(vec![label("c", "\"b\"")], 4 * minute).await;
+        let rollups: Vec<(i64, String, i64, i64, f64, f64)> = sqlx::query_as(
+            "SELECT minute, model_version, labels, correct, abs_error_sum, sq_error_sum \
+             FROM feedback_rollups ORDER BY minute, model_version",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rollups,
+            vec![
+                (minute, "1".into(), 0, 0, 0.0, 0.0),
+                (minute, "2".into(), 0, 0, 0.0, 0.0),
+                (3 * minute, "1".into(), 1, 0, 0.0, 0.0),
+                (3 * minute, "2".into(), 1, 0, 2.0, 4.0),
+            ]
+        );
     }
 
     async fn futures_join(

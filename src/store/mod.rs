@@ -1,6 +1,7 @@
 //! SQLite through sqlx: opening the database (WAL, foreign keys, busy timeout),
 //! the embedded migrations, and the queries of the serving core. The prediction log
-//! writer is in `writer`, the model registry in `registry`.
+//! writer is in `writer`, the model registry in `registry`, the per-minute
+//! rollups the dashboard reads in `rollups`.
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`, and hold the
 //! database as a [`Store`]: no type of the database driver appears in a signature
@@ -10,8 +11,10 @@ pub mod alerts;
 pub mod drift;
 pub mod feedback;
 pub mod lock;
+mod read;
 pub mod registry;
 pub mod retrain;
+pub mod rollups;
 pub mod writer;
 
 use std::path::Path;
@@ -26,11 +29,14 @@ use sqlx::SqlitePool;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Read-only rusqlite connections for reads of many rows (`read`).
+    readers: std::sync::Arc<read::Readers>,
 }
 
 impl Store {
     /// Closes every connection (after the ones in use are given back).
     pub async fn close(&self) {
+        self.readers.close();
         self.pool.close().await;
     }
 }
@@ -61,6 +67,8 @@ pub enum StoreError {
     Thread(std::io::Error),
     #[error("the prediction log writer's thread is gone")]
     WriterGone,
+    #[error("a database read's thread panicked")]
+    ReadPanicked,
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
     /// A failure of a write shared by several requests (group commit), with
@@ -160,7 +168,10 @@ pub async fn open(path: &Path) -> Result<Store, StoreError> {
     touch(&pool)
         .await
         .map_err(|source| StoreError::NotWritable { path: name, source })?;
-    Ok(Store { pool })
+    Ok(Store {
+        pool,
+        readers: read::Readers::new(path.to_path_buf()),
+    })
 }
 
 /// Whether a connection given back to the pool may be reused: only outside any
@@ -201,14 +212,17 @@ async fn touch(pool: &SqlitePool) -> Result<(), sqlx::Error> {
         .map(|_| ())
 }
 
-/// Deletes predictions (and their feedback), drift reports and finished alert mail
-/// older than `days`; returns the predictions deleted.
+/// Deletes predictions (and their feedback) and their rollups, drift reports and
+/// finished alert mail older than `days`; returns the predictions deleted. The
+/// cutoff is a minute's start, so that the rollups left count exactly the rows
+/// left.
 pub async fn apply_retention(store: &Store, days: u32) -> Result<u64, StoreError> {
-    let cutoff = crate::time::now_millis() - i64::from(days) * 86_400_000;
+    let cutoff = rollups::minute_of(crate::time::now_millis() - i64::from(days) * 86_400_000);
     let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
         .bind(cutoff)
         .execute(&store.pool)
         .await?;
+    rollups::delete_before(store, cutoff).await?;
     sqlx::query("DELETE FROM drift_reports WHERE time < ?")
         .bind(cutoff)
         .execute(&store.pool)
@@ -299,6 +313,7 @@ mod retention_tests {
                 drift: false,
                 dataset_drift: false,
                 report: "{}".into(),
+                features: vec![],
             },
         )
         .await

@@ -9,6 +9,10 @@
 //! versions. Retention ([`retire`]) deletes artifacts beyond `model.keep_versions`
 //! but never the active or the previous version (the inactive one activated most
 //! recently), and keeps the rows as `retired`.
+//!
+//! Every activation is also a row of `activations` (time, version, the version
+//! it replaced, and why), written in the same transaction: the history the
+//! dashboard marks on its charts ([`activations_since`]).
 
 use serde::Serialize;
 use sqlx::Row;
@@ -134,6 +138,7 @@ pub async fn next_version(store: &Store) -> Result<String, StoreError> {
 pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let previous = active_version(&mut tx).await?;
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
         .execute(&mut *tx)
         .await?;
@@ -142,7 +147,38 @@ pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), Store
         .bind(now)
         .execute(&mut *tx)
         .await?;
+    record_activation(&mut tx, &rec.version, previous.as_deref(), &rec.source).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// The active version inside a transaction.
+async fn active_version(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM models WHERE status = 'active'")
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+/// Adds `version`'s activation (at its `activated` time) to the history.
+async fn record_activation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    version: &str,
+    previous: Option<&str>,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO activations (time, version, previous, reason) \
+         SELECT activated, version, ?, ? FROM models WHERE version = ?",
+    )
+    .bind(previous)
+    .bind(reason)
+    .bind(version)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -184,18 +220,47 @@ fn bind_record<'q>(
 /// inactive one activated last).
 const NEXT_ACTIVATION: &str = "MAX(?, COALESCE((SELECT MAX(activated) FROM models), 0) + 1)";
 
-/// Makes the registered, not retired `version` the only active one. Returns
-/// false when there is no such version.
-pub async fn activate(store: &Store, version: &str) -> Result<bool, StoreError> {
+/// Why a stored version is made live again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reactivation {
+    /// Through the API: recorded as `rollback` (a version older than the one
+    /// it replaces) or `rollforward`.
+    Operator,
+    /// The online guard went back to the base version: `revert`.
+    Revert,
+}
+
+/// Makes the registered, not retired `version` the only active one, and adds it
+/// to the activation history. Returns false when there is no such version.
+pub async fn activate(store: &Store, version: &str, why: Reactivation) -> Result<bool, StoreError> {
     let now = crate::time::now_millis();
     let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let previous = active_version(&mut tx).await?;
+    let reason = match why {
+        Reactivation::Revert => "revert",
+        Reactivation::Operator => {
+            let (older,): (Option<bool>,) = sqlx::query_as(
+                "SELECT (SELECT created FROM models WHERE version = ?) \
+                      < (SELECT created FROM models WHERE status = 'active')",
+            )
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await?;
+            if older.unwrap_or(false) {
+                "rollback"
+            } else {
+                "rollforward"
+            }
+        }
+    };
     sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != ?")
         .bind(version)
         .execute(&mut *tx)
         .await?;
-    let done = sqlx::query(
-        "UPDATE models SET status = 'active', activated = ? WHERE version = ? AND status != 'retired'",
-    )
+    let done = sqlx::query(&format!(
+        "UPDATE models SET status = 'active', activated = {NEXT_ACTIVATION} \
+         WHERE version = ? AND status != 'retired'"
+    ))
     .bind(now)
     .bind(version)
     .execute(&mut *tx)
@@ -204,8 +269,40 @@ pub async fn activate(store: &Store, version: &str) -> Result<bool, StoreError> 
         tx.rollback().await?;
         return Ok(false);
     }
+    if previous.as_deref() != Some(version) {
+        record_activation(&mut tx, version, previous.as_deref(), reason).await?;
+    }
     tx.commit().await?;
     Ok(true)
+}
+
+/// One entry of the activation history.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct ActivationRecord {
+    /// When the version became live (Unix ms).
+    pub time: i64,
+    pub version: String,
+    /// The version it replaced (none for the first).
+    pub previous: Option<String>,
+    /// The new version's source (`bootstrap`, `import`, `retrain`, `online`,
+    /// `upload`, `onnx`) when it went live as it was registered; `rollback`,
+    /// `rollforward` (through the API) or `revert` (the online guard) when a
+    /// stored version went live again.
+    pub reason: String,
+}
+
+/// The activations at or after `since` (Unix ms), oldest first.
+pub async fn activations_since(
+    store: &Store,
+    since: i64,
+) -> Result<Vec<ActivationRecord>, StoreError> {
+    Ok(sqlx::query_as::<_, ActivationRecord>(
+        "SELECT time, version, previous, reason FROM activations WHERE time >= ? \
+         ORDER BY time, id",
+    )
+    .bind(since)
+    .fetch_all(&store.pool)
+    .await?)
 }
 
 /// Marks as retired every version beyond the newest `keep` that is neither
@@ -288,9 +385,29 @@ mod tests {
         insert_active(&pool, &rec("2", 4)).await.unwrap();
         insert_active(&pool, &rec("2.1", 5)).await.unwrap();
         // Roll back to 1.1: it is active, 2.1 is the previous version.
-        assert!(activate(&pool, "1.1").await.unwrap());
-        assert!(!activate(&pool, "9").await.unwrap());
+        assert!(activate(&pool, "1.1", Reactivation::Operator)
+            .await
+            .unwrap());
+        assert!(!activate(&pool, "9", Reactivation::Operator).await.unwrap());
         assert_eq!(active(&pool).await.unwrap().unwrap().version, "1.1");
+        let history: Vec<(String, Option<String>, String)> = activations_since(&pool, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.version, a.previous, a.reason))
+            .collect();
+        let entry = |v: &str, p: Option<&str>, r: &str| (v.into(), p.map(Into::into), r.into());
+        assert_eq!(
+            history,
+            vec![
+                entry("1", None, "test"),
+                entry("1.1", Some("1"), "test"),
+                entry("1.2", Some("1.1"), "test"),
+                entry("2", Some("1.2"), "test"),
+                entry("2.1", Some("2"), "test"),
+                entry("1.1", Some("2.1"), "rollback"),
+            ]
+        );
         // Keep 1 newest: 2.1 (newest, and previous) stays; so do 1.1 (active) and
         // 1 (its major); 2 and 1.2 go.
         let retired: Vec<String> = retire(&pool, 1, "1")
@@ -323,7 +440,7 @@ mod tests {
             ["inactive", "active", "retired", "retired", "inactive"]
         );
         // A retired version cannot be activated, and a second pass retires nothing.
-        assert!(!activate(&pool, "2").await.unwrap());
+        assert!(!activate(&pool, "2", Reactivation::Operator).await.unwrap());
         assert!(retire(&pool, 1, "1").await.unwrap().is_empty());
     }
 }

@@ -40,6 +40,9 @@ pub struct PredictionRow {
     pub output: String,
     pub latency_us: i64,
     pub anomaly_score: Option<f64>,
+    /// Whether the answer said `anomaly: true` (the score over the model's
+    /// threshold).
+    pub anomaly: bool,
 }
 
 enum Msg {
@@ -358,6 +361,7 @@ mod tests {
                 output: "{\"prediction\":\"x\"}".into(),
                 latency_us: 3,
                 anomaly_score: None,
+                anomaly: false,
             })
             .collect()
     }

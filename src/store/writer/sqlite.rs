@@ -10,6 +10,11 @@
 //! one short statement serves every batch size and SQLite holds one small
 //! prepared statement for the log, whatever the load.
 //!
+//! The same transaction adds the batch's per-minute counts to
+//! `prediction_rollups` (`store::rollups`): the rows are tallied in memory while
+//! they are inserted, then one upsert per (minute, model version) of the batch,
+//! so the rollups never count a row that is not stored, nor miss one that is.
+//!
 //! The async writer talks to the thread through [`SqliteSink`]: one hand-off per
 //! batch, not per statement.
 
@@ -20,11 +25,12 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::PredictionRow;
+use crate::store::rollups::{self, Tally};
 use crate::store::{Store, StoreError};
 
 const INSERT: &str = "INSERT INTO predictions \
-    (id, time, model_version, features, output, latency_us, anomaly_score) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    (id, time, model_version, features, output, latency_us, anomaly_score, anomaly) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// A connection that writes prediction rows (blocking: call it from a thread
 /// that may block, as [`SqliteSink`] does).
@@ -52,7 +58,7 @@ impl SqliteLog {
         Ok(SqliteLog { conn })
     }
 
-    /// Writes `rows` in one transaction: all of them or none.
+    /// Writes `rows` and their rollups in one transaction: all of them or none.
     pub fn insert(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -60,6 +66,7 @@ impl SqliteLog {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tally = Tally::default();
         {
             let mut stmt = tx.prepare_cached(INSERT)?;
             for r in rows {
@@ -71,9 +78,12 @@ impl SqliteLog {
                     &r.output,
                     r.latency_us,
                     r.anomaly_score,
+                    r.anomaly,
                 ))?;
+                tally.add(r.time, &r.model_version, r.latency_us, r.anomaly);
             }
         }
+        add_rollups(&tx, &tally)?;
         tx.commit()?;
         Ok(())
     }
@@ -87,6 +97,24 @@ impl SqliteLog {
     fn is_clean(&self) -> bool {
         self.conn.is_autocommit()
     }
+}
+
+/// Adds a batch's counts to `prediction_rollups`: one upsert per (minute,
+/// model version).
+fn add_rollups(tx: &rusqlite::Transaction<'_>, tally: &Tally) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(rollups::prediction_upsert_sql())?;
+    for (minute, version, c) in tally.entries() {
+        stmt.raw_bind_parameter(1, minute)?;
+        stmt.raw_bind_parameter(2, &**version)?;
+        stmt.raw_bind_parameter(3, c.predictions)?;
+        stmt.raw_bind_parameter(4, c.anomalies)?;
+        stmt.raw_bind_parameter(5, c.latency_us_sum)?;
+        for (i, n) in c.latency.iter().enumerate() {
+            stmt.raw_bind_parameter(6 + i, n)?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// `store`'s database file.
