@@ -324,6 +324,7 @@ fn build(rt: &tokio::runtime::Runtime, dir: &Path, path: &Path) {
             recipients: vec!["ops@example.com".into()],
             alerts: json!([]),
             state: store::alerts::MailState::Pending,
+            images: vec![],
         };
         let id = rt
             .block_on(store::alerts::insert(&store, &mail, at))

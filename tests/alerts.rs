@@ -192,7 +192,7 @@ async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
         "PSI",
         "window: 100 predictions against 344 reference rows",
         "What steward is doing",
-        "/v1/drift",
+        "/ui/drift",
         "Content-Type: text/html",
     ] {
         assert!(m.data.contains(needle), "missing {needle:?} in\n{}", m.data);
@@ -237,10 +237,14 @@ async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .collect();
-    assert!(links.len() >= 3, "{links:?}");
+    assert!(links.len() >= 2, "{links:?}");
+    // To the dashboard's pages, each answering with its page.
     for link in links {
-        let status = c.get(link).send().await.expect("link reachable").status();
-        assert!(status.is_success(), "{link}: {status}");
+        assert!(link.starts_with(&format!("{}/ui/", d.url)), "{link}");
+        let r = c.get(link).send().await.expect("link reachable");
+        assert!(r.status().is_success(), "{link}: {}", r.status());
+        let page = r.text().await.unwrap();
+        assert!(page.contains("<body data-page="), "{link}: {page}");
     }
     // More checks of the same window and a group interval later: still one
     // mail, for every rule the burst set off.

@@ -278,7 +278,7 @@ async fn drift_history_puts_the_drifted_features_first_after_a_shifted_burst() {
     let d = InProcess::start(FAST).await;
     let c = client();
     let empty = d.get_json(&c, "/v1/drift/history").await;
-    assert_eq!(empty, json!({"checks": [], "features": []}));
+    assert_eq!(empty, json!({"alpha": null, "checks": [], "features": []}));
 
     predict_all(&d, &c, &rows(300, |_| {})).await;
     checks_after(&d, &c, 1.0).await;

@@ -30,3 +30,4 @@ mod report;
 mod startup;
 mod systemd;
 mod train;
+mod ui;

@@ -5,7 +5,7 @@
 //! its numbers (test, statistic, p-value, PSI, window, time; for a retraining
 //! run its trigger, both models' metric, the rows and a link to the run; for the
 //! online guard both metrics and the versions), the model version, what the
-//! daemon is doing about it, and links to the API.
+//! daemon is doing about it, and links to the dashboard pages of its alerts.
 
 use serde_json::Value;
 
@@ -210,6 +210,67 @@ fn part(rule: &str, alerts: &[&Alert], with_dataset: bool) -> String {
     }
 }
 
+/// The dashboard pages of an incident's alerts (`alerts.base_url` + `/ui/...`),
+/// the page of its worst rule first: the drift page (at the feature, for one
+/// drifting feature), the models page (at the run, for a retrain), the overview;
+/// then the alerts page.
+fn links(rules: &[&str], alerts: &[&Alert], base: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut add = |what: &str, path: String| {
+        if !out.iter().any(|(_, url)| url.ends_with(&path)) {
+            out.push((what.to_string(), format!("{base}{path}")));
+        }
+    };
+    for rule in rules {
+        match *rule {
+            "dataset_drift" | "feature_drift" | "prediction_drift" => {
+                let features: Vec<&str> = alerts
+                    .iter()
+                    .filter(|a| a.rule == "feature_drift" || a.rule == "prediction_drift")
+                    .filter_map(|a| a.labels.get("feature").map(String::as_str))
+                    .collect();
+                match features.as_slice() {
+                    [one] => add(
+                        &format!("Drift of {one}"),
+                        format!("/ui/drift#feature-{}", uri_component(one)),
+                    ),
+                    _ => add("Drift, per feature", "/ui/drift".into()),
+                }
+            }
+            "retrain_failed" | "retrain_rejected" | "retrain_promoted" => {
+                let run = alerts
+                    .iter()
+                    .find(|a| a.rule == *rule)
+                    .and_then(|a| a.details["run_id"].as_i64());
+                match run {
+                    Some(run) => add(
+                        &format!("Retrain run {run}"),
+                        format!("/ui/models#run-{run}"),
+                    ),
+                    None => add("Models and retrain runs", "/ui/models".into()),
+                }
+            }
+            _ => add("Overview", "/ui/overview".into()),
+        }
+    }
+    add("Alerts and their delivery", "/ui/alerts".into());
+    out
+}
+
+/// `s` as JavaScript's `encodeURIComponent` writes it, which is how the
+/// dashboard names a feature's section.
+fn uri_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// At most this many rules are named in a subject; the rest are counted.
 const SUBJECT_PARTS: usize = 3;
 
@@ -273,10 +334,11 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
             doing_lines.push((title(rule), d));
         }
     }
-    let links = format!(
-        "Drift report: {0}/v1/drift\nAlerts and their delivery: {0}/v1/alerts\nModel: {0}/v1/model",
-        cx.base_url
-    );
+    let links = links(&rules_of(&all), &all, &cx.base_url);
+    let link_text: Vec<String> = links
+        .iter()
+        .map(|(what, url)| format!("{what}: {url}"))
+        .collect();
     let mut text = format!("{subject}\n\n");
     for (state, _, ls) in &lines {
         text.push_str(&format!("[{state}] {}\n", ls[0]));
@@ -306,7 +368,7 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         }
         text.push('\n');
     }
-    text.push_str(&format!("{links}\n"));
+    text.push_str(&format!("{}\n", link_text.join("\n")));
     let mut html = format!(
         "<html><body><h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n",
         esc(&subject)
@@ -346,11 +408,11 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
     for u in &undrawn {
         html.push_str(&format!("<p>{}</p>\n", esc(u)));
     }
-    html.push_str(&format!(
-        "<p><a href=\"{0}/v1/drift\">Drift report</a> · <a href=\"{0}/v1/alerts\">Alerts</a> · \
-         <a href=\"{0}/v1/model\">Model</a></p>\n</body></html>\n",
-        esc(&cx.base_url)
-    ));
+    let anchors: Vec<String> = links
+        .iter()
+        .map(|(what, url)| format!("<a href=\"{}\">{}</a>", esc(url), esc(what)))
+        .collect();
+    html.push_str(&format!("<p>{}</p>\n</body></html>\n", anchors.join(" · ")));
     Composed {
         kind,
         subject,
@@ -686,8 +748,23 @@ mod tests {
         assert!(m
             .text
             .contains("window: 300 predictions against 344 reference rows"));
-        assert!(m.text.contains("http://steward.example:8080/v1/drift"));
+        // The links open the dashboard: the drift page, then the alerts page.
+        assert!(m
+            .text
+            .contains("Drift, per feature: http://steward.example:8080/ui/drift\n"));
+        assert!(m.html.contains(
+            "<a href=\"http://steward.example:8080/ui/alerts\">Alerts and their delivery</a>"
+        ));
         assert!(m.html.contains("<b>a</b>"));
+        // One drifting feature: its section of the drift page, named as the
+        // page's script names it (encodeURIComponent).
+        let one = Notification {
+            firing: vec![drift("bill length (mm)/2", 1e-9)],
+            ..n.clone()
+        };
+        assert!(compose(&one, &cx()).text.contains(
+            "Drift of bill length (mm)/2: http://steward.example:8080/ui/drift#feature-bill%20length%20(mm)%2F2\n"
+        ));
         n.resolved = n.firing.split_off(1);
         assert_eq!(
             compose(&n, &cx()).subject,

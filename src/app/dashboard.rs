@@ -199,6 +199,8 @@ pub struct FeatureHistory {
 /// `GET /v1/drift/history`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DriftHistory {
+    /// The newest check's significance level (`drift.alpha` when it ran).
+    pub alpha: Option<f64>,
     /// The checks, oldest first.
     pub checks: Vec<CheckSummary>,
     /// Drifted first at the newest check, then by p-value (smallest first).
@@ -364,6 +366,7 @@ impl Dashboard {
         let list = checks::checks(&self.db, n).await?;
         let (Some(first), Some(newest)) = (list.first(), list.last()) else {
             return Ok(DriftHistory {
+                alpha: None,
                 checks: Vec::new(),
                 features: Vec::new(),
             });
@@ -397,6 +400,7 @@ impl Dashboard {
                 .then(a.name.cmp(&b.name))
         });
         Ok(DriftHistory {
+            alpha: report["alpha"].as_f64(),
             checks: list
                 .into_iter()
                 .map(|c| CheckSummary {

@@ -118,6 +118,17 @@ pub struct Models {
     retrain: Arc<RetrainSettings>,
 }
 
+/// A registered version as `GET /v1/models` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionInfo {
+    #[serde(flatten)]
+    pub record: ModelRecord,
+    /// The artifact file's size (null when retention deleted it).
+    pub size_bytes: Option<u64>,
+    /// `int8` for a quantized artifact, else `f32`.
+    pub form: &'static str,
+}
+
 impl Models {
     pub(super) fn new(
         db: Store,
@@ -138,9 +149,19 @@ impl Models {
         self.slot.load().card.clone()
     }
 
-    /// Every registered version, newest first.
-    pub async fn list(&self) -> Result<Vec<ModelRecord>, StoreError> {
-        registry::list(&self.db).await
+    /// Every registered version, newest first, with its artifact's size and
+    /// the form it serves in.
+    pub async fn list(&self) -> Result<Vec<VersionInfo>, StoreError> {
+        let records = registry::list(&self.db).await?;
+        Ok(records
+            .into_iter()
+            .map(|record| VersionInfo {
+                // A retired version's file is gone; a missing one says so by null.
+                size_bytes: std::fs::metadata(&record.path).ok().map(|m| m.len()),
+                form: if record.bits == 8 { "int8" } else { "f32" },
+                record,
+            })
+            .collect())
     }
 
     /// Makes a stored version live (a no-op when it already is).

@@ -149,7 +149,9 @@ fn time_label(ms: i64, span_ms: i64) -> String {
         return String::new();
     };
     let day = 86_400_000;
-    let format = if span_ms <= 2 * day {
+    let format = if span_ms <= 600_000 {
+        "%H:%M:%S"
+    } else if span_ms <= 2 * day {
         "%H:%M"
     } else if span_ms <= 60 * day {
         "%m-%d %H:%M"

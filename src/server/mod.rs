@@ -20,6 +20,7 @@ mod parse_errors;
 pub mod predict;
 mod process;
 mod status;
+mod ui;
 mod upload;
 
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(status::metrics))
         .merge(write)
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(

@@ -47,6 +47,8 @@ pub struct Request {
     pub kind: String,
     /// Why it failed (`net::ERR_...`, a blocked reason); `None` if it loaded.
     pub failed: Option<String>,
+    /// The HTTP status of its answer (`None` for `file://` or no answer).
+    pub status: Option<u64>,
 }
 
 /// An open tab: the page's session and every event it has sent so far.
@@ -362,10 +364,17 @@ impl Page<'_> {
                             .trim()
                             .to_string()
                     });
+                let status = self
+                    .mine("Network.responseReceived")
+                    .find(|f| f["requestId"] == *id)
+                    .and_then(|f| f["response"]["status"].as_f64())
+                    .map(|s| s as u64)
+                    .filter(|s| *s > 0);
                 Request {
                     url: r["request"]["url"].as_str().unwrap_or_default().to_string(),
                     kind: r["type"].as_str().unwrap_or_default().to_string(),
                     failed,
+                    status,
                 }
             })
             .collect()
@@ -414,6 +423,18 @@ impl Page<'_> {
                 )
             });
         console.chain(exceptions).chain(log).collect()
+    }
+
+    /// Waits (at most 30 s) until the JavaScript expression is `true`, then
+    /// for the network to settle; `what` names it when it never is.
+    pub fn wait_for(&mut self, expression: &str, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.eval(expression) != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "{what}: not within 30 s");
+            // A real browser's own time: nothing to pause.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.settle();
     }
 
     /// The value of a JavaScript expression (awaited if it is a promise); an
