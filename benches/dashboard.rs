@@ -484,6 +484,12 @@ fn bench_dashboard(c: &mut Criterion) {
         "/v1/models",
         "/v1/retrain",
         "/v1/alerts",
+        // The dashboard's pages draw these charts, one request each.
+        "/ui/charts/overview.svg?chart=latency_p99&minutes=60",
+        "/ui/charts/overview.svg?chart=predictions&minutes=10080",
+        "/ui/charts/drift.svg?feature=bill_length_mm&chart=distribution",
+        "/ui/charts/drift.svg?feature=bill_length_mm&chart=p_value&checks=500",
+        "/",
     ];
     for e in endpoints {
         let started = Instant::now();
@@ -516,9 +522,8 @@ fn bench_dashboard(c: &mut Criterion) {
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(5));
     for e in endpoints {
-        g.bench_function(e.trim_start_matches("/v1/"), |b| {
-            b.iter(|| rt.block_on(get(e)))
-        });
+        let name = e.trim_start_matches("/v1/").replace('/', "_");
+        g.bench_function(name, |b| b.iter(|| rt.block_on(get(e))));
     }
     g.finish();
 

@@ -41,7 +41,8 @@ class ApiError extends Error {
 
 async function api(path, options) {
   const r = await fetch(path, options);
-  if (r.status === 204) return null;
+  // Read every answer to its end, a 204's empty one too: an unread body is
+  // an aborted request to the browser.
   const text = await r.text();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
