@@ -224,30 +224,25 @@ fn links(rules: &[&str], alerts: &[&Alert], base: &str) -> Vec<(String, String)>
     for rule in rules {
         match *rule {
             "dataset_drift" | "feature_drift" | "prediction_drift" => {
-                let features: Vec<&str> = alerts
+                let features: Vec<&&Alert> = alerts
                     .iter()
                     .filter(|a| a.rule == "feature_drift" || a.rule == "prediction_drift")
-                    .filter_map(|a| a.labels.get("feature").map(String::as_str))
                     .collect();
-                match features.as_slice() {
-                    [one] => add(
-                        &format!("Drift of {one}"),
-                        format!("/ui/drift#feature-{}", uri_component(one)),
-                    ),
+                match (
+                    features.as_slice(),
+                    features.first().and_then(|a| a.labels.get("feature")),
+                ) {
+                    ([one], Some(name)) => add(&format!("Drift of {name}"), page_of(one)),
                     _ => add("Drift, per feature", "/ui/drift".into()),
                 }
             }
             "retrain_failed" | "retrain_rejected" | "retrain_promoted" => {
-                let run = alerts
-                    .iter()
-                    .find(|a| a.rule == *rule)
-                    .and_then(|a| a.details["run_id"].as_i64());
-                match run {
-                    Some(run) => add(
-                        &format!("Retrain run {run}"),
-                        format!("/ui/models#run-{run}"),
-                    ),
-                    None => add("Models and retrain runs", "/ui/models".into()),
+                if let Some(a) = alerts.iter().find(|a| a.rule == *rule) {
+                    let label = match a.details["run_id"].as_i64() {
+                        Some(run) => format!("Retrain run {run}"),
+                        None => "Models and retrain runs".into(),
+                    };
+                    add(&label, page_of(a));
                 }
             }
             _ => add("Overview", "/ui/overview".into()),
@@ -255,6 +250,24 @@ fn links(rules: &[&str], alerts: &[&Alert], base: &str) -> Vec<(String, String)>
     }
     add("Alerts and their delivery", "/ui/alerts".into());
     out
+}
+
+/// The dashboard page (a path under `alerts.base_url`) of one alert.
+fn page_of(a: &Alert) -> String {
+    match a.rule.as_str() {
+        "feature_drift" | "prediction_drift" => match a.labels.get("feature") {
+            Some(f) => format!("/ui/drift#feature-{}", uri_component(f)),
+            None => "/ui/drift".into(),
+        },
+        "dataset_drift" => "/ui/drift".into(),
+        "retrain_failed" | "retrain_rejected" | "retrain_promoted" => {
+            match a.details["run_id"].as_i64() {
+                Some(run) => format!("/ui/models#run-{run}"),
+                None => "/ui/models".into(),
+            }
+        }
+        _ => "/ui/overview".into(),
+    }
 }
 
 /// `s` as JavaScript's `encodeURIComponent` writes it, which is how the
@@ -319,13 +332,13 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
     };
     let subject = format!("[steward] {status}: {what}{more} (model v{version})");
     // Each alert with its numbers: the worst rule first, firing before resolved.
-    let mut lines: Vec<(&str, usize, Vec<String>)> = Vec::new();
+    let mut lines: Vec<(&str, usize, Vec<String>, String)> = Vec::new();
     for (state, alerts) in [("firing", &n.firing), ("resolved", &n.resolved)] {
         for a in alerts {
-            lines.push((state, severity(&a.rule), describe(a, cx)));
+            lines.push((state, severity(&a.rule), describe(a, cx), page_of(a)));
         }
     }
-    lines.sort_by_key(|(state, sev, _)| (*state != "firing", *sev));
+    lines.sort_by_key(|(state, sev, _, _)| (*state != "firing", *sev));
     // What the daemon does, per rule of the incident (worst first), once each.
     let mut doing_lines: Vec<(&str, String)> = Vec::new();
     for rule in rules_of(&all) {
@@ -340,7 +353,7 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         .map(|(what, url)| format!("{what}: {url}"))
         .collect();
     let mut text = format!("{subject}\n\n");
-    for (state, _, ls) in &lines {
+    for (state, _, ls, _) in &lines {
         text.push_str(&format!("[{state}] {}\n", ls[0]));
         for l in &ls[1..] {
             text.push_str(&format!("    {l}\n"));
@@ -373,10 +386,12 @@ pub fn compose(n: &Notification, cx: &Context) -> Composed {
         "<html><body><h2>{}</h2>\n<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n",
         esc(&subject)
     );
-    for (state, _, ls) in &lines {
+    for (state, _, ls, page) in &lines {
         html.push_str(&format!(
-            "<tr><td>{}</td><td><b>{}</b><br>{}</td></tr>\n",
+            "<tr><td>{}</td><td><a href=\"{}{}\"><b>{}</b></a><br>{}</td></tr>\n",
             esc(state),
+            esc(&cx.base_url),
+            esc(page),
             esc(&ls[0]),
             ls[1..]
                 .iter()
@@ -755,7 +770,10 @@ mod tests {
         assert!(m.html.contains(
             "<a href=\"http://steward.example:8080/ui/alerts\">Alerts and their delivery</a>"
         ));
-        assert!(m.html.contains("<b>a</b>"));
+        // Each alert's name opens its own place on the dashboard.
+        assert!(m
+            .html
+            .contains("<a href=\"http://steward.example:8080/ui/drift#feature-a\"><b>a</b></a>"));
         // One drifting feature: its section of the drift page, named as the
         // page's script names it (encodeURIComponent).
         let one = Notification {
