@@ -1,8 +1,12 @@
 //! PostgreSQL, the second backend of issue 19 (groundwork): the throwaway server
-//! the tests start (tests/common/pg.rs) and the parity of PostgreSQL's migrations
-//! (migrations/postgres) with SQLite's.
+//! the tests start (tests/common/pg.rs), the parity of PostgreSQL's migrations
+//! (migrations/postgres) with SQLite's, and the prediction log's batch write
+//! (`store::writer::PostgresLog`).
+
+use std::sync::Arc;
 
 use sqlx::{Connection, PgConnection};
+use steward::store::writer::{PostgresLog, PredictionRow};
 
 use crate::common::pg::Postgres;
 
@@ -258,4 +262,126 @@ async fn postgres_migrations_give_the_same_schema_as_sqlites() {
         only_sqlite.is_empty() && only_postgres.is_empty(),
         "the backends' schemas differ\nonly in SQLite: {only_sqlite:#?}\nonly in PostgreSQL: {only_postgres:#?}"
     );
+}
+
+fn logged(i: i64, anomaly_score: Option<f64>, features: &str) -> PredictionRow {
+    PredictionRow {
+        id: format!("0190a1b2-0000-7000-8000-{i:012}"),
+        time: 1_700_000_000_000 + i,
+        model_version: Arc::from(if i % 2 == 0 { "1" } else { "2-online" }),
+        features: features.to_string(),
+        output: format!(r#"{{"prediction":"Adelie","probabilities":{{"Adelie":0.{i}}}}}"#),
+        latency_us: 40 + i,
+        anomaly_score,
+        anomaly: anomaly_score.is_some_and(|s| s > 3.0),
+    }
+}
+
+/// What a stored row holds, to compare written rows with those read back.
+type Stored = (String, i64, String, String, String, i64, Option<f64>, i64);
+
+fn stored(r: &PredictionRow) -> Stored {
+    (
+        r.id.clone(),
+        r.time,
+        r.model_version.to_string(),
+        r.features.clone(),
+        r.output.clone(),
+        r.latency_us,
+        r.anomaly_score,
+        i64::from(r.anomaly),
+    )
+}
+
+async fn read_back(conn: &mut PgConnection) -> Vec<Stored> {
+    sqlx::query_as(
+        "SELECT id, time, model_version, features, output, latency_us, anomaly_score, anomaly \
+         FROM predictions ORDER BY id",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// Rows written by `PostgresLog` (by COPY and by UNNEST) read back equal, with
+/// NULL scores, awkward text and extreme numbers; a batch with a duplicate id
+/// stores none of its rows and leaves the connection usable; a stopped server is
+/// an unavailable database, and a new connection writes once it is back.
+#[tokio::test]
+async fn the_log_batch_write_reads_back_equal_and_is_all_or_nothing() {
+    let Some(mut pg) = Postgres::launch() else {
+        return;
+    };
+    let url = pg.database("log");
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    sqlx::migrate!("./migrations/postgres")
+        .run(&mut conn)
+        .await
+        .unwrap();
+
+    let awkward =
+        "{\"name\":\"tab\\t, newline\\n, backslash \\\\, quote \\\", é 企鹅 🐧\",\"x\":1e-300}";
+    let mut rows: Vec<PredictionRow> = (0..300)
+        .map(|i| {
+            logged(
+                i,
+                (i % 3 != 0).then_some(i as f64 / 7.0),
+                r#"{"bill_length_mm":39.1}"#,
+            )
+        })
+        .collect();
+    rows[1].features = awkward.to_string();
+    rows[2].anomaly_score = Some(f64::INFINITY);
+    rows[4].anomaly_score = Some(-0.0);
+    rows[5].time = i64::MIN;
+    rows[6].latency_us = i64::MAX;
+    rows[7].anomaly_score = Some(f64::MIN_POSITIVE);
+
+    let mut log = PostgresLog::connect(&url).await.unwrap();
+    log.insert_copy(&rows[..150]).await.unwrap();
+    log.insert_unnest(&rows[150..]).await.unwrap();
+    log.insert_copy(&[]).await.unwrap();
+    log.insert_unnest(&[]).await.unwrap();
+    let expected: Vec<Stored> = rows.iter().map(stored).collect();
+    assert_eq!(read_back(&mut conn).await, expected);
+
+    // A duplicate id in the middle of a batch: the statement fails, no row of the
+    // batch is stored, and the next batch on the same connection goes through.
+    let fresh = |from: i64| {
+        (from..from + 10)
+            .map(|i| logged(i, None, "{}"))
+            .collect::<Vec<_>>()
+    };
+    for (round, copy) in [(0, true), (1, false)] {
+        let mut batch = fresh(1_000 + round * 100);
+        batch[5] = rows[0].clone();
+        let result = if copy {
+            log.insert_copy(&batch).await
+        } else {
+            log.insert_unnest(&batch).await
+        };
+        let e = result.unwrap_err();
+        assert!(e.to_string().contains("duplicate key"), "{e}");
+        assert!(
+            !e.is_unavailable(),
+            "a duplicate is not an unavailable database: {e}"
+        );
+        assert_eq!(read_back(&mut conn).await.len(), rows.len());
+    }
+    let batch = fresh(2_000);
+    log.insert_copy(&batch).await.unwrap();
+    assert_eq!(read_back(&mut conn).await.len(), rows.len() + batch.len());
+    drop(conn);
+
+    // The server goes away: the write fails as unavailable (the writer would keep
+    // the batch and retry); once it is back a new connection writes.
+    pg.stop();
+    let e = log.insert_copy(&fresh(3_000)).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    pg.start();
+    let mut log = PostgresLog::connect(&url).await.unwrap();
+    log.insert_unnest(&fresh(3_000)).await.unwrap();
+    log.close().await;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    assert_eq!(read_back(&mut conn).await.len(), rows.len() + 20);
 }
