@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod browser;
+pub mod pg;
 
 /// Where tests leave screenshots to look at: `target/screenshots/` (under
 /// `CARGO_TARGET_DIR` when that is set).

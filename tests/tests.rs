@@ -25,6 +25,7 @@ mod learning;
 mod monitoring;
 mod onnx;
 mod operator;
+mod postgres;
 mod reliability;
 mod report;
 mod startup;

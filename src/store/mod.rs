@@ -1,7 +1,10 @@
 //! SQLite through sqlx: opening the database (WAL, foreign keys, busy timeout),
 //! the embedded migrations, and the queries of the serving core. The prediction log
 //! writer is in `writer`, the model registry in `registry`, the per-minute
-//! rollups the dashboard reads in `rollups`.
+//! rollups the dashboard reads in `rollups`. PostgreSQL (issue 19) is groundwork
+//! so far: its migrations (migrations/postgres, kept in parity with SQLite's by
+//! tests/postgres.rs) and the log's batch insert (`writer::PostgresLog`); `open`
+//! takes SQLite only.
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`, and hold the
 //! database as a [`Store`]: no type of the database driver appears in a signature
@@ -60,6 +63,10 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// From PostgreSQL (issue 19, groundwork: only `writer::PostgresLog` so far).
+    /// Apart from `Sql` because its codes are SQLSTATEs, not SQLite's numbers.
+    #[error("database (PostgreSQL): {0}")]
+    Postgres(sqlx::Error),
     /// From the prediction log writer's own connection (`writer::sqlite`).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -85,6 +92,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Sql(e) => sql_unavailable(e),
+            StoreError::Postgres(e) => writer::postgres_unavailable(e),
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 code_unavailable(e.extended_code)
             }

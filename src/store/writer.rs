@@ -1,7 +1,8 @@
 //! The prediction log writer: one task that owns all writes to `predictions`, fed
 //! by a bounded channel, committing one transaction per batch through a sink
 //! (SQLite: `sqlite`, a connection of its own on a dedicated thread; a second
-//! backend's insert sits beside it in [`Sink`]).
+//! backend's insert sits beside it in [`Sink`]: PostgreSQL's batch insert,
+//! `postgres`, is written and tested but not yet a `Sink`).
 //!
 //! A batch is written when it reaches `database.batch_rows` rows or
 //! `database.flush_secs` after its first row, whichever comes first.
@@ -18,8 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod postgres;
 mod sqlite;
 
+pub(crate) use postgres::unavailable as postgres_unavailable;
+pub use postgres::PostgresLog;
 pub use sqlite::{insert, SqliteLog};
 
 use super::{Store, StoreError};

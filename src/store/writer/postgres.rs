@@ -1,0 +1,166 @@
+//! The prediction log's PostgreSQL insert (issue 19, groundwork): a batch of
+//! [`PredictionRow`]s, the row the SQLite writer stores, written into
+//! `predictions` (migrations/postgres) by one statement per batch, so a batch is
+//! stored whole or not at all.
+//!
+//! Two ways, both one round of messages per batch whatever its size (no
+//! per-size statements to keep prepared, unlike a multi-row `VALUES`):
+//! - [`PostgresLog::insert_copy`]: `COPY ... FROM STDIN` in the binary format, the
+//!   rows encoded here into one buffer;
+//! - [`PostgresLog::insert_unnest`]: `INSERT ... SELECT FROM UNNEST($1::text[],
+//!   ...)`, one array per column, one prepared statement for every batch.
+//!
+//! Not here yet: the daemon does not use it (`database.url` accepts sqlite://
+//! only; the writer's `Sink` has no PostgreSQL variant), and the batch's
+//! `prediction_rollups` upsert, which the SQLite writer runs in the same
+//! transaction, is still to write.
+
+use sqlx::{Connection, PgConnection};
+
+use super::PredictionRow;
+use crate::store::StoreError;
+
+/// The columns written, in the order both statements bind them.
+const COLUMNS: &str =
+    "id, time, model_version, features, output, latency_us, anomaly_score, anomaly";
+
+/// A connection of its own that writes prediction rows into PostgreSQL.
+pub struct PostgresLog {
+    conn: PgConnection,
+    /// The COPY data of the last batch, kept to reuse its allocation.
+    buf: Vec<u8>,
+}
+
+impl PostgresLog {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`).
+    pub async fn connect(url: &str) -> Result<PostgresLog, StoreError> {
+        let conn = PgConnection::connect(url)
+            .await
+            .map_err(StoreError::Postgres)?;
+        Ok(PostgresLog {
+            conn,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Writes `rows` by one `COPY predictions FROM STDIN (FORMAT binary)`.
+    pub async fn insert_copy(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        encode_binary(rows, &mut self.buf).map_err(StoreError::Postgres)?;
+        let mut copy = self
+            .conn
+            .copy_in_raw(&format!(
+                "COPY predictions ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .map_err(StoreError::Postgres)?;
+        // A failed send drops `copy`, which ends the COPY (CopyFail): nothing of
+        // the batch is stored.
+        copy.send(self.buf.as_slice())
+            .await
+            .map_err(StoreError::Postgres)?;
+        copy.finish().await.map_err(StoreError::Postgres)?;
+        Ok(())
+    }
+
+    /// Writes `rows` by one `INSERT ... SELECT FROM UNNEST(...)` with one array
+    /// parameter per column.
+    pub async fn insert_unnest(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let texts = |f: fn(&PredictionRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let ints = |f: fn(&PredictionRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let scores: Vec<Option<f64>> = rows.iter().map(|r| r.anomaly_score).collect();
+        sqlx::query(&format!(
+            "INSERT INTO predictions ({COLUMNS}) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], \
+                                  $5::text[], $6::int8[], $7::float8[], $8::int8[])"
+        ))
+        .bind(texts(|r| &r.id))
+        .bind(ints(|r| r.time))
+        .bind(texts(|r| &r.model_version))
+        .bind(texts(|r| &r.features))
+        .bind(texts(|r| &r.output))
+        .bind(ints(|r| r.latency_us))
+        .bind(scores)
+        .bind(ints(|r| i64::from(r.anomaly)))
+        .execute(&mut self.conn)
+        .await
+        .map_err(StoreError::Postgres)?;
+        Ok(())
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+/// `rows` as the data of a binary COPY into [`COLUMNS`] (the format of
+/// postgresql.org/docs/current/sql-copy.html, "Binary Format"): a header, per
+/// row its field count and each field as a length and its bytes (-1 for NULL),
+/// then a trailer. TEXT is its UTF-8, BIGINT and DOUBLE PRECISION are 8 bytes in
+/// network order.
+fn encode_binary(rows: &[PredictionRow], buf: &mut Vec<u8>) -> Result<(), sqlx::Error> {
+    buf.clear();
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
+    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension: none
+    for r in rows {
+        buf.extend_from_slice(&8i16.to_be_bytes());
+        text(buf, &r.id)?;
+        int8(buf, r.time);
+        text(buf, &r.model_version)?;
+        text(buf, &r.features)?;
+        text(buf, &r.output)?;
+        int8(buf, r.latency_us);
+        match r.anomaly_score {
+            Some(score) => {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&score.to_be_bytes());
+            }
+            None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+        int8(buf, i64::from(r.anomaly));
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(())
+}
+
+fn text(buf: &mut Vec<u8>, s: &str) -> Result<(), sqlx::Error> {
+    // The format's lengths are i32 (and PostgreSQL takes no value over 1 GB);
+    // a request body is capped far below either.
+    let len = i32::try_from(s.len())
+        .map_err(|_| sqlx::Error::Encode(format!("a {} byte text field", s.len()).into()))?;
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn int8(buf: &mut Vec<u8>, v: i64) {
+    buf.extend_from_slice(&8i32.to_be_bytes());
+    buf.extend_from_slice(&v.to_be_bytes());
+}
+
+/// Whether a PostgreSQL error says the database cannot take the write now but
+/// may later (SQLSTATE class 08 connection exception, 53 insufficient resources
+/// such as a full disk, 57P operator intervention such as a shutdown, 40001 and
+/// 40P01 serialization failure and deadlock), or the connection or pool failed,
+/// rather than that the statement is wrong. SQLite's codes are numbers and are
+/// read by `store::sql_unavailable`; these are SQLSTATEs.
+pub fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+        }),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
