@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use super::{ClusterError, ClusterSettings, Role};
 
 /// The advisory lock whose holder leads: the ASCII bytes of "steward" followed by
-/// 0x01 (lock number 1), as one 64-bit key. Advisory locks are per database, so
+/// 0x01 (lock number 1), as one 64-bit key (8319385975070548993). Advisory locks are per database, so
 /// two deployments on separate databases of one server do not collide; another
 /// application on the same database must not use this key.
 pub const LOCK_KEY: i64 = 0x7374_6577_6172_6401;
@@ -88,6 +88,18 @@ impl Row {
     /// The holder, if its lease is still running.
     fn live_holder(&self) -> Option<String> {
         (self.lease_until > self.now && !self.holder.is_empty()).then(|| self.holder.clone())
+    }
+}
+
+impl ClusterError {
+    /// Whether this error means the elector's session is gone or unreachable: a
+    /// timeout, or a database error that [`is_connection_loss`] recognises.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            ClusterError::Timeout(_) => true,
+            ClusterError::Database(e) => is_connection_loss(e),
+            _ => false,
+        }
     }
 }
 
@@ -181,11 +193,12 @@ impl Elector {
         // The epoch this elector last led in: the row still showing it (after a
         // restart of the database, say) is a term this elector knows it ended.
         let mut last_led: Option<i64> = None;
-        let mut reachable = true;
+        // Whether the last attempt failed: an outage is logged once.
+        let mut failing = false;
         loop {
             match self.attempt(&mut conn, last_led, &cancel).await {
                 Ok(Attempt::Won { epoch, deadline }) => {
-                    reachable = true;
+                    failing = false;
                     last_led = Some(epoch);
                     self.publish(Role::Leader { epoch });
                     info!(
@@ -203,6 +216,9 @@ impl Elector {
                         leader: None,
                         epoch,
                     });
+                    if matches!(&why, StepDown::Failed(e) if e.is_connection_loss()) {
+                        failing = true;
+                    }
                     if self.stepped_down(epoch, why, &mut conn).await {
                         break;
                     }
@@ -215,9 +231,9 @@ impl Elector {
                     }
                 }
                 Ok(Attempt::Lost { leader, epoch }) => {
-                    if !reachable {
+                    if failing {
                         info!("the database is reachable again");
-                        reachable = true;
+                        failing = false;
                     }
                     self.publish(Role::Follower { leader, epoch });
                 }
@@ -228,10 +244,12 @@ impl Elector {
                         leader: None,
                         epoch,
                     });
-                    if reachable {
+                    if !failing && e.is_connection_loss() {
                         warn!(error = %e, "lost the connection to the database");
-                        reachable = false;
+                    } else if !failing {
+                        warn!(error = %e, "the election failed; retrying every tick");
                     }
+                    failing = true;
                     self.disconnect(&mut conn);
                 }
             }
@@ -268,10 +286,8 @@ impl Elector {
             }
             StepDown::Failed(e) => {
                 warn!(epoch, reason = "the lease could not be renewed", error = %e, "stepped down");
-                if let ClusterError::Database(e) = &e {
-                    if is_connection_loss(e) {
-                        warn!(error = %e, "lost the connection to the database");
-                    }
+                if e.is_connection_loss() {
+                    warn!(error = %e, "lost the connection to the database");
                 }
             }
             StepDown::LeaseExpired => {
@@ -457,5 +473,16 @@ pub async fn fence(tx: &mut Transaction<'_, Postgres>, epoch: i64) -> Result<(),
             current,
         }),
         Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_key_is_steward_then_one() {
+        assert_eq!(LOCK_KEY.to_be_bytes(), *b"steward\x01");
+        assert_eq!(LOCK_KEY, 8_319_385_975_070_548_993);
     }
 }
