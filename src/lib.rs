@@ -21,6 +21,7 @@
 pub mod alert;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod data;
@@ -53,6 +54,7 @@ pub const LAYERS: &[&str] = &[
     "config",
     "logging",
     "store",
+    "cluster",
     "model",
     "train",
     "onnx",

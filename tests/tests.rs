@@ -21,6 +21,7 @@ mod deploy;
 mod detection;
 mod drift;
 mod faults;
+mod leader;
 mod learning;
 mod monitoring;
 mod onnx;
