@@ -24,7 +24,7 @@ use crate::live::Slot;
 use crate::model::Task;
 use crate::store::drift::{self as checks, FeatureRow, Subject};
 use crate::store::registry::{self, ActivationRecord};
-use crate::store::rollups::{self, PredictionCounts, MINUTE_MS};
+use crate::store::rollups::{self, Outcome, PredictionCounts, MINUTE_MS};
 use crate::store::{alerts as outbox, Store, StoreError};
 
 /// Why a dashboard query was not answered.
@@ -246,7 +246,7 @@ impl Dashboard {
             ..Series::default()
         };
         let mut all = PredictionCounts::default();
-        let (mut labels, mut correct, mut abs_error, mut sq_error) = (0i64, 0i64, 0.0, 0.0);
+        let mut feedback = Outcome::default();
         let first = predicted.partition_point(|(m, _)| *m < from);
         let mut p = predicted[first..].iter().peekable();
         let mut f = labelled.iter().peekable();
@@ -265,20 +265,16 @@ impl Dashboard {
                 .push(ratio(c.anomalies as f64, c.predictions));
             series.latency_p50_ms.push(ms(c.latency_quantile_us(0.5)));
             series.latency_p99_ms.push(ms(c.latency_quantile_us(0.99)));
-            let fb = f.next_if(|m| m.minute == minute);
-            let n = fb.map_or(0, |m| m.labels);
-            series.labels.push(n);
-            if let Some(fb) = fb {
-                labels += fb.labels;
-                correct += fb.correct;
-                abs_error += fb.abs_error_sum;
-                sq_error += fb.sq_error_sum;
+            let fb = f.next_if(|(m, _)| *m == minute).map(|(_, o)| *o);
+            series.labels.push(fb.map_or(0, |o| o.labels));
+            if let Some(o) = fb {
+                feedback.add(o);
             }
             if let Some(a) = &mut series.accuracy {
-                a.push(fb.and_then(|m| ratio(m.correct as f64, m.labels)));
+                a.push(fb.and_then(|o| ratio(o.correct as f64, o.labels)));
             }
             if let Some(e) = &mut series.mae {
-                e.push(fb.and_then(|m| ratio(m.abs_error_sum, m.labels)));
+                e.push(fb.and_then(|o| ratio(o.abs_error, o.labels)));
             }
         }
         let elapsed_s = ((now - from) as f64 / 1e3).max(1.0);
@@ -291,15 +287,15 @@ impl Dashboard {
             latency_p50_ms: ms(all.latency_quantile_us(0.5)),
             latency_p99_ms: ms(all.latency_quantile_us(0.99)),
             latency_mean_ms: ratio(all.latency_us_sum as f64 / 1e3, all.predictions),
-            labels,
+            labels: feedback.labels,
             accuracy: (task == Task::Classification)
-                .then(|| ratio(correct as f64, labels))
+                .then(|| ratio(feedback.correct as f64, feedback.labels))
                 .flatten(),
             mae: (task == Task::Regression)
-                .then(|| ratio(abs_error, labels))
+                .then(|| ratio(feedback.abs_error, feedback.labels))
                 .flatten(),
             rmse: (task == Task::Regression)
-                .then(|| ratio(sq_error, labels).map(f64::sqrt))
+                .then(|| ratio(feedback.sq_error, feedback.labels).map(f64::sqrt))
                 .flatten(),
         };
         Ok(Overview {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::learning::retrain::{self, RetrainSettings, Started};
 use crate::learning::{Activation, Kind, Learning, LearningError};
 use crate::live::Slot;
+use crate::model::Form;
 use crate::store::registry::{self, ModelRecord};
 use crate::store::retrain::{self as runs, Run, Trigger};
 use crate::store::{Store, StoreError};
@@ -126,7 +127,7 @@ pub struct VersionInfo {
     /// The artifact file's size (null when retention deleted it).
     pub size_bytes: Option<u64>,
     /// `int8` for a quantized artifact, else `f32`.
-    pub form: &'static str,
+    pub form: Form,
 }
 
 impl Models {
@@ -158,7 +159,11 @@ impl Models {
             .map(|record| VersionInfo {
                 // A retired version's file is gone; a missing one says so by null.
                 size_bytes: std::fs::metadata(&record.path).ok().map(|m| m.len()),
-                form: if record.bits == 8 { "int8" } else { "f32" },
+                form: if record.bits == 8 {
+                    Form::Int8
+                } else {
+                    Form::F32
+                },
                 record,
             })
             .collect())

@@ -93,26 +93,14 @@ impl Row {
 
 impl ClusterError {
     /// Whether this error means the elector's session is gone or unreachable: a
-    /// timeout, or a database error that [`is_connection_loss`] recognises.
+    /// timeout, or a database error that
+    /// `store::writer::postgres_connection_lost` recognises.
     pub fn is_connection_loss(&self) -> bool {
         match self {
             ClusterError::Timeout(_) => true,
-            ClusterError::Database(e) => is_connection_loss(e),
+            ClusterError::Database(e) => crate::store::writer::postgres_connection_lost(e),
             _ => false,
         }
-    }
-}
-
-/// Whether `e` means the session is gone: an I/O or protocol error, or the server
-/// ending it (SQLSTATE class 57P, "operator intervention": shutdown,
-/// `pg_terminate_backend`) or refusing it (class 08, connection exception).
-fn is_connection_loss(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(e) => e
-            .code()
-            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
-        _ => false,
     }
 }
 

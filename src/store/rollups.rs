@@ -249,7 +249,7 @@ impl Outcome {
         }
     }
 
-    fn add(&mut self, other: Outcome) {
+    pub fn add(&mut self, other: Outcome) {
         self.labels += other.labels;
         self.correct += other.correct;
         self.abs_error += other.abs_error;
@@ -355,23 +355,13 @@ fn minutes_sql() -> &'static str {
     })
 }
 
-/// One minute's feedback, summed over model versions.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeedbackMinute {
-    pub minute: i64,
-    pub labels: i64,
-    pub correct: i64,
-    pub abs_error_sum: f64,
-    pub sq_error_sum: f64,
-}
-
-/// The feedback of every minute in `[from, to]` that has any, oldest first
-/// (read as [`prediction_minutes`] reads).
+/// The feedback of every minute in `[from, to]` that has any, summed over model
+/// versions, oldest first (read as [`prediction_minutes`] reads).
 pub async fn feedback_minutes(
     store: &Store,
     from: i64,
     to: i64,
-) -> Result<Vec<FeedbackMinute>, StoreError> {
+) -> Result<Vec<(i64, Outcome)>, StoreError> {
     store
         .readers
         .run(move |conn| {
@@ -381,23 +371,18 @@ pub async fn feedback_minutes(
                  ORDER BY minute, model_version",
             )?;
             let mut rows = stmt.query((from, to))?;
-            let mut out: Vec<FeedbackMinute> = Vec::new();
+            let mut out: Vec<(i64, Outcome)> = Vec::new();
             while let Some(row) = rows.next()? {
-                let m = FeedbackMinute {
-                    minute: row.get(0)?,
+                let minute: i64 = row.get(0)?;
+                let o = Outcome {
                     labels: row.get(1)?,
                     correct: row.get(2)?,
-                    abs_error_sum: row.get(3)?,
-                    sq_error_sum: row.get(4)?,
+                    abs_error: row.get(3)?,
+                    sq_error: row.get(4)?,
                 };
                 match out.last_mut() {
-                    Some(sum) if sum.minute == m.minute => {
-                        sum.labels += m.labels;
-                        sum.correct += m.correct;
-                        sum.abs_error_sum += m.abs_error_sum;
-                        sum.sq_error_sum += m.sq_error_sum;
-                    }
-                    _ => out.push(m),
+                    Some((m, sum)) if *m == minute => sum.add(o),
+                    _ => out.push((minute, o)),
                 }
             }
             Ok(out)

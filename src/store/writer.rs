@@ -22,8 +22,10 @@ use std::time::Duration;
 mod postgres;
 mod sqlite;
 
-pub(crate) use postgres::unavailable as postgres_unavailable;
 pub use postgres::PostgresLog;
+pub(crate) use postgres::{
+    connection_lost as postgres_connection_lost, unavailable as postgres_unavailable,
+};
 pub use sqlite::{insert, SqliteLog};
 
 use super::{Store, StoreError};

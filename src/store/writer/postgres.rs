@@ -154,13 +154,26 @@ fn int8(buf: &mut Vec<u8>, v: i64) {
 pub fn unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57P")
-                || c == "40001"
-                || c == "40P01"
+            session_ended(&c) || c.starts_with("53") || c == "40001" || c == "40P01"
         }),
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// SQLSTATE classes 08 (connection exception) and 57P (operator intervention:
+/// a shutdown, `pg_terminate_backend`): the server ended or refused the session.
+fn session_ended(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
+}
+
+/// Whether a PostgreSQL error means the session is gone or unreachable: an I/O
+/// or protocol error, or the server ending or refusing it ([`session_ended`]).
+/// The leader election steps down on these.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| session_ended(&c)),
         _ => false,
     }
 }
