@@ -79,7 +79,8 @@ section!(
 );
 
 section!(
-    /// `[database]`: the SQLite file and the prediction log writer.
+    /// `[database]`: the database (a SQLite file, or PostgreSQL for several
+    /// replicas) and the prediction log writer.
     DatabaseConfig {
         url: String = "sqlite://data/steward.db".into(),
         retention_days: u32 = 30,
@@ -194,6 +195,16 @@ section!(
 );
 
 section!(
+    /// `[cluster]`: several replicas on one PostgreSQL database (docs/CLUSTER.md).
+    /// Read only when `database.url` is a PostgreSQL URL.
+    ClusterConfig {
+        lease_secs: Seconds = Seconds::from_secs(10),
+        poll_secs: Seconds = Seconds::from_secs(5),
+        replica_id: String = String::new(),
+    }
+);
+
+section!(
     /// `[log]`: the daemon's own log output.
     LogConfig {
         format: LogFormat = LogFormat::Auto,
@@ -215,6 +226,7 @@ struct RawConfig {
     compression: CompressionConfig,
     drift: DriftConfig,
     alerts: AlertsConfig,
+    cluster: ClusterConfig,
     log: LogConfig,
 }
 
@@ -352,12 +364,14 @@ pub struct Config {
     pub compression: CompressionConfig,
     pub drift: DriftConfig,
     pub alerts: AlertsConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     /// Where the config came from (`<embedded defaults>` when no file was read).
     pub source: String,
     pub listen: SocketAddr,
     pub log_format: LogFormat,
-    pub database_path: PathBuf,
+    /// Where `database.url` points.
+    pub database_at: Location,
 }
 
 impl Config {
@@ -403,12 +417,7 @@ impl Config {
     pub fn defaults() -> Result<Config, ConfigError> {
         Config::from_parts(EMBEDDED, "", &[])
     }
-    fn from_raw(
-        raw: RawConfig,
-        source: &str,
-        listen: SocketAddr,
-        database_path: PathBuf,
-    ) -> Config {
+    fn from_raw(raw: RawConfig, source: &str, listen: SocketAddr, database_at: Location) -> Config {
         Config {
             log_format: raw.log.format,
             server: raw.server,
@@ -419,10 +428,11 @@ impl Config {
             compression: raw.compression,
             drift: raw.drift,
             alerts: raw.alerts,
+            cluster: raw.cluster,
             log: raw.log,
             source: source.to_string(),
             listen,
-            database_path,
+            database_at,
         }
     }
 
@@ -461,6 +471,7 @@ impl Config {
             compression: self.compression.clone(),
             drift: self.drift.clone(),
             alerts: self.alerts.clone(),
+            cluster: self.cluster.clone(),
             log: self.log.clone(),
         }
     }
@@ -468,6 +479,7 @@ impl Config {
     /// The effective config as TOML with secrets masked, for `check-config`.
     pub fn render_masked(&self) -> String {
         let mut raw = self.to_raw();
+        raw.database.url = redact(&raw.database.url);
         if !raw.alerts.password_file.is_empty() {
             raw.alerts.password_file = format!("{} (contents not shown)", raw.alerts.password_file);
         }
@@ -756,7 +768,8 @@ impl RawConfig {
             message,
         };
         let listen = self.check_server(&bad)?;
-        let database_path = self.check_database(&bad)?;
+        let database_at = self.check_database(&bad)?;
+        self.check_cluster(&bad)?;
         self.check_model(&bad)?;
         self.training_and_online(&bad)?;
         self.check_drift(&bad)?;
@@ -768,7 +781,7 @@ impl RawConfig {
         }
         self.check_alerts(&bad)?;
         self.check_log(&bad)?;
-        Ok(Config::from_raw(self, source, listen, database_path))
+        Ok(Config::from_raw(self, source, listen, database_at))
     }
 
     fn check_server<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<SocketAddr, E> {
@@ -802,12 +815,16 @@ impl RawConfig {
         Ok(listen)
     }
 
-    fn check_database<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<PathBuf, E> {
+    fn check_database<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<Location, E> {
         let d = &self.database;
-        let path = database_path(&d.url).ok_or_else(|| {
+        let path = Location::parse(&d.url).ok_or_else(|| {
             bad(
                 "database.url",
-                format!("`{}` is not a sqlite:// URL with a file path", d.url),
+                format!(
+                    "`{}` is neither a sqlite:// URL with a file path nor a valid \
+                     postgres:// URL",
+                    redact(&d.url)
+                ),
             )
         })?;
         for (key, v) in [
@@ -824,6 +841,19 @@ impl RawConfig {
             ));
         }
         Ok(path)
+    }
+
+    fn check_cluster<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
+        let c = &self.cluster;
+        let min = MIN_LEASE;
+        if c.lease_secs.get() < min {
+            return Err(bad(
+                "cluster.lease_secs",
+                format!("{} is shorter than {} s", c.lease_secs, min.as_secs_f64()),
+            ));
+        }
+        positive(bad, "cluster.poll_secs", nanos(c.poll_secs))?;
+        Ok(())
     }
 
     fn check_model<E>(&self, bad: &impl Fn(&str, String) -> E) -> Result<(), E> {
@@ -959,17 +989,69 @@ fn looks_like_address(s: &str) -> bool {
     }
 }
 
-/// The file path of a `sqlite://PATH` or `sqlite:PATH` URL (query string ignored).
-pub fn database_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or("");
-    if path.is_empty() || path == ":memory:" {
-        return None;
-    }
-    Some(PathBuf::from(path))
+/// Where the database is: `database.url` parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (`sqlite://PATH`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://...` or `postgresql://...`, as given).
+    Postgres(String),
 }
+
+impl Location {
+    /// `url` parsed: a `sqlite://PATH` (or `sqlite:PATH`) with a file path, or a
+    /// `postgres://` / `postgresql://` URL. `None` for anything else.
+    pub fn parse(url: &str) -> Option<Location> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
+                .ok()
+                .map(|_| Location::Postgres(url.to_string()));
+        }
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or("");
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        Some(Location::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The SQLite file, if it is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres(_) => None,
+        }
+    }
+
+    /// For logs: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(url) => redact(url),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.split_once('@') {
+        Some((auth, host)) => (auth, host),
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// The shortest `cluster.lease_secs` accepted: the lease is kept in
+/// milliseconds and renewed three times per lease.
+pub const MIN_LEASE: Duration = Duration::from_millis(300);
 
 #[cfg(test)]
 mod tests {
@@ -981,7 +1063,10 @@ mod tests {
         assert_eq!(c.server, ServerConfig::default());
         assert_eq!(c.alerts, AlertsConfig::default());
         assert_eq!(c.listen.port(), 8080);
-        assert_eq!(c.database_path, PathBuf::from("data/steward.db"));
+        assert_eq!(
+            c.database_at,
+            Location::Sqlite(std::path::PathBuf::from("data/steward.db"))
+        );
     }
 
     #[test]
@@ -1090,9 +1175,9 @@ mod tests {
                 "outside 1024..=1048576",
             ),
             (
-                "[database]\nurl = \"postgres://x\"",
+                "[database]\nurl = \"mysql://x\"",
                 "database.url",
-                "not a sqlite:// URL",
+                "neither a sqlite:// URL",
             ),
             (
                 "[database]\nretention_days = 0",

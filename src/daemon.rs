@@ -55,7 +55,11 @@ pub async fn run(
     // What check-config checks, serve checks first; then, before anything touches
     // the database, one daemon per database.
     crate::preflight::check(&config)?;
-    let _instance = store::lock::InstanceLock::acquire(&config.database_path)?;
+    // One daemon per SQLite file; replicas share a PostgreSQL database.
+    let _instance = match config.database_at.sqlite_path() {
+        Some(path) => Some(store::lock::InstanceLock::acquire(path)?),
+        None => None,
+    };
     let signals = Signals::install()?;
     let serving = Serving::start(&config).await?;
     let stop = serving.stop.clone();
@@ -134,7 +138,7 @@ impl Serving {
         app.start_jobs(jobs_config, &mut parts, &tracker, &stop);
         tracker.close();
         tracing::info!(%addr, model_version = %app.live_version(),
-            database = %config.database_path.display(),
+            database = %config.database_at.display(),
             max_connections = conn_limits.max_connections, open_file_limit, "listening");
         let serve = tokio::spawn(listen::serve(
             listener,

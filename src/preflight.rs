@@ -32,19 +32,26 @@ pub enum PreflightError {
 /// Runs every check; the first failure is returned.
 pub fn check(config: &Config) -> Result<(), PreflightError> {
     Mailer::from_config(config)?;
-    let db = &config.database_path;
-    let db_dir = db
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    writable_dir("database.url", db_dir)?;
+    if let Some(db) = config.database_at.sqlite_path() {
+        let db_dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        writable_dir("database.url", db_dir)?;
+    }
     let model = &config.model;
     writable_dir("model.dir", Path::new(&model.dir))?;
     if config.alerts.transport == crate::config::Transport::File {
         writable_dir("alerts.dir", Path::new(&config.alerts.dir))?;
     }
     // On a first start the first model comes from these; later they are unused.
-    if !db.exists() {
+    // Whether a PostgreSQL database is new is not known before connecting:
+    // they are checked whenever they are set.
+    let first_start = config
+        .database_at
+        .sqlite_path()
+        .is_none_or(|db| !db.exists());
+    if first_start {
         if !model.initial.is_empty() {
             artifact::load(Path::new(&model.initial))?;
         } else if model.bootstrap_data != BUNDLED_DATA {

@@ -123,7 +123,7 @@ impl App {
     /// The caller holds the instance lock (`store::lock`) before calling this.
     pub async fn build(config: &Config) -> Result<(App, Parts), AppError> {
         let mailer = Mailer::from_config(config)?;
-        let db = store::open(&config.database_path).await?;
+        let db = store::open_at(&config.database_at).await?;
         let slot: Slot = Arc::new(ArcSwap::from_pointee(live::start(&db, config).await?));
         let interrupted = store::retrain::interrupted(&db, crate::time::now_millis()).await?;
         if interrupted > 0 {

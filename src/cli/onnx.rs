@@ -216,10 +216,10 @@ pub fn export_command(args: ExportArgs, config: Option<PathBuf>) -> Result<(), F
 /// The artifact of `version` in the registry of the config's database.
 fn registry_model(version: &str, config: Option<PathBuf>) -> Result<crate::model::Model, Failure> {
     let c = crate::config::Config::load(config.as_deref()).map_err(|e| Failure::Input(e.into()))?;
-    if !c.database_path.exists() {
+    if let Some(path) = c.database_at.sqlite_path().filter(|p| !p.exists()) {
         return Err(Failure::Input(anyhow::anyhow!(
             "{}: no database here, so no registry (database.url in {})",
-            c.database_path.display(),
+            path.display(),
             c.source
         )));
     }
@@ -228,7 +228,7 @@ fn registry_model(version: &str, config: Option<PathBuf>) -> Result<crate::model
         .build()
         .map_err(|e| Failure::Other(e.into()))?;
     let record = runtime.block_on(async {
-        let store = crate::store::open(&c.database_path).await?;
+        let store = crate::store::open_at(&c.database_at).await?;
         crate::store::registry::get(&store, version).await
     });
     match record {

@@ -40,9 +40,9 @@ impl ClusterSettings {
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
     /// The default poll: 5 s.
     pub const DEFAULT_POLL: Duration = Duration::from_secs(5);
-    /// The shortest lease accepted: the lease is kept in milliseconds and
-    /// renewed three times per lease.
-    pub const MIN_LEASE: Duration = Duration::from_millis(300);
+    /// The shortest lease accepted (`config::MIN_LEASE`): the lease is kept in
+    /// milliseconds and renewed three times per lease.
+    pub const MIN_LEASE: Duration = crate::config::MIN_LEASE;
 
     /// The default timing for replica `replica_id`.
     pub fn new(replica_id: impl Into<String>) -> ClusterSettings {

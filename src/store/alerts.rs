@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 /// Where a notification stands; stored and answered as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum MailState {
     /// Waiting for its first or next attempt.
     Pending,
@@ -114,60 +114,65 @@ const COLUMNS: &str = "id, created, group_key, kind, subject, body_text, body_ht
 
 /// Stores a notification and its images in one transaction; returns its id.
 pub async fn insert(store: &Store, mail: &NewMail, now: i64) -> Result<i64, StoreError> {
-    let mut tx = store.pool.begin().await?;
-    let done = sqlx::query(
-        "INSERT INTO alerts (created, group_key, kind, subject, body_text, body_html, message_id, \
-         thread, recipients, alerts, state, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(now)
-    .bind(&mail.group_key)
-    .bind(&mail.kind)
-    .bind(&mail.subject)
-    .bind(&mail.body_text)
-    .bind(&mail.body_html)
-    .bind(&mail.message_id)
-    .bind(serde_json::to_string(&mail.thread).unwrap_or_default())
-    .bind(serde_json::to_string(&mail.recipients).unwrap_or_default())
-    .bind(mail.alerts.to_string())
-    .bind(mail.state)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    let id = done.last_insert_rowid();
-    for (position, image) in mail.images.iter().enumerate() {
-        sqlx::query("INSERT INTO alert_images (alert_id, position, cid, png) VALUES (?, ?, ?, ?)")
+    let id = on_pool!(store, |pool| {
+        let mut tx = pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO alerts (created, group_key, kind, subject, body_text, body_html, \
+             message_id, thread, recipients, alerts, state, next_attempt) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(now)
+        .bind(&mail.group_key)
+        .bind(&mail.kind)
+        .bind(&mail.subject)
+        .bind(&mail.body_text)
+        .bind(&mail.body_html)
+        .bind(&mail.message_id)
+        .bind(serde_json::to_string(&mail.thread).unwrap_or_default())
+        .bind(serde_json::to_string(&mail.recipients).unwrap_or_default())
+        .bind(mail.alerts.to_string())
+        .bind(mail.state)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        for (position, image) in mail.images.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO alert_images (alert_id, position, cid, png) VALUES ($1, $2, $3, $4)",
+            )
             .bind(id)
             .bind(position as i64)
             .bind(&image.cid)
             .bind(&image.png)
             .execute(&mut *tx)
             .await?;
-    }
-    tx.commit().await?;
+        }
+        tx.commit().await?;
+        id
+    });
     Ok(id)
 }
 
 /// The images of the mail `id`, in order.
 pub async fn images(store: &Store, id: i64) -> Result<Vec<MailImage>, StoreError> {
-    Ok(sqlx::query_as::<_, MailImage>(
-        "SELECT cid, png FROM alert_images WHERE alert_id = ? ORDER BY position",
+    Ok(on_pool!(store, |pool| sqlx::query_as::<_, MailImage>(
+        "SELECT cid, png FROM alert_images WHERE alert_id = $1 ORDER BY position",
     )
     .bind(id)
-    .fetch_all(&store.pool)
-    .await?)
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// Pending notifications whose next attempt is due, oldest first, with their
 /// images.
 pub async fn due(store: &Store, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
-    let mut mails = sqlx::query_as::<_, Mail>(&format!(
-        "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= ? \
-         ORDER BY next_attempt, id LIMIT ?"
+    let mut mails = on_pool!(store, |pool| sqlx::query_as::<_, Mail>(&format!(
+        "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= $1 \
+         ORDER BY next_attempt, id LIMIT $2"
     ))
     .bind(now)
     .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
+    .fetch_all(pool)
+    .await)?;
     for mail in &mut mails {
         mail.images = images(store, mail.id).await?;
     }
@@ -176,22 +181,26 @@ pub async fn due(store: &Store, now: i64, limit: i64) -> Result<Vec<Mail>, Store
 
 /// The earliest next attempt of a pending notification.
 pub async fn next_attempt(store: &Store) -> Result<Option<i64>, StoreError> {
-    let (t,): (Option<i64>,) =
-        sqlx::query_as("SELECT MIN(next_attempt) FROM alerts WHERE state = 'pending'")
-            .fetch_one(&store.pool)
-            .await?;
+    let (t,): (Option<i64>,) = on_pool!(store, |pool| sqlx::query_as(
+        "SELECT MIN(next_attempt) FROM alerts WHERE state = 'pending'"
+    )
+    .fetch_one(pool)
+    .await)?;
     Ok(t)
 }
 
 pub async fn mark_sent(store: &Store, id: i64, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE alerts SET state = 'sent', attempts = attempts + 1, sent_at = ?, last_error = NULL \
-         WHERE id = ?",
+    on_pool!(store, |pool| {
+        sqlx::query(
+        "UPDATE alerts SET state = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL \
+         WHERE id = $2",
     )
     .bind(now)
     .bind(id)
-    .execute(&store.pool)
-    .await?;
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
     Ok(())
 }
 
@@ -207,60 +216,66 @@ pub async fn mark_failed_attempt(
         Some(t) => (MailState::Pending, t),
         None => (MailState::Failed, 0),
     };
-    sqlx::query(
-        "UPDATE alerts SET state = ?, attempts = attempts + 1, last_error = ?, \
-         next_attempt = CASE WHEN ? = 'failed' THEN next_attempt ELSE ? END WHERE id = ?",
+    on_pool!(store, |pool| sqlx::query(
+        "UPDATE alerts SET state = $1, attempts = attempts + 1, last_error = $2, \
+         next_attempt = CASE WHEN $3 = 'failed' THEN next_attempt ELSE $4 END WHERE id = $5",
     )
     .bind(state)
     .bind(error)
     .bind(state)
     .bind(next)
     .bind(id)
-    .execute(&store.pool)
-    .await?;
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
     Ok(())
 }
 
 /// Notifications counted against the hourly cap (not held, not tests) created
 /// since `since`.
 pub async fn counted_since(store: &Store, since: i64) -> Result<i64, StoreError> {
-    let (n,): (i64,) = sqlx::query_as(
-        "SELECT COUNT(*) FROM alerts WHERE created >= ? AND state NOT IN ('held', 'summarized') \
+    let (n,): (i64,) = on_pool!(store, |pool| {
+        sqlx::query_as(
+        "SELECT COUNT(*) FROM alerts WHERE created >= $1 AND state NOT IN ('held', 'summarized') \
          AND kind != 'test'",
     )
     .bind(since)
-    .fetch_one(&store.pool)
-    .await?;
+    .fetch_one(pool)
+    .await
+    })?;
     Ok(n)
 }
 
 /// Held notifications: (id, subject), oldest first.
 pub async fn held(store: &Store) -> Result<Vec<(i64, String)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT id, subject FROM alerts WHERE state = 'held' ORDER BY id")
-            .fetch_all(&store.pool)
-            .await?,
+    Ok(on_pool!(store, |pool| sqlx::query_as(
+        "SELECT id, subject FROM alerts WHERE state = 'held' ORDER BY id"
     )
+    .fetch_all(pool)
+    .await)?)
 }
 
 pub async fn mark_summarized(store: &Store, ids: &[i64]) -> Result<(), StoreError> {
     for id in ids {
-        sqlx::query("UPDATE alerts SET state = 'summarized' WHERE id = ? AND state = 'held'")
-            .bind(id)
-            .execute(&store.pool)
-            .await?;
+        on_pool!(store, |pool| sqlx::query(
+            "UPDATE alerts SET state = 'summarized' WHERE id = $1 AND state = 'held'"
+        )
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
     }
     Ok(())
 }
 
 /// The newest `limit` notifications, newest first.
 pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Mail>, StoreError> {
-    Ok(sqlx::query_as::<_, Mail>(&format!(
-        "SELECT {COLUMNS} FROM alerts ORDER BY id DESC LIMIT ?"
-    ))
+    Ok(on_pool!(store, |pool| sqlx::query_as::<_, Mail>(
+        &format!("SELECT {COLUMNS} FROM alerts ORDER BY id DESC LIMIT $1")
+    )
     .bind(limit)
-    .fetch_all(&store.pool)
-    .await?)
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// The newest `limit` notifications in `state`, newest first.
@@ -269,40 +284,43 @@ pub async fn recent_in(
     state: MailState,
     limit: i64,
 ) -> Result<Vec<Mail>, StoreError> {
-    Ok(sqlx::query_as::<_, Mail>(&format!(
-        "SELECT {COLUMNS} FROM alerts WHERE state = ? ORDER BY id DESC LIMIT ?"
-    ))
+    Ok(on_pool!(store, |pool| sqlx::query_as::<_, Mail>(
+        &format!("SELECT {COLUMNS} FROM alerts WHERE state = $1 ORDER BY id DESC LIMIT $2")
+    )
     .bind(state)
     .bind(limit)
-    .fetch_all(&store.pool)
-    .await?)
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// Notifications by state.
 pub async fn counts(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT state, COUNT(*) FROM alerts GROUP BY state ORDER BY state")
-            .fetch_all(&store.pool)
-            .await?,
+    Ok(on_pool!(store, |pool| sqlx::query_as(
+        "SELECT state, COUNT(*) FROM alerts GROUP BY state ORDER BY state"
     )
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// The rules' saved state (JSON), if any.
 pub async fn load_rules(store: &Store) -> Result<Option<String>, StoreError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM alert_rules WHERE id = 1")
-        .fetch_optional(&store.pool)
-        .await?;
+    let row: Option<(String,)> = on_pool!(store, |pool| sqlx::query_as(
+        "SELECT state FROM alert_rules WHERE id = 1"
+    )
+    .fetch_optional(pool)
+    .await)?;
     Ok(row.map(|(s,)| s))
 }
 
 pub async fn save_rules(store: &Store, state: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO alert_rules (id, state) VALUES (1, ?) \
+    on_pool!(store, |pool| sqlx::query(
+        "INSERT INTO alert_rules (id, state) VALUES (1, $1) \
          ON CONFLICT (id) DO UPDATE SET state = excluded.state",
     )
     .bind(state)
-    .execute(&store.pool)
-    .await?;
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
     Ok(())
 }
 
@@ -318,9 +336,9 @@ pub struct SilenceRow {
 }
 
 pub async fn insert_silence(store: &Store, s: &SilenceRow) -> Result<(), StoreError> {
-    sqlx::query(
+    on_pool!(store, |pool| sqlx::query(
         "INSERT INTO silences (id, matchers, starts_at, ends_at, created_by, comment) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&s.id)
     .bind(&s.matchers)
@@ -328,27 +346,31 @@ pub async fn insert_silence(store: &Store, s: &SilenceRow) -> Result<(), StoreEr
     .bind(s.ends_at)
     .bind(&s.created_by)
     .bind(&s.comment)
-    .execute(&store.pool)
-    .await?;
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
     Ok(())
 }
 
 /// Silences that have not ended by `now`, oldest first.
 pub async fn silences(store: &Store, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
-    Ok(sqlx::query_as::<_, SilenceRow>(
+    Ok(on_pool!(store, |pool| sqlx::query_as::<_, SilenceRow>(
         "SELECT id, matchers, starts_at, ends_at, created_by, comment FROM silences \
-         WHERE ends_at > ? ORDER BY starts_at, id",
+         WHERE ends_at > $1 ORDER BY starts_at, id",
     )
     .bind(now)
-    .fetch_all(&store.pool)
-    .await?)
+    .fetch_all(pool)
+    .await)?)
 }
 
 /// Deletes a silence; whether it existed.
 pub async fn delete_silence(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM silences WHERE id = ?")
-        .bind(id)
-        .execute(&store.pool)
-        .await?;
-    Ok(done.rows_affected() > 0)
+    let done = on_pool!(store, |pool| sqlx::query(
+        "DELETE FROM silences WHERE id = $1"
+    )
+    .bind(id)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done > 0)
 }

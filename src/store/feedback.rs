@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use super::rollups::{self, Outcome, Outcomes};
@@ -57,15 +57,18 @@ pub struct Logged {
 pub async fn logged(store: &Store, ids: &[&str]) -> Result<Vec<Logged>, StoreError> {
     let mut known = Vec::with_capacity(ids.len());
     for chunk in super::standard_chunks(ids) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT id, model_version, output, features, time FROM predictions WHERE id IN (",
-        );
-        let mut sep = q.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        q.push(")");
-        known.extend(q.build_query_as::<Logged>().fetch_all(&store.pool).await?);
+        let rows = on_pool!(store, |pool| {
+            let mut q: QueryBuilder<DB> = QueryBuilder::new(
+                "SELECT id, model_version, output, features, time FROM predictions WHERE id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            q.build_query_as::<Logged>().fetch_all(pool).await
+        })?;
+        known.extend(rows);
     }
     Ok(known)
 }
@@ -164,19 +167,100 @@ async fn upsert_groups_at(
     groups: &[&[FeedbackRow]],
     now: i64,
 ) -> Result<Vec<Vec<LabelOutcome>>, StoreError> {
-    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut outcomes = Vec::with_capacity(groups.len());
-    let mut rollup = Outcomes::default();
-    for rows in groups {
-        outcomes.push(upsert_in(&mut tx, rows, now, &mut rollup).await?);
-    }
-    rollup.write(&mut tx).await?;
-    tx.commit().await?;
-    Ok(outcomes)
+    use super::Pool as _;
+    let minute = rollups::minute_of(now);
+    on_pool!(store, |pool| {
+        let mut tx = pool.begin_write().await?;
+        let mut all = Vec::with_capacity(groups.len());
+        let mut rollup = Outcomes::default();
+        for rows in groups {
+            let mut outcomes = Vec::with_capacity(rows.len());
+            for chunk in super::standard_chunks(rows) {
+                let mut q: QueryBuilder<DB> = QueryBuilder::new(
+                    "SELECT p.id, p.model_version, p.output, f.label, f.time FROM predictions p \
+                     LEFT JOIN feedback f ON f.prediction_id = p.id WHERE p.id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for r in chunk {
+                    sep.push_bind(&r.prediction_id);
+                }
+                q.push(")");
+                let mut stored: HashMap<String, Target> = q
+                    .build_query_as::<Target>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|t| (t.id.clone(), t))
+                    .collect();
+                let mut changed = Vec::with_capacity(chunk.len());
+                for r in chunk {
+                    // An unknown prediction: the INSERT below fails on its foreign key.
+                    let Some(target) = stored.get_mut(&r.prediction_id) else {
+                        changed.push(r);
+                        outcomes.push(LabelOutcome::New);
+                        continue;
+                    };
+                    let outcome = match (&target.label, target.time) {
+                        (None, _) | (_, None) => LabelOutcome::New,
+                        (Some(label), _) if *label == r.label => LabelOutcome::Unchanged,
+                        (Some(_), _) => LabelOutcome::Replaced,
+                    };
+                    if outcome != LabelOutcome::Unchanged {
+                        // The label replaced leaves the minute it arrived in.
+                        if let (Some(label), Some(time)) = (&target.label, target.time) {
+                            let old = Outcome::of(&target.output, label).negated();
+                            rollup.add(rollups::minute_of(time), &target.model_version, old);
+                        }
+                        let new = Outcome::of(&target.output, &r.label);
+                        rollup.add(minute, &target.model_version, new);
+                        // A row labelling the same prediction again within this chunk
+                        // compares with this label, as a later request would.
+                        target.label = Some(r.label.clone());
+                        target.time = Some(now);
+                        changed.push(r);
+                    }
+                    outcomes.push(outcome);
+                }
+                // One statement per distinct prediction would be needed if a chunk held
+                // the same id twice (an upsert cannot touch one row twice); apply such
+                // rows one by one, in order.
+                let runs = distinct_runs(&changed);
+                for part in runs
+                    .iter()
+                    .flat_map(|run| super::standard_chunks(run.as_slice()))
+                {
+                    let mut q: QueryBuilder<DB> =
+                        QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
+                    q.push_values(part, |mut b, r| {
+                        b.push_bind(&r.prediction_id)
+                            .push_bind(now)
+                            .push_bind(&r.label);
+                    });
+                    q.push(
+                        " ON CONFLICT (prediction_id) DO UPDATE SET time = excluded.time, \
+                         label = excluded.label, revisions = feedback.revisions + 1",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+            }
+            all.push(outcomes);
+        }
+        for (minute, version, o) in rollup.entries() {
+            sqlx::query(rollups::FEEDBACK_UPSERT)
+                .bind(minute)
+                .bind(version)
+                .bind(o.labels)
+                .bind(o.correct)
+                .bind(o.abs_error)
+                .bind(o.sq_error)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(all)
+    })
 }
 
-/// A labelled prediction as the committer reads it: its version and answer,
-/// and its stored label with the time that label arrived, if any.
 #[derive(sqlx::FromRow)]
 struct Target {
     id: String,
@@ -186,86 +270,6 @@ struct Target {
     time: Option<i64>,
 }
 
-async fn upsert_in(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    rows: &[FeedbackRow],
-    now: i64,
-    rollup: &mut Outcomes,
-) -> Result<Vec<LabelOutcome>, StoreError> {
-    let mut outcomes = Vec::with_capacity(rows.len());
-    let minute = rollups::minute_of(now);
-    for chunk in super::standard_chunks(rows) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT p.id, p.model_version, p.output, f.label, f.time FROM predictions p \
-             LEFT JOIN feedback f ON f.prediction_id = p.id WHERE p.id IN (",
-        );
-        let mut sep = q.separated(", ");
-        for r in chunk {
-            sep.push_bind(&r.prediction_id);
-        }
-        q.push(")");
-        let mut stored: HashMap<String, Target> = q
-            .build_query_as::<Target>()
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|t| (t.id.clone(), t))
-            .collect();
-        let mut changed = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            // An unknown prediction: the INSERT below fails on its foreign key.
-            let Some(target) = stored.get_mut(&r.prediction_id) else {
-                changed.push(r);
-                outcomes.push(LabelOutcome::New);
-                continue;
-            };
-            let outcome = match (&target.label, target.time) {
-                (None, _) | (_, None) => LabelOutcome::New,
-                (Some(label), _) if *label == r.label => LabelOutcome::Unchanged,
-                (Some(_), _) => LabelOutcome::Replaced,
-            };
-            if outcome != LabelOutcome::Unchanged {
-                // The label replaced leaves the minute it arrived in.
-                if let (Some(label), Some(time)) = (&target.label, target.time) {
-                    let old = Outcome::of(&target.output, label).negated();
-                    rollup.add(rollups::minute_of(time), &target.model_version, old);
-                }
-                let new = Outcome::of(&target.output, &r.label);
-                rollup.add(minute, &target.model_version, new);
-                // A row labelling the same prediction again within this chunk
-                // compares with this label, as a later request would.
-                target.label = Some(r.label.clone());
-                target.time = Some(now);
-                changed.push(r);
-            }
-            outcomes.push(outcome);
-        }
-        // One statement per distinct prediction would be needed if a chunk held
-        // the same id twice (an upsert cannot touch one row twice); apply such
-        // rows one by one, in order.
-        let runs = distinct_runs(&changed);
-        for part in runs
-            .iter()
-            .flat_map(|run| super::standard_chunks(run.as_slice()))
-        {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO feedback (prediction_id, time, label) ");
-            q.push_values(part, |mut b, r| {
-                b.push_bind(&r.prediction_id)
-                    .push_bind(now)
-                    .push_bind(&r.label);
-            });
-            q.push(
-                " ON CONFLICT (prediction_id) DO UPDATE SET time = excluded.time, \
-                 label = excluded.label, revisions = revisions + 1",
-            );
-            q.build().execute(&mut **tx).await?;
-        }
-    }
-    Ok(outcomes)
-}
-
-/// Splits `rows` into consecutive runs in which no prediction id repeats.
 fn distinct_runs<'a>(rows: &[&'a FeedbackRow]) -> Vec<Vec<&'a FeedbackRow>> {
     let mut runs: Vec<Vec<&FeedbackRow>> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -294,10 +298,10 @@ mod tests {
         for i in 0..200 {
             sqlx::query(
                 "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
-                 VALUES (?, 0, '1', '{}', '{}', 0)",
+                 VALUES ($1, 0, '1', '{}', '{}', 0)",
             )
             .bind(format!("p{i}"))
-            .execute(&pool.pool)
+            .execute(pool.sqlite_pool().unwrap())
             .await
             .unwrap();
         }
@@ -316,7 +320,7 @@ mod tests {
         assert!(retry.iter().all(|r| *r == [Unchanged]), "{retry:?}");
         let (n, b): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), SUM(label = '\"b\"' AND revisions = 1) FROM feedback")
-                .fetch_one(&pool.pool)
+                .fetch_one(pool.sqlite_pool().unwrap())
                 .await
                 .unwrap();
         assert_eq!((n, b), (200, 50));
@@ -375,10 +379,12 @@ mod tests {
         let after = super::super::sqlite_memory_bytes();
         // One statement per size: about 30 MB more; the standard sizes: under 1.
         assert!(after < before + 10_000_000, "{before} -> {after}");
-        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
+        let stored: i64 = on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM feedback"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap();
         assert_eq!(stored as usize, total);
         drop(committer);
         task.await.unwrap();
@@ -392,7 +398,7 @@ mod tests {
             "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
              VALUES ('p', 0, '1', '{}', '{}', 0)",
         )
-        .execute(&pool.pool)
+        .execute(pool.sqlite_pool().unwrap())
         .await
         .unwrap();
         let (committer, task) = Committer::spawn(pool.clone());
@@ -407,7 +413,7 @@ mod tests {
         assert_eq!(outcomes, [New, Unchanged, Replaced, Unchanged, Replaced]);
         let (label, revisions): (String, i64) =
             sqlx::query_as("SELECT label, revisions FROM feedback WHERE prediction_id = 'p'")
-                .fetch_one(&pool.pool)
+                .fetch_one(pool.sqlite_pool().unwrap())
                 .await
                 .unwrap();
         assert_eq!((label.as_str(), revisions), ("\"a\"", 2));
@@ -427,12 +433,12 @@ mod tests {
         ] {
             sqlx::query(
                 "INSERT INTO predictions (id, time, model_version, features, output, latency_us) \
-                 VALUES (?, 0, ?, '{}', ?, 0)",
+                 VALUES ($1, 0, $2, '{}', $3, 0)",
             )
             .bind(id)
             .bind(version)
             .bind(output)
-            .execute(&store.pool)
+            .execute(store.sqlite_pool().unwrap())
             .await
             .unwrap();
         }
@@ -448,13 +454,14 @@ mod tests {
         at(vec![label("c", "\"a\""), label("r", "2")], minute + 5).await;
         at(vec![label("c", "\"b\""), label("r", "3.5")], 3 * minute + 1).await;
         at(vec![label("c", "\"b\"")], 4 * minute).await;
-        let rollups: Vec<(i64, String, i64, i64, f64, f64)> = sqlx::query_as(
-            "SELECT minute, model_version, labels, correct, abs_error_sum, sq_error_sum \
+        let rollups: Vec<(i64, String, i64, i64, f64, f64)> =
+            on_pool!(store, |pool| sqlx::query_as(
+                "SELECT minute, model_version, labels, correct, abs_error_sum, sq_error_sum \
              FROM feedback_rollups ORDER BY minute, model_version",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+            )
+            .fetch_all(pool)
+            .await)
+            .unwrap();
         assert_eq!(
             rollups,
             vec![

@@ -1,14 +1,41 @@
-//! SQLite through sqlx: opening the database (WAL, foreign keys, busy timeout),
-//! the embedded migrations, and the queries of the serving core. The prediction log
-//! writer is in `writer`, the model registry in `registry`, the per-minute
-//! rollups the dashboard reads in `rollups`. PostgreSQL (issue 19) is groundwork
-//! so far: its migrations (migrations/postgres, kept in parity with SQLite's by
-//! tests/postgres.rs) and the log's batch insert (`writer::PostgresLog`); `open`
-//! takes SQLite only.
+//! The database through sqlx: SQLite (the embedded default: one file, WAL,
+//! foreign keys, a busy timeout) or PostgreSQL (`database.url = "postgres://..."`,
+//! for several replicas), the embedded migrations of each (`migrations/` and
+//! `migrations/postgres/`, kept in parity by tests/postgres.rs), and the queries
+//! of the serving core. The prediction log writer is in `writer`, the model
+//! registry in `registry`, the per-minute rollups the dashboard reads in
+//! `rollups`.
+//!
+//! One query text serves both backends: placeholders are `$1`, `$2`, ... (sqlx's
+//! SQLite driver takes them too), integers are 64-bit, flags are integers 0/1 on
+//! both, and `on_pool!` runs the same statement code on whichever pool the
+//! store holds. A transaction that must see no concurrent writer (SQLite's
+//! `BEGIN IMMEDIATE`) begins through [`Pool::begin_write`], which on PostgreSQL
+//! takes a transaction-scoped advisory lock instead.
 //!
 //! This module owns SQL; callers see typed rows and `StoreError`, and hold the
 //! database as a [`Store`]: no type of the database driver appears in a signature
-//! outside `store`, so a second backend changes this module and nothing above it.
+//! outside `store`.
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever backend it is:
+/// the body is compiled once per backend, so it may use any sqlx call both
+/// drivers take. Inside, `DB` names the backend's `sqlx::Database` type.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store.backend() {
+            $crate::store::Backend::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type DB = sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Backend::Postgres($pool) => {
+                #[allow(dead_code)]
+                type DB = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
 
 pub mod alerts;
 pub mod drift;
@@ -22,25 +49,165 @@ pub mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+
+pub use crate::config::{redact, Location};
 
 /// The database, as the rest of the daemon holds it: a cheap handle (clone it
 /// freely) passed to the query functions of this module and its children.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    /// Read-only rusqlite connections for reads of many rows (`read`).
-    readers: std::sync::Arc<read::Readers>,
+    db: Db,
+}
+
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite {
+        pool: SqlitePool,
+        /// Read-only rusqlite connections for reads of many rows (`read`).
+        readers: Arc<read::Readers>,
+    },
+    Postgres {
+        pool: PgPool,
+        /// The URL it was opened with (the log writer and the leader election
+        /// open connections of their own).
+        url: Arc<str>,
+    },
+}
+
+/// The pool of a [`Store`], by backend (what `on_pool!` matches on).
+pub(crate) enum Backend<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a PgPool),
 }
 
 impl Store {
     /// Closes every connection (after the ones in use are given back).
     pub async fn close(&self) {
-        self.readers.close();
-        self.pool.close().await;
+        match &self.db {
+            Db::Sqlite { pool, readers } => {
+                readers.close();
+                pool.close().await;
+            }
+            Db::Postgres { pool, .. } => pool.close().await,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend<'_> {
+        match &self.db {
+            Db::Sqlite { pool, .. } => Backend::Sqlite(pool),
+            Db::Postgres { pool, .. } => Backend::Postgres(pool),
+        }
+    }
+
+    /// Whether this is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres { .. })
+    }
+
+    /// The PostgreSQL URL it was opened with, if it is one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self.db {
+            Db::Postgres { url, .. } => Some(url),
+            Db::Sqlite { .. } => None,
+        }
+    }
+
+    /// The PostgreSQL pool, if it is one (the cluster module's queries).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Postgres { pool, .. } => Some(pool),
+            Db::Sqlite { .. } => None,
+        }
+    }
+
+    /// The SQLite pool, if it is one.
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.db {
+            Db::Sqlite { pool, .. } => Some(pool),
+            Db::Postgres { .. } => None,
+        }
+    }
+}
+
+/// A value a column of either backend decodes into.
+pub(crate) trait Column:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+{
+}
+
+/// A row of either backend, read by column name: the code that turns a row into
+/// a record is written once for both.
+pub(crate) trait Get {
+    fn get<T: Column>(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+impl Get for sqlx::sqlite::SqliteRow {
+    fn get<T: Column>(&self, column: &str) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+impl Get for sqlx::postgres::PgRow {
+    fn get<T: Column>(&self, column: &str) -> Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+/// The key of the transaction-scoped advisory lock that serialises
+/// [`Pool::begin_write`] transactions on PostgreSQL ("stewardw" in ASCII).
+const WRITE_LOCK: i64 = 0x7374_6577_6172_6477;
+
+/// A pool's way to begin a transaction that no other such transaction runs
+/// beside: a check-then-write (the registry's activation, a label's revision)
+/// must see the rows it decides on unchanged until it commits. SQLite's
+/// `BEGIN IMMEDIATE` takes the database's write lock at once; on PostgreSQL the
+/// transaction takes one advisory lock (`pg_advisory_xact_lock`), released at
+/// commit or rollback, so that a concurrent one waits rather than failing with a
+/// unique violation or a serialization error.
+pub(crate) trait Pool {
+    type Db: sqlx::Database;
+
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
+}
+
+impl Pool for SqlitePool {
+    type Db = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl Pool for PgPool {
+    type Db = sqlx::Postgres;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WRITE_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 
@@ -113,6 +280,13 @@ fn code_unavailable(code: i32) -> bool {
 /// READONLY (8), IOERR (10), FULL (13) and CANTOPEN (14), by primary result code.
 pub fn sql_unavailable(e: &sqlx::Error) -> bool {
     match e {
+        sqlx::Error::Database(db)
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            writer::postgres_unavailable(e)
+        }
         sqlx::Error::Database(db) => db
             .code()
             .and_then(|c| c.parse::<i32>().ok())
@@ -177,9 +351,68 @@ pub async fn open(path: &Path) -> Result<Store, StoreError> {
         .await
         .map_err(|source| StoreError::NotWritable { path: name, source })?;
     Ok(Store {
-        pool,
-        readers: read::Readers::new(path.to_path_buf()),
+        db: Db::Sqlite {
+            pool,
+            readers: read::Readers::new(path.to_path_buf()),
+        },
     })
+}
+
+/// Opens the database at `location`: [`open`] for a SQLite file, [`open_postgres`]
+/// for a PostgreSQL URL.
+pub async fn open_at(location: &Location) -> Result<Store, StoreError> {
+    match location {
+        Location::Sqlite(path) => open(path).await,
+        Location::Postgres(url) => open_postgres(url).await,
+    }
+}
+
+/// Connections the PostgreSQL pool keeps at most. The log writer and the leader
+/// election hold one more each, of their own.
+pub const POSTGRES_POOL: u32 = 8;
+
+/// Connects to the PostgreSQL database at `url`, applies its migrations
+/// (`migrations/postgres`) and proves it writable. Replicas starting together
+/// run the migrations one at a time: sqlx's migrator holds an advisory lock
+/// while it applies them.
+pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+    let name = redact(url);
+    let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Open {
+        path: name.clone(),
+        source,
+    })?;
+    let pool = PgPoolOptions::new()
+        .max_connections(POSTGRES_POOL)
+        .acquire_timeout(BUSY_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Open {
+            path: name.clone(),
+            source,
+        })?;
+    sqlx::migrate!("./migrations/postgres")
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            path: name.clone(),
+            source,
+        })?;
+    let store = Store {
+        db: Db::Postgres {
+            pool,
+            url: Arc::from(url),
+        },
+    };
+    heartbeat(&store)
+        .await
+        .map_err(|e| StoreError::NotWritable {
+            path: name,
+            source: match e {
+                StoreError::Sql(source) => source,
+                other => sqlx::Error::Protocol(other.to_string()),
+            },
+        })?;
+    Ok(store)
 }
 
 /// Whether a connection given back to the pool may be reused: only outside any
@@ -209,13 +442,19 @@ async fn released_outside_transaction(
 
 /// Rewrites the heartbeat row: fails when the database cannot be written.
 pub async fn heartbeat(store: &Store) -> Result<(), StoreError> {
-    touch(&store.pool).await.map_err(StoreError::Sql)
+    on_pool!(store, |pool| touch(pool).await)?;
+    Ok(())
 }
 
-async fn touch(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE heartbeat SET time = ? WHERE id = 1")
+async fn touch<'e, E>(executor: E) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e>,
+    i64: sqlx::Encode<'e, E::Database> + sqlx::Type<E::Database>,
+    <E::Database as sqlx::Database>::Arguments<'e>: sqlx::IntoArguments<'e, E::Database>,
+{
+    sqlx::query("UPDATE heartbeat SET time = $1 WHERE id = 1")
         .bind(crate::time::now_millis())
-        .execute(pool)
+        .execute(executor)
         .await
         .map(|_| ())
 }
@@ -226,27 +465,30 @@ async fn touch(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 /// left.
 pub async fn apply_retention(store: &Store, days: u32) -> Result<u64, StoreError> {
     let cutoff = rollups::minute_of(crate::time::now_millis() - i64::from(days) * 86_400_000);
-    let done = sqlx::query("DELETE FROM predictions WHERE time < ?")
+    let done = on_pool!(store, |pool| {
+        let done = sqlx::query("DELETE FROM predictions WHERE time < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+        sqlx::query("DELETE FROM drift_reports WHERE time < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+        // Delivered or given-up alert mail; pending and held rows stay until sent.
+        sqlx::query(
+            "DELETE FROM alerts WHERE created < $1 AND state IN ('sent', 'failed', 'summarized')",
+        )
         .bind(cutoff)
-        .execute(&store.pool)
+        .execute(pool)
         .await?;
+        sqlx::query("DELETE FROM retrain_runs WHERE started < $1 AND state != 'running'")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+        done.rows_affected()
+    });
     rollups::delete_before(store, cutoff).await?;
-    sqlx::query("DELETE FROM drift_reports WHERE time < ?")
-        .bind(cutoff)
-        .execute(&store.pool)
-        .await?;
-    // Delivered or given-up alert mail; pending and held rows stay until sent.
-    sqlx::query(
-        "DELETE FROM alerts WHERE created < ? AND state IN ('sent', 'failed', 'summarized')",
-    )
-    .bind(cutoff)
-    .execute(&store.pool)
-    .await?;
-    sqlx::query("DELETE FROM retrain_runs WHERE started < ? AND state != 'running'")
-        .bind(cutoff)
-        .execute(&store.pool)
-        .await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 /// Row counts of the statements whose length grows with their rows (multi-row
@@ -355,7 +597,7 @@ mod tests {
         let fresh = dir.path().join("fresh.db");
         let store = super::open(&fresh).await.expect("open");
         let size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool().unwrap())
             .await
             .expect("page size");
         assert_eq!(size, i64::from(super::PAGE_SIZE));
@@ -372,7 +614,7 @@ mod tests {
         conn.close().await.expect("close");
         let store = super::open(&old).await.expect("open the old database");
         let size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool().unwrap())
             .await
             .expect("page size");
         assert_eq!(size, 4096);

@@ -14,15 +14,30 @@
 //! it replaced, and why), written in the same transaction: the history the
 //! dashboard marks on its charts ([`activations_since`]).
 
+use super::{Get, Pool, Store, StoreError};
 use serde::Serialize;
-use sqlx::Row;
 
-use super::{Store, StoreError};
+/// Binds the record's columns in the order of [`insert_sql`]'s placeholders (a
+/// macro: the query's type is the backend's).
+macro_rules! bind_record {
+    ($query:expr, $rec:expr) => {
+        $query
+            .bind(&$rec.version)
+            .bind($rec.created)
+            .bind(&$rec.path)
+            .bind($rec.metrics.to_string())
+            .bind($rec.sparsity)
+            .bind($rec.bits)
+            .bind(&$rec.parent)
+            .bind(&$rec.source)
+            .bind($rec.online_updates)
+    };
+}
 
 /// Where a registered version stands; stored and answered as its lowercase name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ModelStatus {
     /// The one version that answers requests.
     Active,
@@ -51,21 +66,21 @@ pub struct ModelRecord {
     pub activated: Option<i64>,
 }
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<ModelRecord, StoreError> {
-    let metrics: String = row.try_get("metrics")?;
+fn record(row: &impl Get) -> Result<ModelRecord, StoreError> {
+    let metrics: String = row.get("metrics")?;
     Ok(ModelRecord {
-        version: row.try_get("version")?,
-        created: row.try_get("created")?,
-        path: row.try_get("path")?,
+        version: row.get("version")?,
+        created: row.get("created")?,
+        path: row.get("path")?,
         metrics: serde_json::from_str(&metrics)
             .map_err(|e| StoreError::Decode(format!("models.metrics: {e}")))?,
-        sparsity: row.try_get("sparsity")?,
-        bits: row.try_get("bits")?,
-        status: row.try_get("status")?,
-        parent: row.try_get("parent")?,
-        source: row.try_get("source")?,
-        online_updates: row.try_get("online_updates")?,
-        activated: row.try_get("activated")?,
+        sparsity: row.get("sparsity")?,
+        bits: row.get("bits")?,
+        status: row.get("status")?,
+        parent: row.get("parent")?,
+        source: row.get("source")?,
+        online_updates: row.get("online_updates")?,
+        activated: row.get("activated")?,
     })
 }
 
@@ -74,40 +89,50 @@ const COLUMNS: &str =
 
 /// The active version, if any.
 pub async fn active(store: &Store) -> Result<Option<ModelRecord>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM models WHERE status = 'active'"
-    ))
-    .fetch_optional(&store.pool)
-    .await?;
-    row.as_ref().map(record).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM models WHERE status = 'active'");
+    on_pool!(store, |pool| {
+        let row = sqlx::query(&sql).fetch_optional(pool).await?;
+        row.as_ref().map(record).transpose()
+    })
 }
 
 /// One version, if registered.
 pub async fn get(store: &Store, version: &str) -> Result<Option<ModelRecord>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM models WHERE version = ?"))
-        .bind(version)
-        .fetch_optional(&store.pool)
-        .await?;
-    row.as_ref().map(record).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM models WHERE version = $1");
+    on_pool!(store, |pool| {
+        let row = sqlx::query(&sql).bind(version).fetch_optional(pool).await?;
+        row.as_ref().map(record).transpose()
+    })
 }
 
-/// Every version, newest first.
+/// Every version, newest first: by creation time, and within one millisecond
+/// by version number ("3.2" after "3.1" after "3").
 pub async fn list(store: &Store) -> Result<Vec<ModelRecord>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM models ORDER BY created DESC, rowid DESC"
-    ))
-    .fetch_all(&store.pool)
-    .await?;
-    rows.iter().map(record).collect()
+    let sql = format!("SELECT {COLUMNS} FROM models");
+    let mut all: Vec<ModelRecord> = on_pool!(store, |pool| {
+        let rows = sqlx::query(&sql).fetch_all(pool).await?;
+        rows.iter().map(record).collect::<Result<_, _>>()?
+    });
+    all.sort_by(|a, b| {
+        (b.created, version_key(&b.version)).cmp(&(a.created, version_key(&a.version)))
+    });
+    Ok(all)
+}
+
+/// A version's numbers for ordering: "3" → (3, 0), "3.2" → (3, 2).
+fn version_key(version: &str) -> (u64, u64) {
+    let (major, minor) = version.split_once('.').unwrap_or((version, "0"));
+    (major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
 }
 
 /// The next free minor version of `major` ("3" → "3.1", then "3.2", ...).
 pub async fn next_minor(store: &Store, major: &str) -> Result<String, StoreError> {
-    let versions: Vec<String> =
-        sqlx::query_scalar("SELECT version FROM models WHERE version LIKE ?")
-            .bind(format!("{major}.%"))
-            .fetch_all(&store.pool)
-            .await?;
+    let versions: Vec<String> = on_pool!(store, |pool| sqlx::query_scalar(
+        "SELECT version FROM models WHERE version LIKE $1"
+    )
+    .bind(format!("{major}.%"))
+    .fetch_all(pool)
+    .await)?;
     let last = versions
         .iter()
         .filter_map(|v| {
@@ -128,97 +153,72 @@ pub fn major(version: &str) -> &str {
 
 /// The next free version number.
 pub async fn next_version(store: &Store) -> Result<String, StoreError> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(version AS INTEGER)) FROM models")
-        .fetch_one(&store.pool)
-        .await?;
+    let max: Option<i64> = on_pool!(store, |pool| sqlx::query_scalar(
+        "SELECT MAX(CAST(version AS BIGINT)) FROM models WHERE version NOT LIKE '%.%'",
+    )
+    .fetch_one(pool)
+    .await)?;
     Ok((max.unwrap_or(0) + 1).to_string())
 }
 
 /// Registers `rec` and makes it the only active version, in one transaction.
 pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let previous = active_version(&mut tx).await?;
-    sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
-        .execute(&mut *tx)
-        .await?;
     let sql = insert_sql("active", NEXT_ACTIVATION);
-    bind_record(sqlx::query(&sql), rec)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    record_activation(&mut tx, &rec.version, previous.as_deref(), &rec.source).await?;
-    tx.commit().await?;
+    on_pool!(store, |pool| {
+        let mut tx = pool.begin_write().await?;
+        let previous: Option<String> = sqlx::query_scalar(ACTIVE_VERSION)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
+            .execute(&mut *tx)
+            .await?;
+        bind_record!(sqlx::query(&sql), rec)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(RECORD_ACTIVATION)
+            .bind(previous.as_deref())
+            .bind(&rec.source)
+            .bind(&rec.version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    });
     Ok(())
 }
 
-/// The active version inside a transaction.
-async fn active_version(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-) -> Result<Option<String>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT version FROM models WHERE status = 'active'")
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
-}
+/// The active version (inside a transaction).
+const ACTIVE_VERSION: &str = "SELECT version FROM models WHERE status = 'active'";
 
-/// Adds `version`'s activation (at its `activated` time) to the history.
-async fn record_activation(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    version: &str,
-    previous: Option<&str>,
-    reason: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO activations (time, version, previous, reason) \
-         SELECT activated, version, ?, ? FROM models WHERE version = ?",
-    )
-    .bind(previous)
-    .bind(reason)
-    .bind(version)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+/// Adds a version's activation (at its `activated` time) to the history:
+/// `$1` the version it replaced, `$2` the reason, `$3` the version.
+const RECORD_ACTIVATION: &str = "INSERT INTO activations (time, version, previous, reason) \
+     SELECT activated, version, $1, $2 FROM models WHERE version = $3";
 
 /// Registers `rec` without making it live (an upload that is not activated).
 pub async fn insert_inactive(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
     let sql = insert_sql("inactive", "NULL");
-    bind_record(sqlx::query(&sql), rec)
-        .execute(&store.pool)
-        .await?;
+    on_pool!(store, |pool| bind_record!(sqlx::query(&sql), rec)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
     Ok(())
 }
 
 /// The INSERT of one `models` row with this status and activation order.
 fn insert_sql(status: &str, activation: &str) -> String {
     format!(
-        "INSERT INTO models ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, '{status}', ?, ?, ?, {activation})"
+        "INSERT INTO models ({COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, '{status}', $7, $8, $9, {activation})"
     )
 }
 
-/// Binds the record's columns in the order of [`insert_sql`]'s placeholders.
-fn bind_record<'q>(
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    rec: &'q ModelRecord,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    query
-        .bind(&rec.version)
-        .bind(rec.created)
-        .bind(&rec.path)
-        .bind(rec.metrics.to_string())
-        .bind(rec.sparsity)
-        .bind(rec.bits)
-        .bind(&rec.parent)
-        .bind(&rec.source)
-        .bind(rec.online_updates)
-}
-
-/// The activation time: now, or just after the latest one, so that activations are
-/// strictly ordered even within one millisecond (the previous version is the
-/// inactive one activated last).
-const NEXT_ACTIVATION: &str = "MAX(?, COALESCE((SELECT MAX(activated) FROM models), 0) + 1)";
+/// The activation time, parameter `$10` being now: now, or just after the latest
+/// one, so that activations are strictly ordered even within one millisecond
+/// (the previous version is the inactive one activated last).
+const NEXT_ACTIVATION: &str = "(SELECT CASE WHEN $10 > m THEN $10 ELSE m END FROM \
+     (SELECT COALESCE(MAX(activated), 0) + 1 AS m FROM models) AS latest)";
 
 /// Why a stored version is made live again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,46 +234,60 @@ pub enum Reactivation {
 /// to the activation history. Returns false when there is no such version.
 pub async fn activate(store: &Store, version: &str, why: Reactivation) -> Result<bool, StoreError> {
     let now = crate::time::now_millis();
-    let mut tx = store.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let previous = active_version(&mut tx).await?;
-    let reason = match why {
-        Reactivation::Revert => "revert",
-        Reactivation::Operator => {
-            let (older,): (Option<bool>,) = sqlx::query_as(
-                "SELECT (SELECT created FROM models WHERE version = ?) \
-                      < (SELECT created FROM models WHERE status = 'active')",
-            )
-            .bind(version)
-            .fetch_one(&mut *tx)
+    let update = "UPDATE models SET status = 'active', activated = \
+         (SELECT CASE WHEN $1 > m THEN $1 ELSE m END FROM \
+          (SELECT COALESCE(MAX(activated), 0) + 1 AS m FROM models) AS latest) \
+         WHERE version = $2 AND status != 'retired'";
+    let done = on_pool!(store, |pool| {
+        let mut tx = pool.begin_write().await?;
+        let previous: Option<String> = sqlx::query_scalar(ACTIVE_VERSION)
+            .fetch_optional(&mut *tx)
             .await?;
-            if older.unwrap_or(false) {
-                "rollback"
-            } else {
-                "rollforward"
+        let reason = match why {
+            Reactivation::Revert => "revert",
+            Reactivation::Operator => {
+                let (older,): (Option<bool>,) = sqlx::query_as(
+                    "SELECT (SELECT created FROM models WHERE version = $1) \
+                          < (SELECT created FROM models WHERE status = 'active')",
+                )
+                .bind(version)
+                .fetch_one(&mut *tx)
+                .await?;
+                if older.unwrap_or(false) {
+                    "rollback"
+                } else {
+                    "rollforward"
+                }
             }
-        }
-    };
-    sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != ?")
+        };
+        sqlx::query(
+            "UPDATE models SET status = 'inactive' WHERE status = 'active' AND version != $1",
+        )
         .bind(version)
         .execute(&mut *tx)
         .await?;
-    let done = sqlx::query(&format!(
-        "UPDATE models SET status = 'active', activated = {NEXT_ACTIVATION} \
-         WHERE version = ? AND status != 'retired'"
-    ))
-    .bind(now)
-    .bind(version)
-    .execute(&mut *tx)
-    .await?;
-    if done.rows_affected() != 1 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    if previous.as_deref() != Some(version) {
-        record_activation(&mut tx, version, previous.as_deref(), reason).await?;
-    }
-    tx.commit().await?;
-    Ok(true)
+        let done = sqlx::query(update)
+            .bind(now)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            false
+        } else {
+            if previous.as_deref() != Some(version) {
+                sqlx::query(RECORD_ACTIVATION)
+                    .bind(previous.as_deref())
+                    .bind(reason)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            true
+        }
+    });
+    Ok(done)
 }
 
 /// One entry of the activation history.
@@ -296,13 +310,15 @@ pub async fn activations_since(
     store: &Store,
     since: i64,
 ) -> Result<Vec<ActivationRecord>, StoreError> {
-    Ok(sqlx::query_as::<_, ActivationRecord>(
-        "SELECT time, version, previous, reason FROM activations WHERE time >= ? \
+    Ok(on_pool!(store, |pool| {
+        sqlx::query_as::<_, ActivationRecord>(
+            "SELECT time, version, previous, reason FROM activations WHERE time >= $1 \
          ORDER BY time, id",
-    )
-    .bind(since)
-    .fetch_all(&store.pool)
-    .await?)
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await
+    })?)
 }
 
 /// Marks as retired every version beyond the newest `keep` that is neither
@@ -334,12 +350,13 @@ pub async fn retire(
         .map(|(_, r)| r)
         .collect();
     for r in &retired {
-        sqlx::query(
-            "UPDATE models SET status = 'retired' WHERE version = ? AND status = 'inactive'",
+        on_pool!(store, |pool| sqlx::query(
+            "UPDATE models SET status = 'retired' WHERE version = $1 AND status = 'inactive'",
         )
         .bind(&r.version)
-        .execute(&store.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
     }
     Ok(retired)
 }
@@ -432,7 +449,7 @@ mod tests {
         );
         // Stored as the names the API shows.
         let stored: Vec<String> = sqlx::query_scalar("SELECT status FROM models ORDER BY version")
-            .fetch_all(&pool.pool)
+            .fetch_all(pool.sqlite_pool().unwrap())
             .await
             .unwrap();
         assert_eq!(

@@ -5,15 +5,13 @@
 //! metrics, the decision and the training report. A run still `running` when the
 //! daemon starts was cut short by a stop or crash: [`interrupted`] marks it failed.
 
+use super::{Get, Store, StoreError};
 use serde::Serialize;
-use sqlx::Row;
-
-use super::{Store, StoreError};
 
 /// Where a run stands; stored and answered as its snake_case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunState {
     /// Started, not yet ended (or cut short by a stop: see [`interrupted`]).
     #[default]
@@ -43,7 +41,7 @@ impl RunState {
 /// What started a run; stored and answered as its snake_case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
-#[sqlx(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Trigger {
     /// `training.schedule`.
     Schedule,
@@ -108,30 +106,30 @@ const COLUMNS: &str =
     "id, trigger, started, finished, change_time, state, rows, train_rows, holdout_rows, metric, \
      live_version, live_metric, candidate_metric, candidate_version, decision, report, error";
 
-fn run(row: &sqlx::sqlite::SqliteRow) -> Result<Run, StoreError> {
-    let report: Option<String> = row.try_get("report")?;
+fn run(row: &impl Get) -> Result<Run, StoreError> {
+    let report: Option<String> = row.get("report")?;
     Ok(Run {
-        id: row.try_get("id")?,
-        trigger: row.try_get("trigger")?,
-        started: row.try_get("started")?,
-        finished: row.try_get("finished")?,
-        change_time: row.try_get("change_time")?,
+        id: row.get("id")?,
+        trigger: row.get("trigger")?,
+        started: row.get("started")?,
+        finished: row.get("finished")?,
+        change_time: row.get("change_time")?,
         outcome: Finish {
-            state: row.try_get("state")?,
-            rows: row.try_get("rows")?,
-            train_rows: row.try_get("train_rows")?,
-            holdout_rows: row.try_get("holdout_rows")?,
-            metric: row.try_get("metric")?,
-            live_version: row.try_get("live_version")?,
-            live_metric: row.try_get("live_metric")?,
-            candidate_metric: row.try_get("candidate_metric")?,
-            candidate_version: row.try_get("candidate_version")?,
-            decision: row.try_get("decision")?,
+            state: row.get("state")?,
+            rows: row.get("rows")?,
+            train_rows: row.get("train_rows")?,
+            holdout_rows: row.get("holdout_rows")?,
+            metric: row.get("metric")?,
+            live_version: row.get("live_version")?,
+            live_metric: row.get("live_metric")?,
+            candidate_metric: row.get("candidate_metric")?,
+            candidate_version: row.get("candidate_version")?,
+            decision: row.get("decision")?,
             report: report
                 .map(|r| serde_json::from_str(&r))
                 .transpose()
                 .map_err(|e| StoreError::Decode(format!("retrain_runs.report: {e}")))?,
-            error: row.try_get("error")?,
+            error: row.get("error")?,
         },
     })
 }
@@ -143,25 +141,26 @@ pub async fn start(
     now: i64,
     change_time: Option<i64>,
 ) -> Result<i64, StoreError> {
-    let id = sqlx::query(
-        "INSERT INTO retrain_runs (trigger, started, state, change_time) VALUES (?, ?, ?, ?)",
+    let id: i64 = on_pool!(store, |pool| sqlx::query_scalar(
+        "INSERT INTO retrain_runs (trigger, started, state, change_time) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(trigger)
     .bind(now)
     .bind(RunState::Running)
     .bind(change_time)
-    .execute(&store.pool)
-    .await?
-    .last_insert_rowid();
+    .fetch_one(pool)
+    .await)?;
     Ok(id)
 }
 
 /// Records how run `id` ended.
 pub async fn finish(store: &Store, id: i64, f: &Finish, now: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE retrain_runs SET finished = ?, state = ?, rows = ?, train_rows = ?, holdout_rows = ?, \
-         metric = ?, live_version = ?, live_metric = ?, candidate_metric = ?, candidate_version = ?, \
-         decision = ?, report = ?, error = ? WHERE id = ?",
+    on_pool!(store, |pool| {
+        sqlx::query(
+        "UPDATE retrain_runs SET finished = $1, state = $2, rows = $3, train_rows = $4, holdout_rows = $5, \
+         metric = $6, live_version = $7, live_metric = $8, candidate_metric = $9, candidate_version = $10, \
+         decision = $11, report = $12, error = $13 WHERE id = $14",
     )
     .bind(now)
     .bind(f.state)
@@ -177,55 +176,58 @@ pub async fn finish(store: &Store, id: i64, f: &Finish, now: i64) -> Result<(), 
     .bind(f.report.as_ref().map(|r| r.to_string()))
     .bind(&f.error)
     .bind(id)
-    .execute(&store.pool)
-    .await?;
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+    })?;
     Ok(())
 }
 
 /// Run `id`, if there is one.
 pub async fn get(store: &Store, id: i64) -> Result<Option<Run>, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM retrain_runs WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(&store.pool)
-        .await?;
-    row.as_ref().map(run).transpose()
+    let sql = format!("SELECT {COLUMNS} FROM retrain_runs WHERE id = $1");
+    on_pool!(store, |pool| {
+        let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+        row.as_ref().map(run).transpose()
+    })
 }
 
 /// The newest `limit` runs, newest first (without their reports).
 pub async fn recent(store: &Store, limit: i64) -> Result<Vec<Run>, StoreError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM retrain_runs ORDER BY id DESC LIMIT ?",
+    let sql = format!(
+        "SELECT {} FROM retrain_runs ORDER BY id DESC LIMIT $1",
         COLUMNS.replace("report", "NULL AS report")
-    ))
-    .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
-    rows.iter().map(run).collect()
+    );
+    on_pool!(store, |pool| {
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(pool).await?;
+        rows.iter().map(run).collect()
+    })
 }
 
 /// When the newest run that reached a decision (promoted or rejected) ended
 /// (Unix ms): the last successful retrain, for `/metrics` after a restart.
 pub async fn last_decided(store: &Store) -> Result<Option<i64>, StoreError> {
-    let row: Option<(Option<i64>,)> = sqlx::query_as(
+    let row: Option<(Option<i64>,)> = on_pool!(store, |pool| sqlx::query_as(
         "SELECT MAX(finished) FROM retrain_runs WHERE state IN ('promoted', 'rejected')",
     )
-    .fetch_optional(&store.pool)
-    .await?;
+    .fetch_optional(pool)
+    .await)?;
     Ok(row.and_then(|(t,)| t))
 }
 
 /// Marks runs left `running` by a stop or crash as failed; returns how many.
 pub async fn interrupted(store: &Store, now: i64) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE retrain_runs SET state = ?, finished = ?, \
-         error = 'the daemon stopped before the run finished' WHERE state = ?",
+    let done = on_pool!(store, |pool| sqlx::query(
+        "UPDATE retrain_runs SET state = $1, finished = $2, \
+         error = 'the daemon stopped before the run finished' WHERE state = $3",
     )
     .bind(RunState::Failed)
     .bind(now)
     .bind(RunState::Running)
-    .execute(&store.pool)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(done)
 }
 
 /// A labelled prediction: the features as logged and the label as given.
@@ -251,12 +253,14 @@ pub async fn labelled(
 
 /// Labelled predictions made at or after `since` (Unix ms).
 pub async fn count_labelled(store: &Store, since: i64) -> Result<u64, StoreError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE p.time >= ?",
+    let n: i64 = on_pool!(store, |pool| {
+        sqlx::query_scalar(
+        "SELECT COUNT(*) FROM feedback f JOIN predictions p ON p.id = f.prediction_id WHERE p.time >= $1",
     )
     .bind(since)
-    .fetch_one(&store.pool)
-    .await?;
+    .fetch_one(pool)
+    .await
+    })?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
@@ -269,15 +273,17 @@ pub async fn labelled_before(
     max_rows: usize,
 ) -> Result<Vec<LabelledRow>, StoreError> {
     let limit = i64::try_from(max_rows).unwrap_or(i64::MAX);
-    let mut rows = sqlx::query_as::<_, LabelledRow>(
+    let mut rows = on_pool!(store, |pool| {
+        sqlx::query_as::<_, LabelledRow>(
         "SELECT p.features, f.label, p.time FROM feedback f JOIN predictions p ON p.id = f.prediction_id \
-         WHERE p.time >= ? AND p.time < ? ORDER BY p.time DESC, p.id DESC LIMIT ?",
+         WHERE p.time >= $1 AND p.time < $2 ORDER BY p.time DESC, p.id DESC LIMIT $3",
     )
     .bind(since)
     .bind(before)
     .bind(limit)
-    .fetch_all(&store.pool)
-    .await?;
+    .fetch_all(pool)
+    .await
+    })?;
     rows.reverse();
     Ok(rows)
 }
@@ -321,9 +327,9 @@ mod tests {
         assert_eq!(b.change_time, Some(1_500));
         // Stored as the names the API shows (and older rows hold).
         let stored: (String, String) =
-            sqlx::query_as("SELECT state, trigger FROM retrain_runs WHERE id = ?")
+            sqlx::query_as("SELECT state, trigger FROM retrain_runs WHERE id = $1")
                 .bind(b.id)
-                .fetch_one(&pool.pool)
+                .fetch_one(pool.sqlite_pool().unwrap())
                 .await
                 .unwrap();
         assert_eq!(stored, ("failed".to_string(), "schedule".to_string()));

@@ -162,9 +162,9 @@ impl Tally {
     }
 }
 
-/// The upsert that adds one (minute, version)'s counts: parameters `?1` minute,
-/// `?2` version, `?3` predictions, `?4` anomalies, `?5` latency sum, then one per
-/// latency bucket.
+/// The upsert that adds one (minute, version)'s counts: parameters `$1` minute,
+/// `$2` version, `$3` predictions, `$4` anomalies, `$5` latency sum, then one per
+/// latency bucket (both backends, and rusqlite, take `$N`).
 pub fn prediction_upsert_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -176,18 +176,18 @@ pub fn prediction_upsert_sql() -> &'static str {
         for c in &columns {
             let _ = write!(sql, ", {c}");
         }
-        sql.push_str(") VALUES (?1, ?2, ?3, ?4, ?5");
+        sql.push_str(") VALUES ($1, $2, $3, $4, $5");
         for i in 0..columns.len() {
-            let _ = write!(sql, ", ?{}", i + 6);
+            let _ = write!(sql, ", ${}", i + 6);
         }
         sql.push_str(
             ") ON CONFLICT (minute, model_version) DO UPDATE SET \
-             predictions = predictions + excluded.predictions, \
-             anomalies = anomalies + excluded.anomalies, \
-             latency_us_sum = latency_us_sum + excluded.latency_us_sum",
+             predictions = prediction_rollups.predictions + excluded.predictions, \
+             anomalies = prediction_rollups.anomalies + excluded.anomalies, \
+             latency_us_sum = prediction_rollups.latency_us_sum + excluded.latency_us_sum",
         );
         for c in &columns {
-            let _ = write!(sql, ", {c} = {c} + excluded.{c}");
+            let _ = write!(sql, ", {c} = prediction_rollups.{c} + excluded.{c}");
         }
         sql
     })
@@ -275,32 +275,21 @@ impl Outcomes {
         }
     }
 
-    /// Adds them to `feedback_rollups` inside `tx`.
-    pub(super) async fn write(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    ) -> Result<(), StoreError> {
-        for (minute, version, o) in &self.entries {
-            sqlx::query(
-                "INSERT INTO feedback_rollups \
-                 (minute, model_version, labels, correct, abs_error_sum, sq_error_sum) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (minute, model_version) DO UPDATE SET \
-                 labels = labels + excluded.labels, correct = correct + excluded.correct, \
-                 abs_error_sum = abs_error_sum + excluded.abs_error_sum, \
-                 sq_error_sum = sq_error_sum + excluded.sq_error_sum",
-            )
-            .bind(minute)
-            .bind(version)
-            .bind(o.labels)
-            .bind(o.correct)
-            .bind(o.abs_error)
-            .bind(o.sq_error)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+    /// The (minute, version, outcome) entries, in the order first added.
+    pub fn entries(&self) -> &[(i64, String, Outcome)] {
+        &self.entries
     }
 }
+
+/// The upsert that adds one (minute, version)'s label outcomes: `$1` minute,
+/// `$2` version, `$3` labels, `$4` correct, `$5` absolute and `$6` squared error.
+pub(super) const FEEDBACK_UPSERT: &str = "INSERT INTO feedback_rollups \
+     (minute, model_version, labels, correct, abs_error_sum, sq_error_sum) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (minute, model_version) DO UPDATE SET \
+     labels = feedback_rollups.labels + excluded.labels, \
+     correct = feedback_rollups.correct + excluded.correct, \
+     abs_error_sum = feedback_rollups.abs_error_sum + excluded.abs_error_sum, \
+     sq_error_sum = feedback_rollups.sq_error_sum + excluded.sq_error_sum";
 
 /// The prediction counts of every minute in `[from, to]` (minute starts) that
 /// has any, summed over model versions, oldest first. Read through a
@@ -313,8 +302,33 @@ pub async fn prediction_minutes(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, PredictionCounts)>, StoreError> {
-    store
-        .readers
+    let readers = match &store.db {
+        super::Db::Sqlite { readers, .. } => readers,
+        super::Db::Postgres { pool, .. } => {
+            use sqlx::Row;
+            let rows = sqlx::query(minutes_sql())
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?;
+            let mut out: Vec<(i64, PredictionCounts)> = Vec::new();
+            for row in &rows {
+                let minute: i64 = row.try_get(0)?;
+                let mut c = PredictionCounts {
+                    predictions: row.try_get(1)?,
+                    anomalies: row.try_get(2)?,
+                    latency_us_sum: row.try_get(3)?,
+                    ..PredictionCounts::default()
+                };
+                for (i, b) in c.latency.iter_mut().enumerate() {
+                    *b = row.try_get(4 + i)?;
+                }
+                add_minute(&mut out, minute, c);
+            }
+            return Ok(out);
+        }
+    };
+    readers
         .run(move |conn| {
             let mut stmt = conn.prepare_cached(minutes_sql())?;
             let mut rows = stmt.query((from, to))?;
@@ -330,14 +344,28 @@ pub async fn prediction_minutes(
                 for (i, b) in c.latency.iter_mut().enumerate() {
                     *b = row.get(4 + i)?;
                 }
-                match out.last_mut() {
-                    Some((m, sum)) if *m == minute => sum.merge(&c),
-                    _ => out.push((minute, c)),
-                }
+                add_minute(&mut out, minute, c);
             }
             Ok(out)
         })
         .await
+}
+
+/// Adds one (minute, version) row's counts to `out`, whose last entry is the
+/// minute's sum so far when the rows come in minute order.
+fn add_minute(out: &mut Vec<(i64, PredictionCounts)>, minute: i64, c: PredictionCounts) {
+    match out.last_mut() {
+        Some((m, sum)) if *m == minute => sum.merge(&c),
+        _ => out.push((minute, c)),
+    }
+}
+
+/// [`add_minute`] for label outcomes.
+fn add_outcome(out: &mut Vec<(i64, Outcome)>, minute: i64, o: Outcome) {
+    match out.last_mut() {
+        Some((m, sum)) if *m == minute => sum.add(o),
+        _ => out.push((minute, o)),
+    }
 }
 
 fn minutes_sql() -> &'static str {
@@ -348,7 +376,7 @@ fn minutes_sql() -> &'static str {
             let _ = write!(sql, ", {c}");
         }
         sql.push_str(
-            " FROM prediction_rollups WHERE minute >= ?1 AND minute <= ?2 \
+            " FROM prediction_rollups WHERE minute >= $1 AND minute <= $2 \
              ORDER BY minute, model_version",
         );
         sql
@@ -362,14 +390,31 @@ pub async fn feedback_minutes(
     from: i64,
     to: i64,
 ) -> Result<Vec<(i64, Outcome)>, StoreError> {
-    store
-        .readers
+    const SQL: &str = "SELECT minute, labels, correct, abs_error_sum, sq_error_sum \
+                       FROM feedback_rollups WHERE minute >= $1 AND minute <= $2 \
+                       ORDER BY minute, model_version";
+    let readers = match &store.db {
+        super::Db::Sqlite { readers, .. } => readers,
+        super::Db::Postgres { pool, .. } => {
+            use sqlx::Row;
+            let rows = sqlx::query(SQL).bind(from).bind(to).fetch_all(pool).await?;
+            let mut out: Vec<(i64, Outcome)> = Vec::new();
+            for row in &rows {
+                let minute: i64 = row.try_get(0)?;
+                let o = Outcome {
+                    labels: row.try_get(1)?,
+                    correct: row.try_get(2)?,
+                    abs_error: row.try_get(3)?,
+                    sq_error: row.try_get(4)?,
+                };
+                add_outcome(&mut out, minute, o);
+            }
+            return Ok(out);
+        }
+    };
+    readers
         .run(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT minute, labels, correct, abs_error_sum, sq_error_sum \
-                 FROM feedback_rollups WHERE minute >= ?1 AND minute <= ?2 \
-                 ORDER BY minute, model_version",
-            )?;
+            let mut stmt = conn.prepare_cached(SQL)?;
             let mut rows = stmt.query((from, to))?;
             let mut out: Vec<(i64, Outcome)> = Vec::new();
             while let Some(row) = rows.next()? {
@@ -380,10 +425,7 @@ pub async fn feedback_minutes(
                     abs_error: row.get(3)?,
                     sq_error: row.get(4)?,
                 };
-                match out.last_mut() {
-                    Some((m, sum)) if *m == minute => sum.add(o),
-                    _ => out.push((minute, o)),
-                }
+                add_outcome(&mut out, minute, o);
             }
             Ok(out)
         })
@@ -392,14 +434,20 @@ pub async fn feedback_minutes(
 
 /// Deletes the rollups of minutes before `cutoff` (a minute start).
 pub(super) async fn delete_before(store: &Store, cutoff: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM prediction_rollups WHERE minute < ?")
-        .bind(cutoff)
-        .execute(&store.pool)
-        .await?;
-    sqlx::query("DELETE FROM feedback_rollups WHERE minute < ?")
-        .bind(cutoff)
-        .execute(&store.pool)
-        .await?;
+    on_pool!(store, |pool| sqlx::query(
+        "DELETE FROM prediction_rollups WHERE minute < $1"
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    on_pool!(store, |pool| sqlx::query(
+        "DELETE FROM feedback_rollups WHERE minute < $1"
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
     Ok(())
 }
 
@@ -509,7 +557,10 @@ mod tests {
             let _ = write!(sql, ", {c}");
         }
         sql.push_str(" FROM prediction_rollups ORDER BY minute, model_version");
-        let rows = sqlx::query(&sql).fetch_all(&store.pool).await.unwrap();
+        let rows = sqlx::query(&sql)
+            .fetch_all(store.sqlite_pool().unwrap())
+            .await
+            .unwrap();
         rows.iter()
             .map(|r| {
                 (0..4 + LATENCY_BUCKETS)
@@ -529,12 +580,12 @@ mod tests {
         for batch in rows.chunks(77) {
             writer::insert(&store, batch.to_vec()).await.unwrap();
         }
-        let exact: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        let exact: Vec<(i64, i64, i64, i64)> = on_pool!(store, |pool| sqlx::query_as(
             "SELECT (time / 60000) * 60000, COUNT(*), SUM(anomaly), SUM(latency_us) \
              FROM predictions GROUP BY 1 ORDER BY 1",
         )
-        .fetch_all(&store.pool)
-        .await
+        .fetch_all(pool)
+        .await)
         .unwrap();
         let minutes = prediction_minutes(&store, 0, i64::MAX).await.unwrap();
         let got: Vec<(i64, i64, i64, i64)> = minutes
@@ -543,13 +594,13 @@ mod tests {
             .collect();
         assert_eq!(got, exact);
         for (minute, c) in &minutes {
-            let latencies: Vec<i64> = sqlx::query_scalar(
-                "SELECT latency_us FROM predictions WHERE time >= ? AND time < ?",
+            let latencies: Vec<i64> = on_pool!(store, |pool| sqlx::query_scalar(
+                "SELECT latency_us FROM predictions WHERE time >= $1 AND time < $2",
             )
             .bind(minute)
             .bind(minute + MINUTE_MS)
-            .fetch_all(&store.pool)
-            .await
+            .fetch_all(pool)
+            .await)
             .unwrap();
             let mut expected = [0i64; LATENCY_BUCKETS];
             for l in latencies {
@@ -590,7 +641,7 @@ mod tests {
         for r in &rows {
             sqlx::query(
                 "INSERT INTO predictions (id, time, model_version, features, output, latency_us, \
-                 anomaly_score) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 anomaly_score) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&r.id)
             .bind(r.time)
@@ -612,7 +663,7 @@ mod tests {
                 _ => format!("\"{}\"", if r.id.ends_with('0') { "b" } else { "a" }),
             };
             let time = r.time + 45_000;
-            sqlx::query("INSERT INTO feedback (prediction_id, time, label) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO feedback (prediction_id, time, label) VALUES ($1, $2, $3)")
                 .bind(&r.id)
                 .bind(time)
                 .bind(&label)
@@ -640,7 +691,7 @@ mod tests {
         });
         sqlx::query(
             "INSERT INTO drift_reports (time, model_version, window_rows, drift, dataset_drift, \
-             report) VALUES (1, '1', 10, 1, 0, ?)",
+             report) VALUES (1, '1', 10, 1, 0, $1)",
         )
         .bind(report.to_string())
         .execute(&pool)
@@ -682,7 +733,7 @@ mod tests {
             "SELECT minute, model_version, labels, correct, abs_error_sum, sq_error_sum \
              FROM feedback_rollups ORDER BY minute, model_version",
         )
-        .fetch_all(&upgraded.pool)
+        .fetch_all(upgraded.sqlite_pool().unwrap())
         .await
         .unwrap();
         let mut want = expected.entries.clone();

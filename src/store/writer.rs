@@ -1,8 +1,7 @@
 //! The prediction log writer: one task that owns all writes to `predictions`, fed
 //! by a bounded channel, committing one transaction per batch through a sink
-//! (SQLite: `sqlite`, a connection of its own on a dedicated thread; a second
-//! backend's insert sits beside it in [`Sink`]: PostgreSQL's batch insert,
-//! `postgres`, is written and tested but not yet a `Sink`).
+//! (SQLite: `sqlite`, a connection of its own on a dedicated thread;
+//! PostgreSQL: `postgres`, a connection of its own writing each batch by COPY).
 //!
 //! A batch is written when it reaches `database.batch_rows` rows or
 //! `database.flush_secs` after its first row, whichever comes first.
@@ -26,7 +25,7 @@ pub use postgres::PostgresLog;
 pub(crate) use postgres::{
     connection_lost as postgres_connection_lost, unavailable as postgres_unavailable,
 };
-pub use sqlite::{insert, SqliteLog};
+pub use sqlite::SqliteLog;
 
 use super::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -174,26 +173,47 @@ pub fn spawn(
     (handle, task)
 }
 
+/// Writes `rows` and their rollups in one transaction through a connection
+/// opened for the purpose (for tests and benches that need rows in
+/// `predictions`; the daemon's writer keeps its connection).
+pub async fn insert(store: &Store, rows: Vec<PredictionRow>) -> Result<(), StoreError> {
+    match store.postgres_url() {
+        Some(url) => {
+            let mut log = PostgresLog::connect(url).await?;
+            let result = log.insert(&rows).await;
+            log.close().await;
+            result
+        }
+        None => sqlite::insert_once(store, rows).await,
+    }
+}
+
 /// Where the batches go: the database's insert of a batch of rows, in one
-/// transaction. A PostgreSQL insert (issue 19) is a second variant.
+/// transaction.
 enum Sink {
     Sqlite(sqlite::SqliteSink),
+    Postgres(postgres::PostgresSink),
 }
 
 impl Sink {
     fn start(store: &Store) -> Result<Sink, StoreError> {
-        sqlite::SqliteSink::start(store).map(Sink::Sqlite)
+        match store.postgres_url() {
+            Some(url) => Ok(Sink::Postgres(postgres::PostgresSink::new(url))),
+            None => sqlite::SqliteSink::start(store).map(Sink::Sqlite),
+        }
     }
 
     async fn write(&mut self, rows: &Arc<Vec<PredictionRow>>) -> Result<(), StoreError> {
         match self {
             Sink::Sqlite(s) => s.write(rows).await,
+            Sink::Postgres(s) => s.write(rows).await,
         }
     }
 
     async fn close(self) {
         match self {
             Sink::Sqlite(s) => s.close().await,
+            Sink::Postgres(s) => s.close().await,
         }
     }
 }
@@ -393,7 +413,7 @@ mod tests {
         }
         let after = crate::store::sqlite_memory_bytes();
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM predictions")
-            .fetch_one(&store.pool)
+            .fetch_one(store.sqlite_pool().unwrap())
             .await
             .unwrap();
         assert_eq!(count as usize, next);
@@ -411,7 +431,7 @@ mod tests {
         let store = crate::store::open(&dir.path().join("t.db")).await.unwrap();
         let count = || async {
             sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM predictions")
-                .fetch_one(&store.pool)
+                .fetch_one(store.sqlite_pool().unwrap())
                 .await
                 .unwrap() as usize
         };

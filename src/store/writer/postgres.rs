@@ -10,14 +10,16 @@
 //! - [`PostgresLog::insert_unnest`]: `INSERT ... SELECT FROM UNNEST($1::text[],
 //!   ...)`, one array per column, one prepared statement for every batch.
 //!
-//! Not here yet: the daemon does not use it (`database.url` accepts sqlite://
-//! only; the writer's `Sink` has no PostgreSQL variant), and the batch's
-//! `prediction_rollups` upsert, which the SQLite writer runs in the same
-//! transaction, is still to write.
+//! The daemon's writer uses [`PostgresLog::insert`]: the COPY and the batch's
+//! `prediction_rollups` upserts in one transaction, as the SQLite writer does,
+//! so that the rollups never count a row that is not stored. [`PostgresSink`]
+//! holds the connection, opening it at the first batch and again after a
+//! failure, so that a database that is down is a failed write, retried.
 
 use sqlx::{Connection, PgConnection};
 
 use super::PredictionRow;
+use crate::store::rollups::{self, Tally};
 use crate::store::StoreError;
 
 /// The columns written, in the order both statements bind them.
@@ -90,6 +92,43 @@ impl PostgresLog {
         .execute(&mut self.conn)
         .await
         .map_err(StoreError::Postgres)?;
+        Ok(())
+    }
+
+    /// Writes `rows` by COPY and adds their per-minute counts to
+    /// `prediction_rollups`, in one transaction: all of it or nothing.
+    pub async fn insert(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tally = Tally::default();
+        for r in rows {
+            tally.add(r.time, &r.model_version, r.latency_us, r.anomaly);
+        }
+        encode_binary(rows, &mut self.buf).map_err(StoreError::Postgres)?;
+        let pg = StoreError::Postgres;
+        let mut tx = self.conn.begin().await.map_err(pg)?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY predictions ({COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .map_err(pg)?;
+        copy.send(self.buf.as_slice()).await.map_err(pg)?;
+        copy.finish().await.map_err(pg)?;
+        for (minute, version, c) in tally.entries() {
+            let mut q = sqlx::query(rollups::prediction_upsert_sql())
+                .bind(minute)
+                .bind(&**version)
+                .bind(c.predictions)
+                .bind(c.anomalies)
+                .bind(c.latency_us_sum);
+            for n in &c.latency {
+                q = q.bind(*n);
+            }
+            q.execute(&mut *tx).await.map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
         Ok(())
     }
 
@@ -175,5 +214,42 @@ pub fn connection_lost(e: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| session_ended(&c)),
         _ => false,
+    }
+}
+
+/// The writer's PostgreSQL side: a connection of its own to `url`, opened at
+/// the first batch and again after any failed one (a failed transaction is
+/// rolled back by the server; a new connection costs little beside a failure).
+pub(super) struct PostgresSink {
+    url: String,
+    log: Option<PostgresLog>,
+}
+
+impl PostgresSink {
+    pub(super) fn new(url: &str) -> PostgresSink {
+        PostgresSink {
+            url: url.to_string(),
+            log: None,
+        }
+    }
+
+    pub(super) async fn write(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
+        let log = match &mut self.log {
+            Some(log) => log,
+            None => self.log.insert(PostgresLog::connect(&self.url).await?),
+        };
+        let result = log.insert(rows).await;
+        if result.is_err() {
+            if let Some(log) = self.log.take() {
+                log.close().await;
+            }
+        }
+        result
+    }
+
+    pub(super) async fn close(self) {
+        if let Some(log) = self.log {
+            log.close().await;
+        }
     }
 }

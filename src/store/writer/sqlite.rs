@@ -117,9 +117,13 @@ fn add_rollups(tx: &rusqlite::Transaction<'_>, tally: &Tally) -> rusqlite::Resul
     Ok(())
 }
 
-/// `store`'s database file.
+/// `store`'s database file (an empty path for a store that is not SQLite's:
+/// opening it fails).
 fn db_path(store: &Store) -> PathBuf {
-    store.pool.connect_options().get_filename().to_path_buf()
+    store
+        .sqlite_pool()
+        .map(|pool| pool.connect_options().get_filename().to_path_buf())
+        .unwrap_or_default()
 }
 
 struct Job {
@@ -208,10 +212,8 @@ fn spawn_thread(
     Ok((jobs, thread))
 }
 
-/// Writes `rows` in one transaction through a connection opened for the purpose
-/// (for tests and benches that need rows in `predictions`; the daemon's writer
-/// keeps its connection).
-pub async fn insert(store: &Store, rows: Vec<PredictionRow>) -> Result<(), StoreError> {
+/// Writes `rows` in one transaction through a connection opened for the purpose.
+pub(super) async fn insert_once(store: &Store, rows: Vec<PredictionRow>) -> Result<(), StoreError> {
     let path = db_path(store);
     tokio::task::spawn_blocking(move || SqliteLog::open_path(&path)?.insert(&rows))
         .await
