@@ -483,10 +483,6 @@ impl InProcess {
         self.dir
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("data/steward.db")
-    }
-
     /// Its database: `data/steward.db` or its PostgreSQL server.
     pub fn db(&self) -> Db {
         Db::of(self.dir.path(), &self.server)
