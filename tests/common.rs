@@ -220,6 +220,14 @@ impl Daemon {
         Self::spawn(dir, env, None)
     }
 
+    /// Stops the daemon (as [`Daemon::stop`]) and starts another in its directory,
+    /// on the same database; gives the first's exit status and log.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> (ExitStatus, String, Daemon) {
+        let server = self.server.take();
+        let (status, dir, log) = self.stop();
+        (status, log, Self::spawn(dir, env, server))
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         env: &[(&str, &str)],
