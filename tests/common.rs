@@ -1,5 +1,7 @@
 //! The test harness: a daemon process in a temporary directory, its log, and
-//! helpers to talk to it.
+//! helpers to talk to it; the backend it keeps its data in (SQLite, or a
+//! throwaway PostgreSQL server), a look into that database whichever it is, and
+//! [`for_each_backend!`] to run one test on both.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,9 +10,80 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sqlx::Connection;
+
+use pg::Postgres;
 
 pub mod browser;
 pub mod pg;
+
+/// Where a daemon keeps its data (issue 19): the SQLite file under its directory
+/// (`data/steward.db`, the default), or a throwaway PostgreSQL server of its own
+/// ([`pg::Postgres`]) named by `[database] url`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Whether a test can run on it: PostgreSQL's binaries are installed. Where
+    /// they are not, this says so and a test skips; under CI it fails instead
+    /// (as [`pg::Postgres::launch`]).
+    pub fn available(self) -> bool {
+        match self {
+            Backend::Sqlite => true,
+            Backend::Postgres => pg::installed(),
+        }
+    }
+
+    /// A server for a daemon on this backend, if it needs one.
+    fn launch(self) -> Option<Arc<Postgres>> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Arc::new(
+                Postgres::launch().expect("PostgreSQL is installed (Backend::available)"),
+            )),
+        }
+    }
+}
+
+/// Runs one test on both backends. Given a test's attribute and the name of an
+/// `async fn name(backend: Backend)` beside it, it makes a module `name` with
+/// the tests `name::sqlite` and `name::postgres`, each under that attribute (so
+/// with the test's tokio flavour), each calling the function once:
+///
+/// ```ignore
+/// for_each_backend!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] logs_answers);
+/// async fn logs_answers(backend: Backend) {
+///     let d = InProcess::start_on(backend, "").await;
+///     // ...
+/// }
+/// ```
+///
+/// The PostgreSQL test skips where PostgreSQL is not installed, outside CI
+/// ([`Backend::available`]). A function left out of every `for_each_backend!`
+/// is dead code, which clippy refuses.
+macro_rules! for_each_backend {
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            use $crate::common::Backend;
+
+            $(#[$attr])*
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                if Backend::Postgres.available() {
+                    super::$name(Backend::Postgres).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use for_each_backend;
 
 /// Where tests leave screenshots to look at: `target/screenshots/` (under
 /// `CARGO_TARGET_DIR` when that is set).
@@ -55,6 +128,10 @@ pub struct Daemon {
     pub child: Child,
     pub url: String,
     pub log: Arc<Mutex<String>>,
+    /// Its PostgreSQL server, if it runs on one: a field, so dropped (the server
+    /// stopped) after `Drop` has killed the daemon or `stop` has seen it exit,
+    /// unless a [`Db`] still holds it.
+    server: Option<Arc<Postgres>>,
 }
 
 /// Writes `steward.toml` into `dir`: loopback on a free port, files inside `dir`,
@@ -76,20 +153,86 @@ pub fn write_config(dir: &Path, sections: &str) -> PathBuf {
     path
 }
 
+/// [`write_config`] with the database on `server` when there is one: its URL
+/// goes into the caller's own `[database]` section (a section named twice is a
+/// TOML error), or into one of its own.
+pub fn write_config_on(dir: &Path, sections: &str, server: Option<&Postgres>) -> PathBuf {
+    let Some(server) = server else {
+        return write_config(dir, sections);
+    };
+    let url = format!("url = \"{}\"\n", server.url());
+    let mut text = String::new();
+    let (mut found, mut inside) = (false, false);
+    for line in sections.lines() {
+        let header = line.trim_start().starts_with('[');
+        if header {
+            inside = line.trim() == "[database]";
+        }
+        assert!(
+            !(inside && !header && line.trim_start().starts_with("url")),
+            "a test that sets database.url itself runs on SQLite only: {line}"
+        );
+        text.push_str(line);
+        text.push('\n');
+        if header && inside {
+            text.push_str(&url);
+            found = true;
+        }
+    }
+    if !found {
+        text.push_str("[database]\n");
+        text.push_str(&url);
+    }
+    write_config(dir, &text)
+}
+
 impl Daemon {
-    /// Starts a daemon in a fresh directory and waits until it listens.
+    /// Starts a daemon on SQLite in a fresh directory and waits until it listens.
     pub fn start(sections: &str) -> Daemon {
         Self::start_with_env(sections, &[])
     }
 
     pub fn start_with_env(sections: &str, env: &[(&str, &str)]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        write_config(dir.path(), sections);
-        Self::start_in(dir, env)
+        Self::start_on(Backend::Sqlite, sections, env)
+    }
+
+    /// Starts a daemon on `backend` (a PostgreSQL server of its own, launched
+    /// here) in a fresh directory.
+    pub fn start_on(backend: Backend, sections: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_on_in(backend, tempfile::tempdir().unwrap(), sections, env)
+    }
+
+    /// [`Daemon::start_on`] in `dir`, which may hold files the config names
+    /// (a CSV to bootstrap from); `steward.toml` is written here.
+    pub fn start_on_in(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let server = backend.launch();
+        write_config_on(dir.path(), sections, server.as_deref());
+        Self::spawn(dir, env, server)
     }
 
     /// Starts a daemon in `dir` (which holds `steward.toml`).
     pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(dir, env, None)
+    }
+
+    /// Stops the daemon (as [`Daemon::stop`]) and starts another in its directory,
+    /// on the same database; gives the first's exit status and log.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> (ExitStatus, String, Daemon) {
+        let server = self.server.take();
+        let (status, dir, log) = self.stop();
+        (status, log, Self::spawn(dir, env, server))
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        server: Option<Arc<Postgres>>,
+    ) -> Daemon {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--config", "steward.toml"])
             .current_dir(dir.path())
@@ -105,7 +248,8 @@ impl Daemon {
             Ok(found) => found,
             Err(log) => {
                 let _ = child.kill();
-                panic!("daemon did not start; its log:\n{log}");
+                let status = child.wait().unwrap();
+                panic!("daemon did not start ({status}); its log:\n{log}");
             }
         };
         Daemon {
@@ -113,6 +257,7 @@ impl Daemon {
             child,
             url: format!("http://{addr}"),
             log,
+            server,
         }
     }
 
@@ -139,6 +284,84 @@ impl Daemon {
 
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("data/steward.db")
+    }
+
+    /// Its database: `data/steward.db` or its PostgreSQL server.
+    pub fn db(&self) -> Db {
+        Db::of(self.dir.path(), &self.server)
+    }
+}
+
+/// A daemon's database as a test looks into it, whichever the backend: queries
+/// go through sqlx's `Any` driver, so one text runs on both. Write `$1`
+/// placeholders (sqlx's SQLite takes them too) and decode i64, f64, String,
+/// `Vec<u8>` or bool. On PostgreSQL every integer column is BIGINT and every
+/// real DOUBLE PRECISION; flags are 0/1 integers on both; `SUM` of a BIGINT is
+/// NUMERIC there, so write `CAST(SUM(x) AS BIGINT)`.
+///
+/// Each query opens a connection of its own. A `Db` keeps its PostgreSQL server
+/// up after the daemon stops (take it before stopping, to look afterwards); on
+/// SQLite the file lives as long as the daemon's directory.
+#[derive(Clone)]
+pub struct Db {
+    url: String,
+    _server: Option<Arc<Postgres>>,
+}
+
+impl Db {
+    /// The database of PostgreSQL server `server` (its `postgres` database).
+    pub fn on(server: Arc<Postgres>) -> Db {
+        Db::of(Path::new(""), &Some(server))
+    }
+
+    /// The database of a daemon in `dir`: its PostgreSQL server's, or
+    /// `data/steward.db` (where [`write_config`] puts it).
+    fn of(dir: &Path, server: &Option<Arc<Postgres>>) -> Db {
+        let url = match server {
+            Some(server) => server.url(),
+            None => format!("sqlite://{}", dir.join("data/steward.db").display()),
+        };
+        Db {
+            url,
+            _server: server.clone(),
+        }
+    }
+
+    /// A connection, for queries with bound values.
+    pub async fn connect(&self) -> sqlx::AnyConnection {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.url))
+    }
+
+    /// Rows in `table`.
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// The one value `sql` selects.
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let mut rows = self.rows::<(T,)>(sql).await;
+        assert_eq!(rows.len(), 1, "{sql}: not one row");
+        rows.remove(0).0
+    }
+
+    /// Every row `sql` selects, as tuples (or any `FromRow`).
+    pub async fn rows<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let mut conn = self.connect().await;
+        let rows = sqlx::query_as(sql)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+        rows
     }
 }
 
@@ -208,29 +431,41 @@ pub struct InProcess {
     pub url: String,
     stopper: tokio_util::sync::CancellationToken,
     finished: tokio::task::JoinHandle<()>,
+    /// Its PostgreSQL server, if it serves from one (as [`Daemon`]'s).
+    server: Option<Arc<Postgres>>,
 }
 
 impl InProcess {
-    /// Starts serving with the config `sections` (as [`Daemon::start`] takes
-    /// them), its files under a fresh directory.
+    /// Starts serving on SQLite with the config `sections` (as [`Daemon::start`]
+    /// takes them), its files under a fresh directory.
     pub async fn start(sections: &str) -> InProcess {
+        Self::start_on(Backend::Sqlite, sections).await
+    }
+
+    /// [`InProcess::start`] on `backend` (a PostgreSQL server of its own,
+    /// launched here).
+    pub async fn start_on(backend: Backend, sections: &str) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(dir.path(), sections);
+        let server = backend.launch();
+        let path = write_config_on(dir.path(), sections, server.as_deref());
         let text = std::fs::read_to_string(&path).unwrap();
         // The daemon's relative paths are relative to its working directory,
         // which the tests share: point them into `dir` instead.
         let data = dir.path().join("data");
-        let env: Vec<(String, String)> = [
-            (
-                "DATABASE__URL",
-                format!("sqlite://{}/steward.db", data.display()),
-            ),
-            ("MODEL__DIR", format!("\"{}/models\"", data.display())),
-            ("ALERTS__DIR", format!("\"{}/outbox\"", data.display())),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("STEWARD_{k}"), v))
-        .collect();
+        let sqlite = (
+            "DATABASE__URL",
+            format!("sqlite://{}/steward.db", data.display()),
+        );
+        let env: Vec<(String, String)> = server
+            .is_none()
+            .then_some(sqlite)
+            .into_iter()
+            .chain([
+                ("MODEL__DIR", format!("\"{}/models\"", data.display())),
+                ("ALERTS__DIR", format!("\"{}/outbox\"", data.display())),
+            ])
+            .map(|(k, v)| (format!("STEWARD_{k}"), v))
+            .collect();
         let config =
             steward::config::Config::from_parts(&path.display().to_string(), &text, &env).unwrap();
         let serving = steward::daemon::Serving::start(&config)
@@ -244,6 +479,7 @@ impl InProcess {
             url,
             stopper,
             finished,
+            server,
         }
     }
 
@@ -255,8 +491,9 @@ impl InProcess {
         self.dir
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.path().join("data/steward.db")
+    /// Its database: `data/steward.db` or its PostgreSQL server.
+    pub fn db(&self) -> Db {
+        Db::of(self.dir.path(), &self.server)
     }
 }
 

@@ -1,18 +1,17 @@
-//! The dashboard's endpoints against a daemon serving in this process on a real
-//! SQLite file: `GET /v1/overview` gives what SQL over the same `predictions`
-//! and `feedback` rows gives (per minute and in total, a replaced label moved,
-//! latency percentiles within a bucket of the exact ones), and
-//! `GET /v1/drift/history` puts the drifted features first after a shifted
-//! burst. Bad query values are in `api::bad_requests`; rollups after `kill -9`
-//! in `reliability`.
+//! The dashboard's endpoints against a daemon serving in this process, on SQLite
+//! and on PostgreSQL (`for_each_backend!`): `GET /v1/overview` gives what SQL
+//! over the same `predictions` and `feedback` rows gives (per minute and in
+//! total, a replaced label moved, latency percentiles within a bucket of the
+//! exact ones), and `GET /v1/drift/history` puts the drifted features first
+//! after a shifted burst. Bad query values are in `api::bad_requests`; rollups
+//! after `kill -9` in `reliability`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sqlx::SqlitePool;
 
-use crate::common::{client, count, eventually, open_db, Api, InProcess};
+use crate::common::{client, eventually, for_each_backend, Api, Backend, Db, InProcess};
 use crate::monitoring::{checks_after, predict_all, rows};
 use steward::store::rollups::LATENCY_BOUNDS_US;
 
@@ -23,11 +22,11 @@ fn strange(r: &mut Value) {
 }
 
 /// Waits until the log holds `n` rows (and so their rollups: one transaction).
-async fn logged(db: &std::path::Path, n: i64) {
+async fn logged(db: &Db, n: i64) {
     eventually(
         &format!("{n} logged predictions"),
         Duration::from_secs(30),
-        || async { count(db, "predictions").await == n },
+        || async { db.count("predictions").await == n },
     )
     .await;
 }
@@ -54,13 +53,10 @@ fn assert_near(estimate: &Value, exact_us: i64, what: &str) {
 }
 
 /// Per minute: the rows' latencies, anomaly flags and scores.
-async fn by_minute(pool: &SqlitePool) -> BTreeMap<i64, Vec<(i64, i64, f64)>> {
-    let rows: Vec<(i64, i64, i64, f64)> = sqlx::query_as(
-        "SELECT (time / 60000) * 60000, latency_us, anomaly, anomaly_score FROM predictions",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+async fn by_minute(db: &Db) -> BTreeMap<i64, Vec<(i64, i64, f64)>> {
+    let rows: Vec<(i64, i64, i64, f64)> = db
+        .rows("SELECT (time / 60000) * 60000, latency_us, anomaly, anomaly_score FROM predictions")
+        .await;
     let mut out: BTreeMap<i64, Vec<(i64, i64, f64)>> = BTreeMap::new();
     for (m, l, a, s) in rows {
         out.entry(m).or_default().push((l, a, s));
@@ -68,27 +64,34 @@ async fn by_minute(pool: &SqlitePool) -> BTreeMap<i64, Vec<(i64, i64, f64)>> {
     out
 }
 
-/// Per minute in which labels arrived: (labels, correct).
-async fn labels_by_minute(pool: &SqlitePool) -> BTreeMap<i64, (i64, i64)> {
-    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT (f.time / 60000) * 60000, COUNT(*), \
-         SUM(json_extract(p.output, '$.prediction') = json_extract(f.label, '$')) \
-         FROM feedback f JOIN predictions p ON p.id = f.prediction_id GROUP BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    rows.into_iter().map(|(m, n, c)| (m, (n, c))).collect()
+/// Per minute in which labels arrived: (labels, correct). The JSON is compared
+/// here, not in SQL (SQLite and PostgreSQL spell it differently).
+async fn labels_by_minute(db: &Db) -> BTreeMap<i64, (i64, i64)> {
+    let rows: Vec<(i64, String, String)> = db
+        .rows(
+            "SELECT (f.time / 60000) * 60000, p.output, f.label \
+             FROM feedback f JOIN predictions p ON p.id = f.prediction_id",
+        )
+        .await;
+    let mut out: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for (minute, output, label) in rows {
+        let output: Value = serde_json::from_str(&output).unwrap();
+        let label: Value = serde_json::from_str(&label).unwrap();
+        let (n, right) = out.entry(minute).or_default();
+        *n += 1;
+        *right += i64::from(output["prediction"] == label);
+    }
+    out
 }
 
 /// The overview's numbers equal SQL's over the same rows: per minute and in
 /// total, counts, anomalies (the flags answered, and the scores over the
 /// model's threshold), labels and accuracy; percentiles within a bucket.
-async fn assert_overview_matches_sql(d: &InProcess, pool: &SqlitePool, threshold: f64) {
+async fn assert_overview_matches_sql(d: &InProcess, db: &Db, threshold: f64) {
     let c = client();
     let o = d.get_json(&c, "/v1/overview?minutes=5").await;
-    let rows = by_minute(pool).await;
-    let labels = labels_by_minute(pool).await;
+    let rows = by_minute(db).await;
+    let labels = labels_by_minute(db).await;
     let s = &o["series"];
     let minutes: Vec<i64> = serde_json::from_value(s["minute"].clone()).unwrap();
     assert_eq!(minutes.len(), 5, "{o}");
@@ -144,11 +147,14 @@ async fn assert_overview_matches_sql(d: &InProcess, pool: &SqlitePool, threshold
     assert!((t["latency_mean_ms"].as_f64().unwrap() - mean).abs() < 1e-9);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_overview_gives_what_sql_over_the_logged_rows_gives() {
-    let d = InProcess::start("").await;
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_overview_gives_what_sql_over_the_logged_rows_gives
+);
+async fn the_overview_gives_what_sql_over_the_logged_rows_gives(backend: Backend) {
+    let d = InProcess::start_on(backend, "").await;
     let c = client();
-    let db = d.db_path();
+    let db = d.db();
     let card = d.get_json(&c, "/v1/model").await;
     let threshold = card["anomaly"]["threshold"].as_f64().unwrap();
 
@@ -184,13 +190,11 @@ async fn the_overview_gives_what_sql_over_the_logged_rows_gives() {
         assert_eq!(status, 202, "{body}");
     }
     logged(&db, answers.len() as i64).await;
-    let pool = open_db(&db).await;
-    let flags: i64 = sqlx::query_scalar("SELECT SUM(anomaly) FROM predictions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let flags: i64 = db
+        .scalar("SELECT CAST(SUM(anomaly) AS BIGINT) FROM predictions")
+        .await;
     assert_eq!(flags, flagged as i64, "the log keeps the answers' flags");
-    assert_overview_matches_sql(&d, &pool, threshold).await;
+    assert_overview_matches_sql(&d, &db, threshold).await;
 
     // Replace 20 right labels by wrong ones (and send 10 others again): the
     // outcomes move, nothing is counted twice.
@@ -221,7 +225,7 @@ async fn the_overview_gives_what_sql_over_the_logged_rows_gives() {
             .round() as i64
     };
     assert_eq!(correct(&after), correct(&before) - 20, "{after}");
-    assert_overview_matches_sql(&d, &pool, threshold).await;
+    assert_overview_matches_sql(&d, &db, threshold).await;
 
     // The live model and the window's version changes.
     let o = &after;
@@ -266,16 +270,18 @@ async fn the_overview_gives_what_sql_over_the_logged_rows_gives() {
         alerts["counts"],
         json!({"pending": 0, "sent": 0, "failed": 0, "held": 0, "summarized": 0})
     );
-    pool.close().await;
     d.stop().await;
 }
 
 /// Fast checks over a small window (as tests/monitoring.rs).
 const FAST: &str = "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_history_puts_the_drifted_features_first_after_a_shifted_burst() {
-    let d = InProcess::start(FAST).await;
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    drift_history_puts_the_drifted_features_first_after_a_shifted_burst
+);
+async fn drift_history_puts_the_drifted_features_first_after_a_shifted_burst(backend: Backend) {
+    let d = InProcess::start_on(backend, FAST).await;
     let c = client();
     let empty = d.get_json(&c, "/v1/drift/history").await;
     assert_eq!(empty, json!({"alpha": null, "checks": [], "features": []}));

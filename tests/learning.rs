@@ -1,7 +1,8 @@
 //! The continuous-learning loop in the running daemon: retraining through the
 //! API and its gate, failures that leave the live model serving, the schedule,
 //! online updates and their guard, swaps under load, rollback across a restart,
-//! and recovery from an abrupt concept change.
+//! and recovery from an abrupt concept change. Every test runs on SQLite and
+//! on PostgreSQL (`for_each_backend!`).
 //!
 //! The daemon is a separate process: waits poll observable state (a run's row,
 //! /metrics, the registry) with a deadline, never a fixed sleep. The scheduler's
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{self, client, open_db, post, Api, Daemon, InProcess};
+use crate::common::{self, client, for_each_backend, post, Api, Backend, Daemon, InProcess};
 use crate::monitoring::{checks_after, metric, rows};
 
 /// Alerts mailed a second after the event, to the file transport.
@@ -142,13 +143,20 @@ async fn mail_containing(d: &impl Api, needle: &str) -> String {
     }
 }
 
-#[tokio::test]
-async fn a_retrain_on_shifted_inputs_is_promoted_and_resets_the_drift_reference() {
-    let d = Daemon::start(&format!(
-        "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n\
+for_each_backend!(
+    #[tokio::test]
+    a_retrain_on_shifted_inputs_is_promoted_and_resets_the_drift_reference
+);
+async fn a_retrain_on_shifted_inputs_is_promoted_and_resets_the_drift_reference(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n\
          [training]\nmin_rows = 100\nfolds = 3\nmax_regression = 0.05\ndrift_retrain = false\n\
          [online]\nenabled = false\n{QUICK_MAIL}"
-    ));
+        ),
+        &[],
+    );
     let c = client();
     // Bills 15 mm longer than any the model was trained on, labels unchanged.
     let shift = |r: &mut Value| {
@@ -224,11 +232,20 @@ async fn a_retrain_on_shifted_inputs_is_promoted_and_resets_the_drift_reference(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_candidate_trained_on_bad_labels_is_rejected_and_the_live_version_stays() {
-    let d = InProcess::start(&format!(
-        "[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\n[online]\nenabled = false\n{QUICK_MAIL}"
-    )).await;
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_candidate_trained_on_bad_labels_is_rejected_and_the_live_version_stays
+);
+async fn a_candidate_trained_on_bad_labels_is_rejected_and_the_live_version_stays(
+    backend: Backend,
+) {
+    let d = InProcess::start_on(
+        backend,
+        &format!(
+            "[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\n[online]\nenabled = false\n{QUICK_MAIL}"
+        ),
+    )
+    .await;
     let c = client();
     // An upstream bug swapped the species names in older labels; the newest 60
     // (the gate's held-out rows) are right.
@@ -267,12 +284,19 @@ async fn a_candidate_trained_on_bad_labels_is_rejected_and_the_live_version_stay
     assert!(mail.contains(&format!("{cand:.4}")), "{mail}");
 }
 
-#[tokio::test]
-async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving() {
-    let d = Daemon::start(&format!(
-        "[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\ntime_limit_secs = 1\n\
+for_each_backend!(
+    #[tokio::test]
+    failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving
+);
+async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\ntime_limit_secs = 1\n\
          [online]\nenabled = false\n{QUICK_MAIL}"
-    ));
+        ),
+        &[],
+    );
     let c = client();
     // Too few labelled rows: skipped, with the reason.
     let (inputs, _) = labelled(150, |_| {});
@@ -338,11 +362,16 @@ async fn failed_and_skipped_runs_are_recorded_and_the_live_model_keeps_serving()
     assert_eq!(body["error"]["code"], "retrain_running");
 }
 
-#[tokio::test]
-async fn the_schedule_starts_runs_at_its_times() {
+for_each_backend!(
+    #[tokio::test]
+    the_schedule_starts_runs_at_its_times
+);
+async fn the_schedule_starts_runs_at_its_times(backend: Backend) {
     // Every second; too few labelled rows, so every run is skipped at once.
-    let d = Daemon::start(
+    let d = Daemon::start_on(
+        backend,
         "[training]\nschedule = \"* * * * * *\"\nmin_rows = 100\ndrift_retrain = false\n",
+        &[],
     );
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -379,10 +408,15 @@ async fn the_schedule_starts_runs_at_its_times() {
     assert!(d.log_text().contains("scheduler started"));
 }
 
-#[tokio::test]
-async fn online_updates_publish_minor_versions_with_parents_and_counts() {
-    let d = Daemon::start(
+for_each_backend!(
+    #[tokio::test]
+    online_updates_publish_minor_versions_with_parents_and_counts
+);
+async fn online_updates_publish_minor_versions_with_parents_and_counts(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
         "[online]\nrepublish_every = 100\nrepublish_secs = 3600\n[training]\ndrift_retrain = false\n",
+        &[],
     );
     let c = client();
     let (inputs, labels) = labelled(300, |_| {});
@@ -412,13 +446,18 @@ async fn online_updates_publish_minor_versions_with_parents_and_counts() {
     assert!(d.dir.path().join("data/models/v1.3.safetensors").exists());
 }
 
-#[tokio::test]
-async fn the_online_guard_reverts_to_the_base_model_when_updates_make_it_worse() {
+for_each_backend!(
+    #[tokio::test]
+    the_online_guard_reverts_to_the_base_model_when_updates_make_it_worse
+);
+async fn the_online_guard_reverts_to_the_base_model_when_updates_make_it_worse(backend: Backend) {
     // A step size a thousand times too large: every label throws the weights
     // around, so the online copy answers worse than the model it started from.
-    let d = Daemon::start(
+    let d = Daemon::start_on(
+        backend,
         "[online]\nstep_size = 20.0\nrepublish_every = 25\nrepublish_secs = 3600\n\
          guard_window = 100\nguard_margin = 0.05\n[training]\ndrift_retrain = false\n",
+        &[],
     );
     let c = client();
     let (inputs, labels) = labelled(400, |_| {});
@@ -455,11 +494,16 @@ async fn the_online_guard_reverts_to_the_base_model_when_updates_make_it_worse()
     assert_eq!(live_version(&d, &c).await, "1");
 }
 
-#[tokio::test]
-async fn swaps_under_load_answer_every_request_and_log_the_version_that_answered() {
-    let d = Daemon::start(
+for_each_backend!(
+    #[tokio::test]
+    swaps_under_load_answer_every_request_and_log_the_version_that_answered
+);
+async fn swaps_under_load_answer_every_request_and_log_the_version_that_answered(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
         "[training]\nmin_rows = 100\nfolds = 3\nmax_regression = 1.0\ndrift_retrain = false\n\
          [online]\nenabled = false\n",
+        &[],
     );
     let c = client();
     let (inputs, labels) = labelled(200, |_| {});
@@ -520,13 +564,10 @@ async fn swaps_under_load_answer_every_request_and_log_the_version_that_answered
     assert_eq!(metric(&d, &c, "steward_model_swaps_total").await, 21.0);
     let versions: HashSet<&String> = answers.values().collect();
     assert_eq!(versions.len(), 2, "both versions answered: {versions:?}");
-    let (status, dir, _) = d.stop();
+    let db = d.db();
+    let (status, _dir, _) = d.stop();
     assert!(status.success());
-    let pool = open_db(&dir.path().join("data/steward.db")).await;
-    let logged: Vec<(String, String)> = sqlx::query_as("SELECT id, model_version FROM predictions")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let logged: Vec<(String, String)> = db.rows("SELECT id, model_version FROM predictions").await;
     let logged: HashMap<String, String> = logged.into_iter().collect();
     for (id, version) in &answers {
         assert_eq!(logged.get(id), Some(version), "log row of {id}");
@@ -534,10 +575,14 @@ async fn swaps_under_load_answer_every_request_and_log_the_version_that_answered
     assert!(logged.values().all(|v| live.contains(v)));
 }
 
-#[tokio::test]
-async fn rollback_through_the_api_survives_a_restart() {
+for_each_backend!(
+    #[tokio::test]
+    rollback_through_the_api_survives_a_restart
+);
+async fn rollback_through_the_api_survives_a_restart(backend: Backend) {
     let env = [("STEWARD_TOKEN", "s3cret")];
-    let d = Daemon::start_with_env(
+    let d = Daemon::start_on(
+        backend,
         "[training]\nmin_rows = 100\nfolds = 3\nmax_regression = 1.0\ndrift_retrain = false\n\
          [online]\nenabled = false\n",
         &env,
@@ -590,9 +635,8 @@ async fn rollback_through_the_api_survives_a_restart() {
     assert_eq!(live_version(&d, &c).await, "1");
     assert_eq!(d.get_json(&c, "/v1/model").await["version"], "1");
 
-    let (status, dir, _) = d.stop();
+    let (status, _, d) = d.restart(&env);
     assert!(status.success());
-    let d = Daemon::start_in(dir, &env);
     assert_eq!(live_version(&d, &c).await, "1");
     assert_eq!(metric(&d, &c, last).await, ended, "restored at start");
     let models = registry(&d, &c).await;
@@ -662,17 +706,23 @@ async fn live_accuracy(
     right as f64 / pts.len() as f64
 }
 
-#[tokio::test]
-async fn after_an_abrupt_concept_change_a_drift_triggered_retrain_recovers_the_accuracy() {
+for_each_backend!(
+    #[tokio::test]
+    after_an_abrupt_concept_change_a_drift_triggered_retrain_recovers_the_accuracy
+);
+async fn after_an_abrupt_concept_change_a_drift_triggered_retrain_recovers_the_accuracy(
+    backend: Backend,
+) {
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("a.csv"), &points(1000, 1), concept_a);
-    crate::common::write_config(
-        dir.path(),
+    let d = Daemon::start_on_in(
+        backend,
+        dir,
         "[model]\nbootstrap_data = \"a.csv\"\n\
          [training]\nmin_rows = 300\nmax_rows = 1200\nfolds = 3\ndrift_cooldown_secs = 1\n\
          [online]\nrepublish_every = 100000\nrepublish_secs = 3600\n",
+        &[],
     );
-    let d = Daemon::start_in(dir, &[]);
     let c = client();
     let label = |pts: &[(f64, f64)],
                  concept: fn(&(f64, f64)) -> &'static str|
@@ -829,19 +879,20 @@ fn xy(pts: &[(f64, f64)]) -> Vec<Value> {
 /// concept B. The gate asks for 0.95, which no model reaches on B: every run
 /// after the change is rejected, and the live model stays far below its level;
 /// the cool-down is an hour.
-async fn noisy_change(change_retries: u32) -> (Daemon, reqwest::Client) {
+async fn noisy_change(backend: Backend, change_retries: u32) -> (Daemon, reqwest::Client) {
     let dir = tempfile::tempdir().unwrap();
     write_csv(&dir.path().join("a.csv"), &points(1000, 1), concept_a);
-    crate::common::write_config(
-        dir.path(),
+    let d = Daemon::start_on_in(
+        backend,
+        dir,
         &format!(
             "[model]\nbootstrap_data = \"a.csv\"\n\
              [training]\nmin_rows = 100\nmax_rows = 5000\nfolds = 3\nmin_metric = 0.95\n\
              drift_cooldown_secs = 3600\nmin_rows_after_change = 150\n\
              change_retries = {change_retries}\n"
         ),
+        &[],
     );
-    let d = Daemon::start_in(dir, &[]);
     let c = client();
     let a = points(600, 2);
     let labels_a: Vec<String> = a.iter().map(|p| concept_a(p).to_string()).collect();
@@ -851,9 +902,14 @@ async fn noisy_change(change_retries: u32) -> (Daemon, reqwest::Client) {
     (d, c)
 }
 
-#[tokio::test]
-async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows() {
-    let (d, c) = noisy_change(1).await;
+for_each_backend!(
+    #[tokio::test]
+    a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows
+);
+async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_rows(
+    backend: Backend,
+) {
+    let (d, c) = noisy_change(backend, 1).await;
 
     // The first run on the new concept ends rejected.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -898,9 +954,12 @@ async fn a_rejected_run_on_the_new_concept_is_followed_by_one_with_twice_the_row
     );
 }
 
-#[tokio::test]
-async fn a_second_change_gets_its_run_when_the_first_promoted_nothing() {
-    let (d, c) = noisy_change(0).await;
+for_each_backend!(
+    #[tokio::test]
+    a_second_change_gets_its_run_when_the_first_promoted_nothing
+);
+async fn a_second_change_gets_its_run_when_the_first_promoted_nothing(backend: Backend) {
+    let (d, c) = noisy_change(backend, 0).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while change_runs(&d, &c).await.len() < 2 {
         assert!(Instant::now() < deadline, "{:?}", change_runs(&d, &c).await);

@@ -9,6 +9,7 @@ use sqlx::{Connection, PgConnection};
 use steward::store::writer::{PostgresLog, PredictionRow};
 
 use crate::common::pg::Postgres;
+use crate::common::{write_config_on, Db};
 
 async fn select_one(url: &str) -> Result<i32, sqlx::Error> {
     let mut conn = PgConnection::connect(url).await?;
@@ -50,6 +51,54 @@ async fn the_throwaway_server_starts_stops_and_is_removed() {
         select_one(&url).await.is_err(),
         "the server outlived its drop"
     );
+}
+
+/// The harness's PostgreSQL backend (`common::Backend`): the daemon's config
+/// names the server, inside the caller's own `[database]` section when it has
+/// one, and `Db` reads the server with the query text SQLite's takes.
+#[tokio::test]
+async fn a_daemon_config_names_its_server_and_db_reads_it() {
+    let Some(pg) = Postgres::launch() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for sections in [
+        "[database]\nbatch_rows = 2\n[drift]\nmin_rows = 5",
+        "[drift]\nmin_rows = 5",
+    ] {
+        let path = write_config_on(dir.path(), sections, Some(&pg));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            config["database"]["url"].as_str(),
+            Some(pg.url().as_str()),
+            "{text}"
+        );
+        assert_eq!(config["drift"]["min_rows"].as_integer(), Some(5), "{text}");
+    }
+    let db = Db::on(Arc::new(pg));
+    let mut conn = db.connect().await;
+    sqlx::query("CREATE TABLE t (n BIGINT NOT NULL, x DOUBLE PRECISION, s TEXT)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for n in 1..=3_i64 {
+        sqlx::query("INSERT INTO t (n, x, s) VALUES ($1, $2, $3)")
+            .bind(n)
+            .bind(n as f64 / 2.0)
+            .bind(n.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.count("t").await, 3);
+    assert_eq!(
+        db.scalar::<i64>("SELECT CAST(SUM(n) AS BIGINT) FROM t")
+            .await,
+        6
+    );
+    let rows: Vec<(i64, f64, String)> = db.rows("SELECT n, x, s FROM t ORDER BY n").await;
+    assert_eq!(rows[2], (3, 1.5, "3".to_string()));
 }
 
 /// A schema as lines that compare across backends: `table.N column class [not

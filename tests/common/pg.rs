@@ -89,6 +89,27 @@ fn check(output: Output, what: &str, log: &Path) {
     );
 }
 
+/// The binaries, or `None` after a note where PostgreSQL is not installed
+/// (outside CI: under CI that fails the test).
+fn required_binaries() -> Option<PathBuf> {
+    let bin = binaries();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PostgreSQL is not installed (apt-get install postgresql); CI must run the PostgreSQL tests"
+        );
+        eprintln!("PostgreSQL (initdb, pg_ctl) not installed: test skipped");
+    }
+    bin
+}
+
+/// Whether [`Postgres::launch`] can start a server: false (after the same note)
+/// where PostgreSQL is not installed, outside CI; under CI a missing PostgreSQL
+/// fails the test.
+pub fn installed() -> bool {
+    required_binaries().is_some()
+}
+
 impl Postgres {
     /// Creates and starts a cluster; `None` (after a note) where PostgreSQL is not
     /// installed, outside CI.
@@ -99,14 +120,7 @@ impl Postgres {
     /// [`Postgres::launch`] with more server settings (`"fsync=on"`), which
     /// override the harness's own.
     pub fn launch_with(settings: &[&str]) -> Option<Postgres> {
-        let Some(bin) = binaries() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "PostgreSQL is not installed (apt-get install postgresql); CI must run the PostgreSQL tests"
-            );
-            eprintln!("PostgreSQL (initdb, pg_ctl) not installed: test skipped");
-            return None;
-        };
+        let bin = required_binaries()?;
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
             .prefix("steward-pg-")
