@@ -33,12 +33,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alert::mail::Mailer;
 use crate::alert::service::{self as alerting, AlertSettings, Clock};
+use crate::cluster::{ClusterSettings, Elector, Role};
 use crate::config::Config;
 use crate::learning::online::{LabelItem, OnlineSettings};
 use crate::learning::retrain::RetrainSettings;
@@ -58,6 +59,8 @@ pub enum AppError {
     Live(#[from] LiveError),
     #[error(transparent)]
     Mail(#[from] crate::alert::mail::MailError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Settings that a SIGHUP can change without a restart.
@@ -114,6 +117,68 @@ pub struct Parts {
     writer_task: tokio::task::JoinHandle<()>,
     committer: Option<Committer>,
     committer_task: tokio::task::JoinHandle<()>,
+    /// On PostgreSQL: the leader election, whose leader alone runs the
+    /// singleton jobs.
+    elector: Option<Arc<Elector>>,
+}
+
+/// Whether this daemon may run the singleton jobs (the online learner, drift
+/// checks, alert rules and mail, retraining, retention): always on SQLite (one
+/// daemon per file, `store::lock`), and on PostgreSQL while it leads.
+#[derive(Clone)]
+enum Leadership {
+    Alone,
+    Elected(watch::Receiver<Role>),
+}
+
+impl Leadership {
+    /// Runs `job` on `tracker` whenever this daemon may: at once and until
+    /// `stop` when alone; when elected, in each term it leads, the job's own
+    /// token cancelled the moment the term ends (the elector publishes the
+    /// step-down before anything else), and started afresh in the next term.
+    fn spawn<F, Fut>(
+        &self,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+        name: &'static str,
+        job: F,
+    ) where
+        F: Fn(CancellationToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut role = match self {
+            Leadership::Alone => {
+                tracker.spawn(job(stop.clone()));
+                return;
+            }
+            Leadership::Elected(role) => role.clone(),
+        };
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    led = role.wait_for(Role::is_leader) => if led.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+                let term = stop.child_token();
+                let mut watching = role.clone();
+                let ended = term.clone();
+                let watcher = tokio::spawn(async move {
+                    let _ = watching.wait_for(|r| !r.is_leader()).await;
+                    ended.cancel();
+                });
+                tracing::info!(job = name, "leading: job started");
+                job(term.clone()).await;
+                watcher.abort();
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::info!(job = name, "no longer leading: job stopped");
+                // A job that ended by itself waits for the term's end.
+                term.cancelled().await;
+            }
+        });
+    }
 }
 
 impl App {
@@ -145,6 +210,10 @@ impl App {
             stop_writer.clone(),
         );
         let (committer, committer_task) = Committer::spawn(db.clone());
+        let elector = match db.postgres_url() {
+            Some(url) => Some(Arc::new(Elector::new(url, cluster_settings(config))?)),
+            None => None,
+        };
         let settings = Arc::new(ArcSwap::from_pointee(Settings::from_config(config)));
         let (monitoring, outcomes) = Monitoring::new();
         let (learning, labels) =
@@ -196,6 +265,7 @@ impl App {
             writer_task,
             committer: Some(committer),
             committer_task,
+            elector,
         };
         Ok((app, parts))
     }
@@ -245,42 +315,66 @@ impl App {
         stop: &CancellationToken,
     ) {
         let clock = Clock::start();
-        tracker.spawn(retention_job(
-            parts.db.clone(),
-            self.settings.clone(),
-            stop.clone(),
-        ));
-        tracker.spawn(monitoring::drift_job(
+        let lead = match &parts.elector {
+            Some(elector) => {
+                let role = elector.subscribe();
+                let (elector, stopping) = (elector.clone(), stop.clone());
+                tracker.spawn(async move { elector.run(stopping).await });
+                Leadership::Elected(role)
+            }
+            None => Leadership::Alone,
+        };
+        let (db, settings) = (parts.db.clone(), self.settings.clone());
+        lead.spawn(tracker, stop, "retention", move |stop| {
+            retention_job(db.clone(), settings.clone(), stop)
+        });
+        let (db, slot, monitoring) = (
             parts.db.clone(),
             parts.slot.clone(),
             parts.monitoring.clone(),
-            monitoring::JobSettings::from_config(&config.drift),
-            stop.clone(),
-        ));
+        );
+        let drift = monitoring::JobSettings::from_config(&config.drift);
+        lead.spawn(tracker, stop, "drift checks", move |stop| {
+            monitoring::drift_job(
+                db.clone(),
+                slot.clone(),
+                monitoring.clone(),
+                drift.clone(),
+                stop,
+            )
+        });
         if let Some(mailer) = parts.mailer.take() {
             let settings = AlertSettings {
                 counters: self.alerts.counters(),
                 ..AlertSettings::from_config(config)
             };
             let wake_mailer = Arc::new(tokio::sync::Notify::new());
-            tracker.spawn(alerting::rules_task(
-                parts.db.clone(),
-                parts.monitoring.events.subscribe(),
-                settings.clone(),
-                mailer.domain(),
-                wake_mailer.clone(),
-                clock,
-                stop.clone(),
-            ));
+            let (db, monitoring, rules) =
+                (parts.db.clone(), parts.monitoring.clone(), settings.clone());
+            let (domain, wake) = (mailer.domain(), wake_mailer.clone());
+            lead.spawn(tracker, stop, "alert rules", move |stop| {
+                alerting::rules_task(
+                    db.clone(),
+                    monitoring.events.subscribe(),
+                    rules.clone(),
+                    domain.clone(),
+                    wake.clone(),
+                    clock,
+                    stop,
+                )
+            });
             tracing::info!(via = %mailer.describe, recipients = ?config.alerts.to, "alert mail");
-            tracker.spawn(alerting::mailer_task(
-                parts.db.clone(),
-                mailer,
-                settings,
-                wake_mailer,
-                clock,
-                stop.clone(),
-            ));
+            let db = parts.db.clone();
+            lead.spawn(tracker, stop, "alert mail", move |stop| {
+                alerting::mailer_task(
+                    db.clone(),
+                    mailer.clone(),
+                    settings.clone(),
+                    wake_mailer.clone(),
+                    clock,
+                    stop,
+                )
+            });
         }
         if let Some(outcomes) = parts.outcomes.take() {
             tracker.spawn(monitoring::concept_task(
@@ -290,33 +384,48 @@ impl App {
             ));
         }
         if let Some(labels) = parts.labels.take() {
-            tracker.spawn(learning::online::task(
-                parts.learning.clone(),
-                labels,
-                OnlineSettings::from_config(&config.online),
-                stop.clone(),
-            ));
+            let labels = Arc::new(tokio::sync::Mutex::new(labels));
+            let learning = parts.learning.clone();
+            let online = OnlineSettings::from_config(&config.online);
+            lead.spawn(tracker, stop, "online learner", move |stop| {
+                let (learning, labels, online) = (learning.clone(), labels.clone(), online.clone());
+                async move {
+                    let mut labels = labels.lock().await;
+                    learning::online::task(learning, &mut labels, online, stop).await;
+                }
+            });
         }
         match Cron::parse(&config.training.schedule) {
             Ok(cron) => {
-                tracker.spawn(learning::trigger::schedule(
-                    parts.learning.clone(),
-                    parts.retrain.clone(),
-                    cron,
-                    clock,
-                    stop.clone(),
-                ));
+                let (learning, retrain) = (parts.learning.clone(), parts.retrain.clone());
+                lead.spawn(tracker, stop, "retrain schedule", move |stop| {
+                    learning::trigger::schedule(
+                        learning.clone(),
+                        retrain.clone(),
+                        cron.clone(),
+                        clock,
+                        stop,
+                    )
+                });
             }
             Err(e) => tracing::error!(error = %e, "training.schedule: no scheduled retraining"),
         }
         if config.training.drift_retrain {
-            tracker.spawn(learning::trigger::on_drift(
+            let (learning, retrain, monitoring) = (
                 parts.learning.clone(),
                 parts.retrain.clone(),
-                parts.monitoring.events.subscribe(),
-                config.training.drift_cooldown_secs.get(),
-                stop.clone(),
-            ));
+                parts.monitoring.clone(),
+            );
+            let cooldown = config.training.drift_cooldown_secs.get();
+            lead.spawn(tracker, stop, "drift retraining", move |stop| {
+                learning::trigger::on_drift(
+                    learning.clone(),
+                    retrain.clone(),
+                    monitoring.events.subscribe(),
+                    cooldown,
+                    stop,
+                )
+            });
         }
     }
 
@@ -363,6 +472,29 @@ impl App {
     /// The live model's version (for the start-up log line).
     pub fn live_version(&self) -> String {
         self.health.live_version()
+    }
+}
+
+/// The election's settings from `[cluster]`; the replica's name defaults to the
+/// host name and the listen port (and the process id when the port is chosen
+/// by the system).
+fn cluster_settings(config: &Config) -> ClusterSettings {
+    let c = &config.cluster;
+    let replica_id = if c.replica_id.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "steward".into());
+        match config.listen.port() {
+            0 => format!("{host}:{}", std::process::id()),
+            port => format!("{host}:{port}"),
+        }
+    } else {
+        c.replica_id.clone()
+    };
+    ClusterSettings {
+        lease: c.lease_secs.get(),
+        poll: c.poll_secs.get(),
+        replica_id,
     }
 }
 

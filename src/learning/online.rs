@@ -123,7 +123,7 @@ struct State {
 /// Runs the online learner until `stop`.
 pub async fn task(
     learning: Arc<Learning>,
-    mut rx: mpsc::Receiver<LabelItem>,
+    rx: &mut mpsc::Receiver<LabelItem>,
     settings: OnlineSettings,
     stop: CancellationToken,
 ) {
