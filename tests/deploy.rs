@@ -7,6 +7,12 @@
 //! Grafana imports, each alert must say how long, how bad and what to do, and
 //! where promtool is installed (CI installs it) the rules, their unit tests and
 //! the dashboard's queries must pass it.
+//!
+//! The load balancer configs (deploy/nginx, deploy/haproxy) run as shipped, with
+//! only their addresses rewritten, in front of three real daemons: requests
+//! spread over the replicas, each answer is logged once, and a replica killed
+//! with SIGKILL costs no request. Where nginx or HAProxy is missing these tests
+//! skip, except under CI (which installs both), where they fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -682,4 +688,415 @@ fn the_promql_scan_finds_metrics_not_functions_labels_durations_or_variables() {
         template_labels("{{ if $labels.instance }}{{ $labels.instance }}{{ else }}-{{ end }}"),
         ["instance", "instance"]
     );
+}
+
+// The load balancer configs (issue 19): deploy/nginx/steward.conf and
+// deploy/haproxy/haproxy.cfg, run as shipped in front of three real daemons.
+
+const NGINX_CONF: &str = "deploy/nginx/steward.conf";
+const HAPROXY_CFG: &str = "deploy/haproxy/haproxy.cfg";
+/// The replicas' addresses in both shipped files.
+const SHIPPED_REPLICAS: [&str; 3] = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
+
+/// A shipped config with each `(from, to)` replaced in its directives (comment
+/// lines are left alone). Each `from` must be in exactly one directive, so that
+/// a change to the shipped file fails here instead of leaving a test of
+/// something else: else the error says which is not.
+fn rewrite(text: &str, swaps: &[(&str, String)]) -> Result<String, String> {
+    let mut found = vec![0; swaps.len()];
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut line = line.to_owned();
+        if !line.trim_start().starts_with('#') {
+            for ((from, to), n) in swaps.iter().zip(&mut found) {
+                *n += line.matches(from).count();
+                line = line.replace(from, to);
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for ((from, _), n) in swaps.iter().zip(found) {
+        if n != 1 {
+            return Err(format!(
+                "{from:?}: in {n} directives of the shipped file, not 1"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn rewrite_replaces_directives_only_and_each_exactly_once() {
+    let text = "# from 127.0.0.1:8081\nserver 127.0.0.1:8081;\nlisten 8080;\n";
+    assert_eq!(
+        rewrite(text, &[("127.0.0.1:8081", "127.0.0.1:40001".into())]).unwrap(),
+        "# from 127.0.0.1:8081\nserver 127.0.0.1:40001;\nlisten 8080;\n"
+    );
+    assert!(rewrite(text, &[("listen 80;", String::new())]).is_err());
+    assert!(rewrite(&format!("{text}{text}"), &[("listen 8080;", String::new())]).is_err());
+}
+
+/// A load balancer in the foreground: its process, its URL, and its directory
+/// (the rewritten config, its output, nginx's pid file and access log).
+struct Balancer {
+    process: crate::common::ChildGuard,
+    url: String,
+    dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Nginx,
+    Haproxy,
+}
+
+impl Kind {
+    fn binary(self) -> &'static str {
+        match self {
+            Kind::Nginx => "nginx",
+            Kind::Haproxy => "haproxy",
+        }
+    }
+
+    /// The binary (on `PATH`, or in /usr/sbin, which a user's `PATH` may lack);
+    /// `None` after a note where it is not installed, outside CI. Under CI a
+    /// missing one fails the test, as a missing PostgreSQL does (common/pg.rs).
+    fn installed(self) -> Option<PathBuf> {
+        let name = self.binary();
+        let found = on_path(name).or_else(|| {
+            let p = Path::new("/usr/sbin").join(name);
+            p.is_file().then_some(p)
+        });
+        if found.is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} is not installed (apt-get install {name}); CI must run the load balancer tests"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "deploy: {name} not installed: {} NOT tested",
+                self.shipped()
+            );
+        }
+        found
+    }
+
+    fn shipped(self) -> &'static str {
+        match self {
+            Kind::Nginx => NGINX_CONF,
+            Kind::Haproxy => HAPROXY_CFG,
+        }
+    }
+}
+
+impl Balancer {
+    /// Runs the shipped config of `kind` in front of `replicas` (host:port),
+    /// listening on a free loopback port, and waits until it answers /readyz.
+    /// What is rewritten: the three upstream addresses, the listen port and, for
+    /// nginx, the access log's directory; nginx also gets the lines Debian's
+    /// nginx.conf puts around conf.d/ (pid file, events, temporary
+    /// directories), all inside the test's directory.
+    async fn start(kind: Kind, bin: &Path, replicas: &[String]) -> Balancer {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let port = crate::smtp::free_port();
+        let mut swaps: Vec<(&str, String)> = SHIPPED_REPLICAS
+            .iter()
+            .copied()
+            .zip(replicas.iter().cloned())
+            .collect();
+        let shipped = std::fs::read_to_string(path(kind.shipped())).unwrap();
+        let mut cmd = Command::new(bin);
+        match kind {
+            Kind::Nginx => {
+                swaps.push(("listen 8080;", format!("listen 127.0.0.1:{port};")));
+                swaps.push(("/var/log/nginx/", format!("{d}/")));
+                std::fs::write(
+                    dir.path().join("steward.conf"),
+                    rewrite(&shipped, &swaps).unwrap(),
+                )
+                .unwrap();
+                let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+                    .iter()
+                    .map(|t| format!("    {t}_temp_path {d}/{t};\n"))
+                    .collect();
+                let main = format!(
+                    "pid {d}/nginx.pid;\nworker_processes 1;\nevents {{}}\n\
+                     http {{\n{temp}    include {d}/steward.conf;\n}}\n"
+                );
+                std::fs::write(dir.path().join("nginx.conf"), main).unwrap();
+                cmd.args(["-p", &d, "-e", "stderr", "-c", &format!("{d}/nginx.conf")])
+                    .args(["-g", "daemon off;"]);
+            }
+            Kind::Haproxy => {
+                swaps.push(("bind :8080", format!("bind 127.0.0.1:{port}")));
+                let cfg = dir.path().join("haproxy.cfg");
+                std::fs::write(&cfg, rewrite(&shipped, &swaps).unwrap()).unwrap();
+                cmd.arg("-f").arg(&cfg).arg("-db");
+            }
+        }
+        let out = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
+        let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        cmd.current_dir(dir.path()).stdout(out).stderr(err);
+        let mut b = Balancer {
+            process: crate::common::ChildGuard::spawn(&mut cmd),
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let c = client();
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = b.process.0.try_wait().unwrap() {
+                panic!("{kind:?} exited ({status}):\n{}", b.output());
+            }
+            let ready = c.get(format!("{}/readyz", b.url)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return b;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "{kind:?} not answering /readyz within 10 s:\n{}",
+                b.output()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything it wrote: stdout, stderr and, for nginx, the access log.
+    fn output(&self) -> String {
+        ["stdout.log", "stderr.log", "steward.access.log"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+}
+
+/// Sends the head of a POST to `path` that declares a body of `length` bytes,
+/// and no body; returns the answer's status and its JSON body (Null if none).
+fn post_head_only(url: &str, path: &str, length: usize) -> (u16, Value) {
+    use std::io::Read;
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(SECS_10)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        let n = stream.read(&mut chunk).unwrap();
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let declared = head.lines().find_map(|l| {
+                let l = l.to_ascii_lowercase();
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            });
+            if n == 0 || declared.is_some_and(|d| body.len() >= d) {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+            }
+        }
+        assert!(n > 0, "the connection closed before a whole answer: {text}");
+    }
+}
+
+/// Sends `n` predictions (tests/api.rs's penguin) to `url`, `parallel` at a
+/// time, and returns each answer's status (0: no answer).
+async fn predictions(c: &reqwest::Client, url: &str, n: usize, parallel: usize) -> Vec<u16> {
+    let body = serde_json::json!({ "features": crate::common::penguin() });
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..parallel {
+        let (c, url, body) = (c.clone(), format!("{url}/v1/predict"), body.clone());
+        let share = n / parallel + usize::from(k < n % parallel);
+        set.spawn(async move {
+            let mut statuses = Vec::with_capacity(share);
+            for _ in 0..share {
+                let answer = c.post(&url).json(&body).send().await;
+                statuses.push(answer.map_or(0, |r| r.status().as_u16()));
+            }
+            statuses
+        });
+    }
+    let mut all = Vec::with_capacity(n);
+    while let Some(statuses) = set.join_next().await {
+        all.extend(statuses.unwrap());
+    }
+    all
+}
+
+fn successes(statuses: &[u16]) -> usize {
+    statuses.iter().filter(|s| (200..300).contains(*s)).count()
+}
+
+async fn counter(c: &reqwest::Client, d: &Daemon, name: &str) -> u64 {
+    crate::common::metric(c, &d.url, name).await as u64
+}
+
+/// The test of one balancer: predictions spread over three replicas, every
+/// answer logged once by the replica that gave it, the request id passed
+/// through, steward's body limit, and a replica killed with SIGKILL.
+async fn balance(kind: Kind) {
+    let Some(bin) = kind.installed() else { return };
+    let replicas: Vec<Daemon> = (0..3).map(|_| Daemon::start("")).collect();
+    let addrs: Vec<String> = replicas
+        .iter()
+        .map(|d| d.url.trim_start_matches("http://").to_owned())
+        .collect();
+    let lb = Balancer::start(kind, &bin, &addrs).await;
+    let c = client();
+    let mut answered = 0;
+
+    // The request id: the client's reaches the replica (which echoes it); a
+    // request without one gets the balancer's, which its log shows.
+    let body = serde_json::json!({ "features": crate::common::penguin() });
+    let r = c
+        .post(format!("{}/v1/predict", lb.url))
+        .header("x-request-id", "lb-test-0001")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "lb-test-0001");
+    let r = c
+        .post(format!("{}/v1/predict", lb.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    answered += 2;
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    match kind {
+        // nginx's $request_id: 32 hex digits (steward's own is a UUID).
+        Kind::Nginx => assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        ),
+        // HAProxy's uuid() is version 4 (steward's own is version 7).
+        Kind::Haproxy => assert_eq!(id.as_bytes().get(14), Some(&b'4'), "{id}"),
+    }
+    crate::common::eventually("the balancer logs the request id", SECS_10, || async {
+        lb.output().contains(&id)
+    })
+    .await;
+
+    // A body over steward's server.max_body_bytes is refused at the balancer,
+    // with steward's error code, on its Content-Length alone. Only the head
+    // is sent: HAProxy closes at once after its 413, and a client still
+    // sending the body may get a reset instead of the answer (seen here in one
+    // run of several).
+    let (status, error) = post_head_only(&lb.url, "/v1/predict", 1_048_577);
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["code"], "body_too_large", "{error}");
+
+    // 300 predictions, 6 at a time: every one answered 2xx, by every replica.
+    let statuses = predictions(&c, &lb.url, 300, 6).await;
+    assert_eq!(successes(&statuses), 300, "{statuses:?}\n{}", lb.output());
+    answered += 300;
+    let mut split = Vec::new();
+    for d in &replicas {
+        split.push(counter(&c, d, "steward_predictions_total").await);
+    }
+    assert!(
+        split.iter().all(|n| *n > 0),
+        "a replica answered none: {split:?}"
+    );
+    assert_eq!(split.iter().sum::<u64>(), answered, "{split:?}");
+
+    // Kill one replica outright once its rows are written (a killed replica
+    // loses the rows still queued, which would blur the count below).
+    for (d, n) in replicas.iter().zip(&split) {
+        crate::common::eventually("the replica's rows are written", SECS_10, || async {
+            counter(&c, d, "steward_log_rows_written_total").await == *n
+        })
+        .await;
+    }
+    let mut replicas = replicas.into_iter();
+    let mut victim = replicas.next().unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let survivors: Vec<Daemon> = replicas.collect();
+
+    // At once: the balancer's kept-alive connections to the dead replica are
+    // closed, and it still counts as up. Every request must still get its
+    // answer, from another replica (retried after a refused or reset
+    // connection).
+    let at_once = predictions(&c, &lb.url, 100, 6).await;
+    let failed_at_once = at_once.len() - successes(&at_once);
+    // HAProxy's health check takes the replica out (2 checks, 2 s apart);
+    // nginx takes it out after 3 failed attempts, with no log line to wait for.
+    if let Kind::Haproxy = kind {
+        // The shipped file's name for the first replica.
+        crate::common::eventually("HAProxy marks the killed replica down", SECS_10, || async {
+            lb.output().contains("steward/r1 is DOWN")
+        })
+        .await;
+    }
+    let settled = predictions(&c, &lb.url, 100, 6).await;
+    let mut report = format!(
+        "deploy: {kind:?}: {answered} predictions split {split:?} over 3 replicas; after kill -9 \
+         of one: {failed_at_once} of 100 failed at once, {} of 100 after it was taken out",
+        settled.len() - successes(&settled)
+    );
+    // Requests that reached another replica after an attempt on the dead one:
+    // nginx's access log lists every address tried; HAProxy's httplog marks a
+    // redispatch with a `+` before the retry count (`1/1/0/0/+1`).
+    let retried = match kind {
+        Kind::Nginx => {
+            let log = std::fs::read_to_string(lb.dir.path().join("steward.access.log")).unwrap();
+            let tried_dead = format!("upstream={}, ", addrs[0]);
+            log.lines().filter(|l| l.contains(&tried_dead)).count()
+        }
+        Kind::Haproxy => {
+            let log = std::fs::read_to_string(lb.dir.path().join("stdout.log")).unwrap();
+            log.lines().filter(|l| l.contains("/+")).count()
+        }
+    };
+    report.push_str(&format!("; {retried} retried on another replica"));
+    let _ = writeln!(std::io::stderr(), "{report}");
+    assert_eq!(failed_at_once, 0, "{at_once:?}\n{}", lb.output());
+    assert_eq!(successes(&settled), 100, "{settled:?}\n{}", lb.output());
+    answered += 200;
+
+    // Every 2xx answer is one row, logged by the replica that gave it: the
+    // victim's rows as they were when it was killed, the others' after a clean
+    // stop.
+    let mut rows = vec![crate::common::count(&victim.db_path(), "predictions").await];
+    let mut after_kill = Vec::new();
+    for d in &survivors {
+        after_kill.push(counter(&c, d, "steward_predictions_total").await);
+    }
+    drop(lb);
+    for d in survivors {
+        let (status, dir, log) = d.stop();
+        assert!(status.success(), "{log}");
+        rows.push(crate::common::count(&dir.path().join("data/steward.db"), "predictions").await);
+    }
+    assert_eq!(rows[0], split[0] as i64, "the killed replica's rows");
+    assert_eq!(
+        rows[1..],
+        after_kill.iter().map(|n| *n as i64).collect::<Vec<_>>(),
+        "each surviving replica logged what it answered"
+    );
+    assert_eq!(rows.iter().sum::<i64>(), answered as i64, "{rows:?}");
+}
+
+const SECS_10: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[tokio::test]
+async fn nginx_spreads_predictions_over_replicas_and_survives_a_kill() {
+    balance(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn haproxy_spreads_predictions_over_replicas_and_survives_a_kill() {
+    balance(Kind::Haproxy).await;
 }
