@@ -42,6 +42,10 @@ pub enum LiveError {
     },
     #[error("bootstrap training panicked or was cancelled")]
     Join,
+    #[error(
+        "version {version}: its file {path} is missing and the registry holds no artifact for it"
+    )]
+    NoArtifact { version: String, path: String },
 }
 
 /// A model with the registry facts that go into every answer.
@@ -159,7 +163,7 @@ pub type Slot = Arc<ArcSwap<LiveModel>>;
 /// Loads the active version, or creates the first one.
 pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> {
     if let Some(rec) = registry::active(db).await? {
-        let path = PathBuf::from(&rec.path);
+        let path = local_artifact(db, Path::new(&config.model.dir), &rec).await?;
         let model = tokio::task::spawn_blocking(move || artifact::load(&path))
             .await
             .map_err(|_| LiveError::Join)?
@@ -213,17 +217,78 @@ pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> 
     let path = dir.join(format!("v{version}.safetensors"));
     let to_save = model.clone();
     let save_path = path.clone();
-    tokio::task::spawn_blocking(move || artifact::save(&to_save, &save_path))
-        .await
-        .map_err(|_| LiveError::Join)??;
+    let bytes = tokio::task::spawn_blocking(move || {
+        artifact::save(&to_save, &save_path)?;
+        std::fs::read(&save_path).map_err(|source| LiveError::Dir {
+            path: save_path.display().to_string(),
+            source,
+        })
+    })
+    .await
+    .map_err(|_| LiveError::Join)??;
     let record = record_for(&model, &version, &path, source);
-    registry::insert_active(db, &record).await?;
+    if let Err(e) = registry::insert_active(db, &record, &bytes).await {
+        // Another replica on the same database registered the first version
+        // meanwhile: serve that one.
+        if let Some(rec) = registry::active(db).await? {
+            tracing::info!(version = %rec.version, "another replica registered the first version: loading it");
+            let path = local_artifact(db, &dir, &rec).await?;
+            let model = tokio::task::spawn_blocking(move || artifact::load(&path))
+                .await
+                .map_err(|_| LiveError::Join)??;
+            return Ok(LiveModel::new(
+                model,
+                rec,
+                config.compression.max_metric_drop,
+            ));
+        }
+        return Err(e.into());
+    }
     tracing::info!(version = %version, path = %record.path, metrics = %record.metrics, "first model registered and active");
     Ok(LiveModel::new(
         model,
         record,
         config.compression.max_metric_drop,
     ))
+}
+
+/// The file to load `record`'s version from: its recorded path when that file
+/// is here, else `dir/v<version>.safetensors`, written first from the
+/// registry's bytes when missing (another replica made the version), through
+/// `artifact::write_atomically`: a crash never leaves half an artifact under
+/// the real name.
+pub async fn local_artifact(
+    db: &Store,
+    dir: &Path,
+    record: &ModelRecord,
+) -> Result<PathBuf, LiveError> {
+    let recorded = PathBuf::from(&record.path);
+    if recorded.exists() {
+        return Ok(recorded);
+    }
+    let local = dir.join(format!("v{}.safetensors", record.version));
+    if local.exists() {
+        return Ok(local);
+    }
+    let bytes = registry::artifact(db, &record.version)
+        .await?
+        .ok_or_else(|| LiveError::NoArtifact {
+            version: record.version.clone(),
+            path: record.path.clone(),
+        })?;
+    let (to, dir) = (local.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| artifact::write_atomically(&to, &bytes))
+            .map_err(|source| LiveError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })
+    })
+    .await
+    .map_err(|_| LiveError::Join)??;
+    tracing::info!(version = %record.version, path = %local.display(), "artifact written from the registry");
+    Ok(local)
 }
 
 /// The registry row of a new active version of `model`, stored at `path`.

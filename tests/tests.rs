@@ -28,6 +28,7 @@ mod onnx;
 mod operator;
 mod postgres;
 mod reliability;
+mod replicas;
 mod report;
 mod startup;
 mod systemd;

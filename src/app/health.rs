@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
+use crate::cluster::Role;
 use crate::learning::{Learning, LearningStats};
 use crate::live::{LiveModel, Slot};
 use crate::monitoring::Monitoring;
@@ -27,6 +30,19 @@ pub struct Health {
     log: LogHandle,
     monitoring: Arc<Monitoring>,
     learning: Arc<Learning>,
+    /// On PostgreSQL: this replica's name and its role, as the elector sees it.
+    cluster: Option<(Arc<str>, watch::Receiver<Role>)>,
+}
+
+/// This replica's place in the cluster, for `GET /v1/model` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterView {
+    pub replica: String,
+    pub leader: bool,
+    /// The epoch of the current (or last seen) term.
+    pub epoch: i64,
+    /// The replica that leads, when this one knows (itself when it leads).
+    pub leader_replica: Option<String>,
 }
 
 impl Health {
@@ -36,6 +52,7 @@ impl Health {
         log: LogHandle,
         monitoring: Arc<Monitoring>,
         learning: Arc<Learning>,
+        cluster: Option<(Arc<str>, watch::Receiver<Role>)>,
     ) -> Self {
         Health {
             db,
@@ -43,7 +60,23 @@ impl Health {
             log,
             monitoring,
             learning,
+            cluster,
         }
+    }
+
+    /// Where this replica stands in the cluster; `None` on SQLite.
+    pub fn cluster(&self) -> Option<ClusterView> {
+        let (replica, role) = self.cluster.as_ref()?;
+        let role = role.borrow().clone();
+        Some(ClusterView {
+            replica: replica.to_string(),
+            leader: role.is_leader(),
+            epoch: role.epoch(),
+            leader_replica: match role {
+                Role::Leader { .. } => Some(replica.to_string()),
+                Role::Follower { leader, .. } => leader,
+            },
+        })
     }
 
     /// Ready to serve: a model is live (always, once built), the database takes

@@ -247,6 +247,9 @@ impl App {
                 log.clone(),
                 monitoring.clone(),
                 learning.clone(),
+                elector
+                    .as_ref()
+                    .map(|e| (Arc::from(e.settings().replica_id.as_str()), e.subscribe())),
             ),
             dashboard: dashboard::Dashboard::new(db.clone(), slot.clone()),
             settings,
@@ -324,6 +327,14 @@ impl App {
             }
             None => Leadership::Alone,
         };
+        if parts.db.is_postgres() {
+            tracker.spawn(follow_registry(
+                parts.db.clone(),
+                parts.learning.clone(),
+                config.cluster.poll_secs.get(),
+                stop.clone(),
+            ));
+        }
         let (db, settings) = (parts.db.clone(), self.settings.clone());
         lead.spawn(tracker, stop, "retention", move |stop| {
             retention_job(db.clone(), settings.clone(), stop)
@@ -472,6 +483,54 @@ impl App {
     /// The live model's version (for the start-up log line).
     pub fn live_version(&self) -> String {
         self.health.live_version()
+    }
+}
+
+/// On every replica of a cluster: serves the registry's active version once
+/// another replica makes it active, on its announcement (`store::notify`) or at
+/// the next poll, whichever comes first (an announcement can be lost while the
+/// listening connection reconnects).
+async fn follow_registry(
+    db: Store,
+    learning: Arc<Learning>,
+    poll: Duration,
+    stop: CancellationToken,
+) {
+    let mut changes = None;
+    loop {
+        if changes.is_none() {
+            match store::notify::Changes::listen(&db).await {
+                Ok(c) => changes = c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for model changes; polling only until it can")
+                }
+            }
+        }
+        let announced = async {
+            match changes.as_mut() {
+                Some(c) => c.next().await.map(Some),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            heard = announced => {
+                if let Err(e) = heard {
+                    tracing::warn!(error = %e, "model change listener failed; reconnecting");
+                    changes = None;
+                }
+            }
+            () = tokio::time::sleep(poll) => {}
+            () = stop.cancelled() => return,
+        }
+        match learning.follow_registry().await {
+            Ok(Some(version)) => {
+                tracing::info!(%version, "serving the version another replica made active")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve the registry's active version yet; retrying at the next poll")
+            }
+        }
     }
 }
 

@@ -179,15 +179,20 @@ impl Learning {
         let warm = self.warm_up_inputs().await;
         let budget = self.budget;
         let rec = record.clone();
-        let live = tokio::task::spawn_blocking(move || {
+        let (live, bytes) = tokio::task::spawn_blocking(move || {
             artifact::save(&model, &path)?;
+            let bytes = std::fs::read(&path).map_err(|e| artifact::ArtifactError::Read {
+                path: path.display().to_string(),
+                source: e,
+            })?;
             let warm = encode_logged(&model, &warm);
-            Ok::<_, artifact::ArtifactError>(LiveModel::with_warm_up(model, rec, budget, &warm))
+            let live = LiveModel::with_warm_up(model, rec, budget, &warm);
+            Ok::<_, artifact::ArtifactError>((live, bytes))
         })
         .await
         .map_err(|_| LearningError::Join)??;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        registry::insert_active(&self.db, &record).await?;
+        registry::insert_active(&self.db, &record, &bytes).await?;
         let live = Arc::new(live);
         self.swap_in(live.clone(), &previous, prepared_ms, source);
         self.retire().await;
@@ -211,10 +216,16 @@ impl Learning {
         let path = self.dir.join(format!("v{version}.safetensors"));
         let mut record = crate::live::record_for(&model, &version, &path, source);
         record.status = registry::ModelStatus::Inactive;
-        tokio::task::spawn_blocking(move || artifact::save(&model, &path))
-            .await
-            .map_err(|_| LearningError::Join)??;
-        registry::insert_inactive(&self.db, &record).await?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            artifact::save(&model, &path)?;
+            std::fs::read(&path).map_err(|e| artifact::ArtifactError::Read {
+                path: path.display().to_string(),
+                source: e,
+            })
+        })
+        .await
+        .map_err(|_| LearningError::Join)??;
+        registry::insert_inactive(&self.db, &record, &bytes).await?;
         Ok(record)
     }
 
@@ -258,7 +269,14 @@ impl Learning {
             return Err(LearningError::Retired(version.into()));
         }
         let budget = self.budget;
-        let path = PathBuf::from(&record.path);
+        let path = crate::live::local_artifact(&self.db, &self.dir, &record)
+            .await
+            .map_err(|e| {
+                LearningError::Artifact(artifact::ArtifactError::Read {
+                    path: record.path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?;
         let live = tokio::task::spawn_blocking(move || {
             let model = artifact::load(&path)?;
             let warm = encode_logged(&model, &warm);
@@ -267,6 +285,31 @@ impl Learning {
         .await
         .map_err(|_| LearningError::Join)??;
         Ok(Arc::new(live))
+    }
+
+    /// Makes the registry's active version live here when another replica
+    /// changed it (several replicas on one PostgreSQL database): loads it (from
+    /// the registry's bytes when its file is not here), warms it up and swaps it
+    /// in as [`Learning::activate`] does, without writing the registry. Returns
+    /// the version made live, or `None` when this replica already serves it.
+    pub async fn follow_registry(&self) -> Result<Option<String>, LearningError> {
+        let Some(active) = registry::active(&self.db).await? else {
+            return Ok(None);
+        };
+        if *self.slot.load().version == active.version {
+            return Ok(None);
+        }
+        let _swap = self.swap.lock().await;
+        let previous = self.slot.load_full();
+        if *previous.version == active.version {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let warm = self.warm_up_inputs().await;
+        let live = self.load(&active.version, warm).await?;
+        let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.swap_in(live, &previous, prepared_ms, "follow");
+        Ok(Some(active.version))
     }
 
     /// Makes an already loaded model live again in place of `expected` (the

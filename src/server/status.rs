@@ -21,8 +21,14 @@ use super::AppState;
 use crate::app::health::Health;
 use crate::app::App;
 
+/// The live model's card; with several replicas, also this replica's name and
+/// whether it leads (`cluster`).
 pub async fn model(State(state): State<AppState>) -> Json<Value> {
-    Json(state.app.models().card())
+    let mut card = state.app.models().card();
+    if let (Some(view), Some(map)) = (state.app.health().cluster(), card.as_object_mut()) {
+        map.insert("cluster".into(), serde_json::json!(view));
+    }
+    Json(card)
 }
 
 pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -161,7 +167,27 @@ fn encode_log_and_model(health: &Health, enc: &mut DescriptorEncoder) -> fmt::Re
         "model",
         "The live model: its version and the arithmetic that answers (f32 or int8; value is always 1).",
         &[("version", &live.version), ("form", live.form.form.as_str())],
-    )
+    )?;
+    if let Some(c) = health.cluster() {
+        info(
+            enc,
+            "cluster",
+            "This replica among those on one PostgreSQL database: its name, and its role \
+             (leader or follower; value is always 1).",
+            &[
+                ("replica", &c.replica),
+                ("role", if c.leader { "leader" } else { "follower" }),
+            ],
+        )?;
+        gauge(
+            enc,
+            "cluster_epoch",
+            "The leader's term this replica last saw (it increases at every new leader).",
+            None,
+            c.epoch,
+        )?;
+    }
+    Ok(())
 }
 
 /// The connection layer's counters.

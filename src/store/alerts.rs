@@ -1,4 +1,4 @@
-//! Alert mail in SQLite: the outbox (`alerts`), the rules' state and silences.
+//! Alert mail in the database: the outbox (`alerts`), the rules' state and silences.
 //! A notification is a row before anything tries to send it; the mailer moves it
 //! from `pending` to `sent` or `failed`, or keeps it pending with a later
 //! `next_attempt`. Rows over the hourly cap are `held` until a summary mail names
@@ -162,17 +162,48 @@ pub async fn images(store: &Store, id: i64) -> Result<Vec<MailImage>, StoreError
     .await)?)
 }
 
+/// How long a notification claimed by [`due`] on PostgreSQL stays away from
+/// every other replica's mailer: longer than one attempt can take (connect and
+/// send timeouts). A replica that dies while sending leaves it due again after
+/// this.
+pub const CLAIM_MS: i64 = 600_000;
+
 /// Pending notifications whose next attempt is due, oldest first, with their
-/// images.
+/// images. On PostgreSQL they are claimed as they are read: `FOR UPDATE SKIP
+/// LOCKED` skips rows another replica is claiming, and their next attempt moves
+/// [`CLAIM_MS`] ahead, so that however many replicas send, each notification is
+/// handed to one of them; the attempt's outcome ([`mark_sent`],
+/// [`mark_failed_attempt`]) then sets it. On SQLite one daemon owns the file
+/// (`store::lock`) and reads them plainly.
 pub async fn due(store: &Store, now: i64, limit: i64) -> Result<Vec<Mail>, StoreError> {
-    let mut mails = on_pool!(store, |pool| sqlx::query_as::<_, Mail>(&format!(
-        "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= $1 \
-         ORDER BY next_attempt, id LIMIT $2"
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(pool)
-    .await)?;
+    let mut mails = match store.backend() {
+        super::Backend::Sqlite(pool) => {
+            sqlx::query_as::<_, Mail>(&format!(
+                "SELECT {COLUMNS} FROM alerts WHERE state = 'pending' AND next_attempt <= $1 \
+                 ORDER BY next_attempt, id LIMIT $2"
+            ))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }
+        super::Backend::Postgres(pool) => {
+            let mut claimed = sqlx::query_as::<_, Mail>(&format!(
+                "WITH due AS (SELECT {COLUMNS} FROM alerts \
+                     WHERE state = 'pending' AND next_attempt <= $1 \
+                     ORDER BY next_attempt, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 UPDATE alerts SET next_attempt = $3 FROM due WHERE alerts.id = due.id \
+                 RETURNING due.*"
+            ))
+            .bind(now)
+            .bind(limit)
+            .bind(now.saturating_add(CLAIM_MS))
+            .fetch_all(pool)
+            .await?;
+            claimed.sort_by_key(|m| (m.next_attempt, m.id));
+            claimed
+        }
+    };
     for mail in &mut mails {
         mail.images = images(store, mail.id).await?;
     }

@@ -41,6 +41,7 @@ pub mod alerts;
 pub mod drift;
 pub mod feedback;
 pub mod lock;
+pub mod notify;
 mod read;
 pub mod registry;
 pub mod retrain;

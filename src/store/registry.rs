@@ -162,7 +162,11 @@ pub async fn next_version(store: &Store) -> Result<String, StoreError> {
 }
 
 /// Registers `rec` and makes it the only active version, in one transaction.
-pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
+pub async fn insert_active(
+    store: &Store,
+    rec: &ModelRecord,
+    artifact: &[u8],
+) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
     let sql = insert_sql("active", NEXT_ACTIVATION);
     on_pool!(store, |pool| {
@@ -177,12 +181,23 @@ pub async fn insert_active(store: &Store, rec: &ModelRecord) -> Result<(), Store
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(INSERT_ARTIFACT)
+            .bind(&rec.version)
+            .bind(artifact)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(RECORD_ACTIVATION)
             .bind(previous.as_deref())
             .bind(&rec.source)
             .bind(&rec.version)
             .execute(&mut *tx)
             .await?;
+        if store.is_postgres() {
+            sqlx::query(NOTIFY)
+                .bind(&rec.version)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
     });
     Ok(())
@@ -196,14 +211,45 @@ const ACTIVE_VERSION: &str = "SELECT version FROM models WHERE status = 'active'
 const RECORD_ACTIVATION: &str = "INSERT INTO activations (time, version, previous, reason) \
      SELECT activated, version, $1, $2 FROM models WHERE version = $3";
 
-/// Registers `rec` without making it live (an upload that is not activated).
-pub async fn insert_inactive(store: &Store, rec: &ModelRecord) -> Result<(), StoreError> {
+/// Registers `rec` and its artifact's bytes without making it live (an upload
+/// that is not activated).
+pub async fn insert_inactive(
+    store: &Store,
+    rec: &ModelRecord,
+    artifact: &[u8],
+) -> Result<(), StoreError> {
     let sql = insert_sql("inactive", "NULL");
-    on_pool!(store, |pool| bind_record!(sqlx::query(&sql), rec)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?;
+    on_pool!(store, |pool| {
+        let mut tx = pool.begin().await?;
+        bind_record!(sqlx::query(&sql), rec)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_ARTIFACT)
+            .bind(&rec.version)
+            .bind(artifact)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    });
     Ok(())
+}
+
+/// Announces the version `$1` made active to every replica (PostgreSQL only;
+/// delivered at commit: `store::notify`).
+const NOTIFY: &str = "SELECT pg_notify('steward_model', $1)";
+
+/// Stores a version's artifact bytes: `$1` the version, `$2` the bytes.
+const INSERT_ARTIFACT: &str = "INSERT INTO model_artifacts (version, bytes) VALUES ($1, $2)";
+
+/// The artifact bytes of `version`, if stored (every version registered since
+/// migration 0009 that is not retired).
+pub async fn artifact(store: &Store, version: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(on_pool!(store, |pool| sqlx::query_scalar(
+        "SELECT bytes FROM model_artifacts WHERE version = $1"
+    )
+    .bind(version)
+    .fetch_optional(pool)
+    .await)?)
 }
 
 /// The INSERT of one `models` row with this status and activation order.
@@ -283,6 +329,9 @@ pub async fn activate(store: &Store, version: &str, why: Reactivation) -> Result
                     .execute(&mut *tx)
                     .await?;
             }
+            if store.is_postgres() {
+                sqlx::query(NOTIFY).bind(version).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             true
         }
@@ -351,6 +400,13 @@ pub async fn retire(
         .collect();
     for r in &retired {
         on_pool!(store, |pool| sqlx::query(
+            "DELETE FROM model_artifacts WHERE version = $1"
+        )
+        .bind(&r.version)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?;
+        on_pool!(store, |pool| sqlx::query(
             "UPDATE models SET status = 'retired' WHERE version = $1 AND status = 'inactive'",
         )
         .bind(&r.version)
@@ -390,17 +446,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
         assert_eq!(next_version(&pool).await.unwrap(), "1");
-        insert_active(&pool, &rec("1", 1)).await.unwrap();
+        insert_active(&pool, &rec("1", 1), b"bytes").await.unwrap();
         assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.1");
-        insert_active(&pool, &rec("1.1", 2)).await.unwrap();
-        insert_active(&pool, &rec("1.2", 3)).await.unwrap();
+        insert_active(&pool, &rec("1.1", 2), b"bytes")
+            .await
+            .unwrap();
+        insert_active(&pool, &rec("1.2", 3), b"bytes")
+            .await
+            .unwrap();
         // Minor versions do not move the major count.
         assert_eq!(next_version(&pool).await.unwrap(), "2");
         assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.3");
         assert_eq!(major("1.2"), "1");
         assert_eq!(major("12"), "12");
-        insert_active(&pool, &rec("2", 4)).await.unwrap();
-        insert_active(&pool, &rec("2.1", 5)).await.unwrap();
+        insert_active(&pool, &rec("2", 4), b"bytes").await.unwrap();
+        insert_active(&pool, &rec("2.1", 5), b"bytes")
+            .await
+            .unwrap();
         // Roll back to 1.1: it is active, 2.1 is the previous version.
         assert!(activate(&pool, "1.1", Reactivation::Operator)
             .await

@@ -1,0 +1,310 @@
+//! Several replicas on one PostgreSQL database (issue 19, docs/CLUSTER.md):
+//! real daemon processes on loopback sharing a throwaway PostgreSQL server
+//! (`common::pg`), each with a directory of its own (no shared file system: a
+//! replica loads versions made elsewhere from the registry's bytes).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::pg::Postgres;
+use crate::common::{client, penguin, shared_model, Api, Daemon};
+
+/// The sections of a replica on `url`: a 2 s lease and a 0.5 s poll, so that
+/// the tests see a takeover and a fan-out in seconds.
+fn replica(url: &str, extra: &str) -> String {
+    format!(
+        "[database]\nurl = \"{url}\"\n[cluster]\nlease_secs = 2\npoll_secs = 0.5\n\
+         [training]\ndrift_retrain = false\n{extra}"
+    )
+}
+
+/// `GET /v1/model`'s `cluster` object of `d`.
+async fn cluster(c: &reqwest::Client, d: &Daemon) -> Value {
+    d.get_json(c, "/v1/model").await["cluster"].clone()
+}
+
+/// The version `d` serves.
+async fn serving(c: &reqwest::Client, d: &Daemon) -> String {
+    d.get_json(c, "/v1/model").await["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits up to `limit` until exactly one of `replicas` says it leads and every
+/// one names it; returns its index.
+async fn one_leader(c: &reqwest::Client, replicas: &[&Daemon], limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut views = Vec::new();
+        for d in replicas {
+            views.push(cluster(c, d).await);
+        }
+        let leaders: Vec<usize> = (0..views.len())
+            .filter(|i| views[*i]["leader"] == true)
+            .collect();
+        if let [i] = leaders[..] {
+            let name = &views[i]["replica"];
+            if views.iter().all(|v| &v["leader_replica"] == name) {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not exactly one agreed leader within {limit:?}: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows in `table` of the database at `url`.
+async fn count(url: &str, table: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Sends `n` predictions spread round-robin over `urls`, `parallel` at a time;
+/// returns the 2xx answers.
+async fn spread(c: &reqwest::Client, urls: &[String], n: usize, parallel: usize) -> usize {
+    let body = serde_json::json!({ "features": penguin() });
+    let mut ok = 0;
+    let mut sent = 0;
+    while sent < n {
+        let batch = parallel.min(n - sent);
+        let mut answers = tokio::task::JoinSet::new();
+        for i in 0..batch {
+            let req = c
+                .post(format!("{}/v1/predict", urls[(sent + i) % urls.len()]))
+                .json(&body)
+                .send();
+            answers
+                .spawn(async move { req.await.map(|r| r.status().is_success()).unwrap_or(false) });
+        }
+        while let Some(answer) = answers.join_next().await {
+            ok += usize::from(answer.unwrap_or(false));
+        }
+        sent += batch;
+    }
+    ok
+}
+
+/// Three replicas: one leads; predictions spread over all are each logged once
+/// (rows = 2xx after a clean stop); the replicas that did not make the first
+/// version load it from the registry; kill -9 of the leader hands the lead to
+/// another within the lease, and nothing it acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_log_every_answer_and_a_killed_leader_is_replaced_within_the_lease() {
+    let Some(pg) = Postgres::launch() else { return };
+    let url = pg.url();
+    let c = client();
+    let first = Daemon::start(&replica(&url, ""));
+    // The others are given no model: they serve the registry's active version,
+    // loaded from its bytes (their directories have no file of it).
+    let others: Vec<Daemon> = (0..2)
+        .map(|_| Daemon::start(&replica(&url, "[model]\ninitial = \"\"\n")))
+        .collect();
+    let mut all: Vec<Daemon> = std::iter::once(first).chain(others).collect();
+    for d in &all[1..] {
+        assert_eq!(serving(&c, d).await, "1");
+        assert!(
+            d.dir().join("data/models/v1.safetensors").exists(),
+            "v1 written from the registry into {}",
+            d.dir().display()
+        );
+    }
+    let refs: Vec<&Daemon> = all.iter().collect();
+    let leader = one_leader(&c, &refs, Duration::from_secs(10)).await;
+
+    let urls: Vec<String> = all.iter().map(|d| d.url.clone()).collect();
+    let ok = spread(&c, &urls, 900, 12).await;
+    assert_eq!(ok, 900);
+    // Every replica answered its share and logs it: wait until all is written,
+    // then kill the leader outright.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&url, "predictions").await < ok as i64 {
+        assert!(Instant::now() < deadline, "rows not written within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = all.remove(leader);
+    let killed_at = Instant::now();
+    killed.signal("KILL");
+    let refs: Vec<&Daemon> = all.iter().collect();
+    let next = one_leader(&c, &refs, Duration::from_secs(5)).await;
+    let takeover = killed_at.elapsed();
+    // The old lease (2 s) runs out first; one tick (≤ 0.5 s) and a poll of
+    // this loop later the successor is seen.
+    assert!(
+        takeover < Duration::from_millis(3_500),
+        "takeover took {takeover:?}"
+    );
+    eprintln!("kill -9 of the leader: replica {next} of the rest led after {takeover:?}");
+
+    let urls: Vec<String> = all.iter().map(|d| d.url.clone()).collect();
+    let more = spread(&c, &urls, 300, 12).await;
+    assert_eq!(more, 300);
+    for d in all {
+        let (status, _, log) = d.stop();
+        assert!(status.success(), "{log}");
+    }
+    assert_eq!(count(&url, "predictions").await, (ok + more) as i64);
+    let rolled: i64 = {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let n =
+            sqlx::query_scalar("SELECT CAST(SUM(predictions) AS BIGINT) FROM prediction_rollups")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        n
+    };
+    assert_eq!(
+        rolled,
+        (ok + more) as i64,
+        "the rollups count every row once"
+    );
+}
+
+/// A version made active on the leader is served by every replica within
+/// `cluster.poll_secs`, also just after their LISTEN connections were cut. Prints the time from the activation's answer to the version
+/// served everywhere, median and worst of 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
+    let Some(pg) = Postgres::launch() else { return };
+    let url = pg.url();
+    let c = client();
+    let nowhere = "[model]\ninitial = \"\"\n";
+    let all: Vec<Daemon> = (0..3)
+        .map(|i| Daemon::start(&replica(&url, if i == 0 { "" } else { nowhere })))
+        .collect();
+    let refs: Vec<&Daemon> = all.iter().collect();
+    let leader = &all[one_leader(&c, &refs, Duration::from_secs(10)).await];
+    // A second version, uploaded to the leader.
+    let form = reqwest::multipart::Form::new().part(
+        "artifact",
+        reqwest::multipart::Part::bytes(std::fs::read(shared_model()).unwrap())
+            .file_name("m.safetensors"),
+    );
+    let r = c
+        .post(format!("{}/v1/models", leader.url))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+
+    let mut times = Vec::new();
+    for round in 0..20 {
+        if round == 0 {
+            // Cut every replica's LISTEN connection just before this round's
+            // activation: the change must still arrive within the poll, by the
+            // poll or by the listener sqlx reconnects (which here was back in
+            // time to hear it).
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let cut: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE query LIKE 'LISTEN%'",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+            assert_eq!(cut.len(), 3, "one listener per replica");
+        }
+        let version = if round % 2 == 0 { "2" } else { "1" };
+        let r = c
+            .post(format!("{}/v1/models/{version}/activate", leader.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+        let activated = Instant::now();
+        loop {
+            let mut versions = Vec::new();
+            for d in &all {
+                versions.push(serving(&c, d).await);
+            }
+            if versions.iter().all(|v| v == version) {
+                break;
+            }
+            // The poll (0.5 s) plus a warm-up and this loop's own requests.
+            assert!(
+                activated.elapsed() < Duration::from_millis(1_500),
+                "round {round}: {versions:?} after {:?}",
+                activated.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(activated.elapsed());
+    }
+    let cut_round = times[0];
+    times.sort();
+    eprintln!(
+        "activation to served everywhere (3 replicas, poll 0.5 s): median {:?}, worst {:?} of 20; \
+         with the listeners cut {:?}",
+        times[10], times[19], cut_round
+    );
+    for d in all {
+        let (status, _, log) = d.stop();
+        assert!(status.success(), "{log}");
+    }
+}
+
+/// PostgreSQL stopped for 10 s under load, then started: replicas keep
+/// answering from memory, readiness goes down and comes back, and after a clean
+/// stop every acknowledged prediction is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged() {
+    let Some(mut pg) = Postgres::launch() else {
+        return;
+    };
+    let url = pg.url();
+    let c = client();
+    let d = Daemon::start(&replica(&url, ""));
+    let urls = vec![d.url.clone()];
+    let mut ok = spread(&c, &urls, 200, 8).await;
+    pg.stop();
+    let down = Instant::now();
+    let mut saw_not_ready = false;
+    while down.elapsed() < Duration::from_secs(10) {
+        ok += spread(&c, &urls, 50, 8).await;
+        let ready = c
+            .get(format!("{}/readyz", d.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        saw_not_ready |= ready == 503;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(saw_not_ready, "readiness stayed up with the database down");
+    pg.start();
+    let back = Instant::now();
+    loop {
+        let ready = c
+            .get(format!("{}/readyz", d.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if ready == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "not ready again 15 s after the restart; log:\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready again {:?} after PostgreSQL started", back.elapsed());
+    ok += spread(&c, &urls, 100, 8).await;
+    let (status, _, log) = d.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(count(&url, "predictions").await, ok as i64, "{log}");
+}
