@@ -268,6 +268,12 @@ async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
     let d = Daemon::start(&replica(&url, ""));
     let urls = vec![d.url.clone()];
     let mut ok = spread(&c, &urls, 200, 8).await;
+    let (status, answer) = d
+        .predict(&c, &serde_json::json!({ "features": penguin() }))
+        .await;
+    assert_eq!(status, 200);
+    ok += 1;
+    let label = serde_json::json!({ "id": answer["id"], "label": "Gentoo" });
     pg.stop();
     let down = Instant::now();
     let mut saw_not_ready = false;
@@ -283,6 +289,13 @@ async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(saw_not_ready, "readiness stayed up with the database down");
+    // A label cannot be stored now: the client is told to retry.
+    let (status, body) = d.feedback(&c, &label).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
     pg.start();
     let back = Instant::now();
     loop {
