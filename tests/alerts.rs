@@ -20,7 +20,7 @@ use crate::smtp::{free_port, Received, SmtpOptions, SmtpServer};
 
 /// Drift checks every second over the last 100 predictions, one check to
 /// change state; alert mail by SMTP to `port` with short timings.
-fn config(port: u16, extra_alerts: &str) -> String {
+pub(crate) fn config(port: u16, extra_alerts: &str) -> String {
     // `extra_alerts` may name its own recipients (a key given twice is an error).
     let to = if extra_alerts.contains("to = ") {
         ""
@@ -36,7 +36,7 @@ fn config(port: u16, extra_alerts: &str) -> String {
 }
 
 /// Longer bills and heavier birds: two input features drift.
-fn shifted(r: &mut Value) {
+pub(crate) fn shifted(r: &mut Value) {
     if let Some(v) = r["bill_length_mm"].as_f64() {
         r["bill_length_mm"] = json!(v + 8.0);
     }
@@ -46,7 +46,7 @@ fn shifted(r: &mut Value) {
 }
 
 /// Mails about the input-feature group.
-fn feature_mails(mails: &[Received]) -> Vec<&Received> {
+pub(crate) fn feature_mails(mails: &[Received]) -> Vec<&Received> {
     mails
         .iter()
         .filter(|m| m.data.contains("feature drift"))
@@ -54,7 +54,7 @@ fn feature_mails(mails: &[Received]) -> Vec<&Received> {
 }
 
 /// The `Subject:` header of a raw message.
-fn subject(m: &Received) -> String {
+pub(crate) fn subject(m: &Received) -> String {
     header(m, "Subject").unwrap_or_default()
 }
 
@@ -131,7 +131,7 @@ fn inline_part(m: &Received, cid: &str) -> Vec<u8> {
 }
 
 /// Waits until a mail about feature drift has arrived; returns all mails.
-fn wait_feature_mail(server: &SmtpServer, n: usize) -> Vec<Received> {
+pub(crate) fn wait_feature_mail(server: &SmtpServer, n: usize) -> Vec<Received> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = server.messages();

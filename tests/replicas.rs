@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::alerts::{config as alert_config, feature_mails, shifted, subject, wait_feature_mail};
 use crate::common::pg::Postgres;
 use crate::common::{client, penguin, shared_model, Api, Daemon};
+use crate::monitoring::rows;
+use crate::smtp::{SmtpOptions, SmtpServer};
 
 /// The sections of a replica on `url`: a 2 s lease and a 0.5 s poll, so that
 /// the tests see a takeover and a fan-out in seconds.
@@ -320,4 +323,54 @@ async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_acknowledged(
     let (status, _, log) = d.stop();
     assert!(status.success(), "{log}");
     assert_eq!(count(&url, "predictions").await, ok as i64, "{log}");
+}
+
+/// A drift incident seen by three replicas gives one mail: the drift checks,
+/// the alert rules and the mailer run on the leader alone, and the checks read
+/// every replica's predictions from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drift_incident_with_three_replicas_gives_one_mail() {
+    let Some(pg) = Postgres::launch() else { return };
+    let url = pg.url();
+    let server = SmtpServer::start(SmtpOptions::default());
+    let c = client();
+    let alerts = alert_config(server.port(), "");
+    let all: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let model = if i == 0 {
+                ""
+            } else {
+                "[model]\ninitial = \"\"\n"
+            };
+            Daemon::start(&format!("{}{model}{alerts}", replica(&url, "")))
+        })
+        .collect();
+    let refs: Vec<&Daemon> = all.iter().collect();
+    one_leader(&c, &refs, Duration::from_secs(10)).await;
+    // The shifted burst, a third to each replica.
+    let burst = rows(120, shifted);
+    for (i, part) in burst.chunks(40).enumerate() {
+        let (status, body) = all[i]
+            .predict(&c, &serde_json::json!({ "instances": part }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mails = wait_feature_mail(&server, 1);
+    // A mail that should not come cannot be awaited: with every replica running
+    // its own checks, rules and mailer (checked by breaking the leader gating)
+    // all three mails had come together with the first; 4 s more is ample.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mails = server.messages().len().max(mails.len());
+    let all_mails = server.messages();
+    let drift = feature_mails(&all_mails);
+    assert_eq!(
+        drift.len(),
+        1,
+        "{mails} mails: {:?}",
+        all_mails.iter().map(subject).collect::<Vec<_>>()
+    );
+    for d in all {
+        let (status, _, log) = d.stop();
+        assert!(status.success(), "{log}");
+    }
 }
