@@ -106,8 +106,10 @@ fn build(rt: &tokio::runtime::Runtime, dir: &Path, path: &Path) {
     let mut record = steward::live::record_for(&model, "4", &model_path, "retrain");
     record.created = start + (0.85 * SPAN_MS as f64) as i64 - 600_000;
     let bytes = std::fs::read(&model_path).expect("the model file");
-    rt.block_on(store::registry::insert_active(&store, &record, &bytes))
-        .expect("register the live model");
+    rt.block_on(store::registry::insert_active(
+        &store, &record, &bytes, None,
+    ))
+    .expect("register the live model");
 
     // The log, through the real writer.
     let features = support::penguins();

@@ -227,7 +227,7 @@ pub async fn start(db: &Store, config: &Config) -> Result<LiveModel, LiveError> 
     .await
     .map_err(|_| LiveError::Join)??;
     let record = record_for(&model, &version, &path, source);
-    if let Err(e) = registry::insert_active(db, &record, &bytes).await {
+    if let Err(e) = registry::insert_active(db, &record, &bytes, None).await {
         // Another replica on the same database registered the first version
         // meanwhile: serve that one.
         if let Some(rec) = registry::active(db).await? {

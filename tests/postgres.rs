@@ -1,7 +1,9 @@
-//! PostgreSQL, the second backend of issue 19 (groundwork): the throwaway server
-//! the tests start (tests/common/pg.rs), the parity of PostgreSQL's migrations
-//! (migrations/postgres) with SQLite's, and the prediction log's batch write
-//! (`store::writer::PostgresLog`).
+//! PostgreSQL, the second backend (issue 19): the throwaway server the tests
+//! start (tests/common/pg.rs), the parity of PostgreSQL's migrations
+//! (migrations/postgres) with SQLite's, the prediction log's batch write
+//! (`store::writer::PostgresLog`) and the registry's fence. The API, dashboard
+//! and learning suites run on both backends (`for_each_backend!`), and
+//! tests/replicas.rs runs several replicas on one database.
 
 use std::sync::Arc;
 
@@ -433,4 +435,76 @@ async fn the_log_batch_write_reads_back_equal_and_is_all_or_nothing() {
     log.close().await;
     let mut conn = PgConnection::connect(&url).await.unwrap();
     assert_eq!(read_back(&mut conn).await.len(), rows.len() + 20);
+}
+
+/// A registry write from an old epoch is refused on PostgreSQL (the fence of
+/// docs/CLUSTER.md): neither the version, its artifact nor an activation is
+/// written, and the write from the current epoch goes through.
+#[tokio::test]
+async fn a_registry_write_from_an_old_epoch_is_refused() {
+    use steward::store::registry::{self, ModelRecord, ModelStatus, Reactivation};
+    use steward::store::StoreError;
+    let Some(pg) = Postgres::launch() else {
+        return;
+    };
+    let store = steward::store::open_postgres(&pg.url()).await.unwrap();
+    let rec = |version: &str| ModelRecord {
+        version: version.into(),
+        created: 1,
+        path: format!("v{version}.safetensors"),
+        metrics: serde_json::json!({}),
+        sparsity: 0.0,
+        bits: 32,
+        status: ModelStatus::Active,
+        parent: None,
+        source: "test".into(),
+        online_updates: 0,
+        activated: None,
+    };
+    registry::insert_active(&store, &rec("1"), b"one", None)
+        .await
+        .unwrap();
+    let mut conn = PgConnection::connect(&pg.url()).await.unwrap();
+    sqlx::query("UPDATE cluster_leader SET epoch = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let stale = registry::insert_active(&store, &rec("2"), b"two", Some(2)).await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Deposed {
+                mine: 2,
+                current: 3
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(
+        registry::active(&store).await.unwrap().unwrap().version,
+        "1"
+    );
+    assert_eq!(registry::artifact(&store, "2").await.unwrap(), None);
+    registry::insert_active(&store, &rec("2"), b"two", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        registry::artifact(&store, "2").await.unwrap().as_deref(),
+        Some(&b"two"[..])
+    );
+    let stale = registry::activate(&store, "1", Reactivation::Operator, Some(2)).await;
+    assert!(
+        matches!(stale, Err(StoreError::Deposed { .. })),
+        "{stale:?}"
+    );
+    assert_eq!(
+        registry::active(&store).await.unwrap().unwrap().version,
+        "2"
+    );
+    assert!(
+        registry::activate(&store, "1", Reactivation::Operator, Some(3))
+            .await
+            .unwrap()
+    );
+    store.close().await;
 }

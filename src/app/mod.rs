@@ -216,8 +216,11 @@ impl App {
         };
         let settings = Arc::new(ArcSwap::from_pointee(Settings::from_config(config)));
         let (monitoring, outcomes) = Monitoring::new();
-        let (learning, labels) =
+        let (mut learning, labels) =
             Learning::new(db.clone(), slot.clone(), monitoring.clone(), config);
+        if let Some(elector) = &elector {
+            learning.fenced_by(elector.subscribe());
+        }
         restore_last_successes(&db, &monitoring, &learning).await?;
         let learning = Arc::new(learning);
         let retrain = Arc::new(RetrainSettings::from_config(config));

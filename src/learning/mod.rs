@@ -93,6 +93,9 @@ pub struct Learning {
     swap: tokio::sync::Mutex<()>,
     /// Labels for the online learner; `None` when `online.enabled` is false.
     online: Option<mpsc::Sender<online::LabelItem>>,
+    /// On PostgreSQL, this replica's role: while it leads, its registry writes
+    /// are fenced by its epoch ([`Learning::fenced_by`]).
+    role: Option<tokio::sync::watch::Receiver<crate::cluster::Role>>,
 }
 
 /// A finished activation.
@@ -129,6 +132,7 @@ impl Learning {
             budget: config.compression.max_metric_drop,
             keep: config.model.keep_versions,
             swap: tokio::sync::Mutex::new(()),
+            role: None,
             online,
         };
         (learning, rx)
@@ -192,7 +196,7 @@ impl Learning {
         .await
         .map_err(|_| LearningError::Join)??;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        registry::insert_active(&self.db, &record, &bytes).await?;
+        registry::insert_active(&self.db, &record, &bytes, self.fence()).await?;
         let live = Arc::new(live);
         self.swap_in(live.clone(), &previous, prepared_ms, source);
         self.retire().await;
@@ -244,7 +248,14 @@ impl Learning {
         let warm = self.warm_up_inputs().await;
         let live = self.load(version, warm).await?;
         let prepared_ms = started.elapsed().as_secs_f64() * 1e3;
-        if !registry::activate(&self.db, version, registry::Reactivation::Operator).await? {
+        if !registry::activate(
+            &self.db,
+            version,
+            registry::Reactivation::Operator,
+            self.fence(),
+        )
+        .await?
+        {
             return Err(LearningError::Unknown(version.into()));
         }
         self.swap_in(live, &previous, prepared_ms, "activate");
@@ -287,6 +298,22 @@ impl Learning {
         Ok(Arc::new(live))
     }
 
+    /// Fences this replica's registry writes by the epoch it leads in, while
+    /// it leads (a deposed leader's publish is refused: docs/CLUSTER.md).
+    pub fn fenced_by(&mut self, role: tokio::sync::watch::Receiver<crate::cluster::Role>) {
+        self.role = Some(role);
+    }
+
+    /// The epoch to fence a registry write with: this replica's while it
+    /// believes it leads; none on SQLite or on a follower (an operator's
+    /// upload or activation through a follower is not singleton work).
+    fn fence(&self) -> Option<i64> {
+        match *self.role.as_ref()?.borrow() {
+            crate::cluster::Role::Leader { epoch } => Some(epoch),
+            crate::cluster::Role::Follower { .. } => None,
+        }
+    }
+
     /// Makes the registry's active version live here when another replica
     /// changed it (several replicas on one PostgreSQL database): loads it (from
     /// the registry's bytes when its file is not here), warms it up and swaps it
@@ -326,7 +353,14 @@ impl Learning {
                 live: previous.version.to_string(),
             });
         }
-        if !registry::activate(&self.db, &live.version, registry::Reactivation::Revert).await? {
+        if !registry::activate(
+            &self.db,
+            &live.version,
+            registry::Reactivation::Revert,
+            self.fence(),
+        )
+        .await?
+        {
             return Err(LearningError::Unknown(live.version.to_string()));
         }
         self.swap_in(live, &previous, 0.0, "revert");

@@ -136,6 +136,25 @@ impl Store {
     }
 }
 
+/// On PostgreSQL, refuses the write of `tx` (rolled back by the caller's `?`)
+/// when `epoch` is given and the cluster has moved past it: the fence of
+/// docs/CLUSTER.md, as `cluster::fence` applies it, for the registry's writes.
+/// The row is read `FOR KEY SHARE`, so no takeover changes the epoch before the
+/// write commits, while the leader's lease renewals go on.
+async fn fence_pg(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    epoch: Option<i64>,
+) -> Result<(), StoreError> {
+    let Some(mine) = epoch else { return Ok(()) };
+    let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM cluster_leader FOR KEY SHARE")
+        .fetch_optional(&mut **tx)
+        .await?;
+    match current {
+        Some(current) if current != mine => Err(StoreError::Deposed { mine, current }),
+        _ => Ok(()),
+    }
+}
+
 /// A value a column of either backend decodes into.
 pub(crate) trait Column:
     for<'r> sqlx::Decode<'r, sqlx::Sqlite>
@@ -189,6 +208,15 @@ pub(crate) trait Pool {
         &self,
     ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
            + Send;
+
+    /// Refuses the write of `tx` when `epoch` is given and the cluster has
+    /// moved past it ([`StoreError::Deposed`]); nothing on SQLite, where one
+    /// daemon owns the file and there is no election.
+    fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Self::Db>,
+        epoch: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
 
 impl Pool for SqlitePool {
@@ -196,6 +224,14 @@ impl Pool for SqlitePool {
 
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn fence(
+        &self,
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _epoch: Option<i64>,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -209,6 +245,14 @@ impl Pool for PgPool {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    async fn fence(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        epoch: Option<i64>,
+    ) -> Result<(), StoreError> {
+        fence_pg(tx, epoch).await
     }
 }
 
@@ -246,6 +290,10 @@ pub enum StoreError {
     ReadPanicked,
     #[error("database: stored value is invalid: {0}")]
     Decode(String),
+    /// A leader's write from epoch `mine` while the cluster is in epoch
+    /// `current`: another replica has led since, so the write was refused.
+    #[error("refused: this replica led in epoch {mine}, the cluster is in epoch {current}")]
+    Deposed { mine: i64, current: i64 },
     /// A failure of a write shared by several requests (group commit), with
     /// whether it was [`StoreError::is_unavailable`].
     #[error("database: {message}")]

@@ -162,15 +162,20 @@ pub async fn next_version(store: &Store) -> Result<String, StoreError> {
 }
 
 /// Registers `rec` and makes it the only active version, in one transaction.
+/// `fence`: on PostgreSQL, the epoch this replica leads in, when it does: the
+/// write is refused with [`StoreError::Deposed`] if another replica has led
+/// since (docs/CLUSTER.md, "Fencing").
 pub async fn insert_active(
     store: &Store,
     rec: &ModelRecord,
     artifact: &[u8],
+    fence: Option<i64>,
 ) -> Result<(), StoreError> {
     let now = crate::time::now_millis();
     let sql = insert_sql("active", NEXT_ACTIVATION);
     on_pool!(store, |pool| {
         let mut tx = pool.begin_write().await?;
+        pool.fence(&mut tx, fence).await?;
         let previous: Option<String> = sqlx::query_scalar(ACTIVE_VERSION)
             .fetch_optional(&mut *tx)
             .await?;
@@ -278,7 +283,13 @@ pub enum Reactivation {
 
 /// Makes the registered, not retired `version` the only active one, and adds it
 /// to the activation history. Returns false when there is no such version.
-pub async fn activate(store: &Store, version: &str, why: Reactivation) -> Result<bool, StoreError> {
+/// `fence` as for [`insert_active`].
+pub async fn activate(
+    store: &Store,
+    version: &str,
+    why: Reactivation,
+    fence: Option<i64>,
+) -> Result<bool, StoreError> {
     let now = crate::time::now_millis();
     let update = "UPDATE models SET status = 'active', activated = \
          (SELECT CASE WHEN $1 > m THEN $1 ELSE m END FROM \
@@ -286,6 +297,7 @@ pub async fn activate(store: &Store, version: &str, why: Reactivation) -> Result
          WHERE version = $2 AND status != 'retired'";
     let done = on_pool!(store, |pool| {
         let mut tx = pool.begin_write().await?;
+        pool.fence(&mut tx, fence).await?;
         let previous: Option<String> = sqlx::query_scalar(ACTIVE_VERSION)
             .fetch_optional(&mut *tx)
             .await?;
@@ -446,12 +458,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = super::super::open(&dir.path().join("r.db")).await.unwrap();
         assert_eq!(next_version(&pool).await.unwrap(), "1");
-        insert_active(&pool, &rec("1", 1), b"bytes").await.unwrap();
-        assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.1");
-        insert_active(&pool, &rec("1.1", 2), b"bytes")
+        insert_active(&pool, &rec("1", 1), b"bytes", None)
             .await
             .unwrap();
-        insert_active(&pool, &rec("1.2", 3), b"bytes")
+        assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.1");
+        insert_active(&pool, &rec("1.1", 2), b"bytes", None)
+            .await
+            .unwrap();
+        insert_active(&pool, &rec("1.2", 3), b"bytes", None)
             .await
             .unwrap();
         // Minor versions do not move the major count.
@@ -459,15 +473,19 @@ mod tests {
         assert_eq!(next_minor(&pool, "1").await.unwrap(), "1.3");
         assert_eq!(major("1.2"), "1");
         assert_eq!(major("12"), "12");
-        insert_active(&pool, &rec("2", 4), b"bytes").await.unwrap();
-        insert_active(&pool, &rec("2.1", 5), b"bytes")
+        insert_active(&pool, &rec("2", 4), b"bytes", None)
+            .await
+            .unwrap();
+        insert_active(&pool, &rec("2.1", 5), b"bytes", None)
             .await
             .unwrap();
         // Roll back to 1.1: it is active, 2.1 is the previous version.
-        assert!(activate(&pool, "1.1", Reactivation::Operator)
+        assert!(activate(&pool, "1.1", Reactivation::Operator, None)
             .await
             .unwrap());
-        assert!(!activate(&pool, "9", Reactivation::Operator).await.unwrap());
+        assert!(!activate(&pool, "9", Reactivation::Operator, None)
+            .await
+            .unwrap());
         assert_eq!(active(&pool).await.unwrap().unwrap().version, "1.1");
         let history: Vec<(String, Option<String>, String)> = activations_since(&pool, 0)
             .await
@@ -519,7 +537,9 @@ mod tests {
             ["inactive", "active", "retired", "retired", "inactive"]
         );
         // A retired version cannot be activated, and a second pass retires nothing.
-        assert!(!activate(&pool, "2", Reactivation::Operator).await.unwrap());
+        assert!(!activate(&pool, "2", Reactivation::Operator, None)
+            .await
+            .unwrap());
         assert!(retire(&pool, 1, "1").await.unwrap().is_empty());
     }
 }
