@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::alerts::{config as alert_config, feature_mails, shifted, subject, wait_feature_mail};
 use crate::common::pg::Postgres;
-use crate::common::{client, penguin, shared_model, Api, Daemon};
+use crate::common::{client, metric, penguin, shared_model, Api, Daemon};
 use crate::monitoring::rows;
 use crate::smtp::{SmtpOptions, SmtpServer};
 
@@ -369,6 +369,123 @@ async fn a_drift_incident_with_three_replicas_gives_one_mail() {
         "{mails} mails: {:?}",
         all_mails.iter().map(subject).collect::<Vec<_>>()
     );
+    for d in all {
+        let (status, _, log) = d.stop();
+        assert!(status.success(), "{log}");
+    }
+}
+
+/// Online learning with three replicas: labels sent to any replica are learned
+/// by the leader, read from the database; after kill -9 of the leader the next
+/// one goes on from where it stopped, and no label is learned twice: the
+/// learners' steps add up to the stored labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
+    let Some(pg) = Postgres::launch() else { return };
+    let url = pg.url();
+    let c = client();
+    let mut all: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let model = if i == 0 {
+                ""
+            } else {
+                "[model]\ninitial = \"\"\n"
+            };
+            Daemon::start(&format!("{}{model}", replica(&url, "")))
+        })
+        .collect();
+    let refs: Vec<&Daemon> = all.iter().collect();
+    let leader = one_leader(&c, &refs, Duration::from_secs(10)).await;
+    let burst = rows(300, |_| {});
+    let (status, body) = all[0]
+        .predict(&c, &serde_json::json!({ "instances": burst }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let labels: Vec<Value> = body["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::json!({ "id": p["id"], "label": p["prediction"] }))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&url, "predictions").await < 300 {
+        assert!(Instant::now() < deadline, "predictions not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Labels in batches of 10, each batch to the next replica.
+    let send = |replicas: &[Daemon], part: &[Value]| {
+        let requests: Vec<_> = part
+            .chunks(10)
+            .enumerate()
+            .map(|(i, batch)| {
+                c.post(format!("{}/v1/feedback", replicas[i % replicas.len()].url))
+                    .json(&serde_json::json!({ "feedback": batch }))
+                    .send()
+            })
+            .collect();
+        async move {
+            for r in requests {
+                assert_eq!(r.await.unwrap().status(), 202);
+            }
+        }
+    };
+    let steps = |d: &Daemon| {
+        let (c, url) = (c.clone(), d.url.clone());
+        async move { metric(&c, &url, "steward_online_updates_total").await as i64 }
+    };
+    send(&all, &labels[..150]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while steps(&all[leader]).await < 150 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not learn 150 labels"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cursor is stored after the labels are queued: wait for it too.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let behind = "SELECT COUNT(*) FROM feedback f, learner_cursor c \
+                  WHERE f.time > c.time OR (f.time = c.time AND f.prediction_id > c.prediction_id)";
+    while sqlx::query_scalar::<_, i64>(behind)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cursor did not reach the last label"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut learned = steps(&all[leader]).await;
+    assert_eq!(learned, 150);
+    for (i, d) in all.iter().enumerate() {
+        if i != leader {
+            assert_eq!(steps(d).await, 0, "a follower learned");
+        }
+    }
+    all.remove(leader).signal("KILL");
+    let refs: Vec<&Daemon> = all.iter().collect();
+    let next = one_leader(&c, &refs, Duration::from_secs(5)).await;
+    send(&all, &labels[150..]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while steps(&all[next]).await < 150 {
+        assert!(
+            Instant::now() < deadline,
+            "the new leader did not learn 150 labels"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the feed's settling time and poll: nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    learned += steps(&all[next]).await;
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM feedback")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!((learned, stored), (300, 300), "steps against stored labels");
+    pool.close().await;
     for d in all {
         let (status, _, log) = d.stop();
         assert!(status.success(), "{log}");

@@ -219,7 +219,7 @@ impl App {
         let (mut learning, labels) =
             Learning::new(db.clone(), slot.clone(), monitoring.clone(), config);
         if let Some(elector) = &elector {
-            learning.fenced_by(elector.subscribe());
+            learning.clustered(elector.subscribe());
         }
         restore_last_successes(&db, &monitoring, &learning).await?;
         let learning = Arc::new(learning);
@@ -409,6 +409,12 @@ impl App {
                 }
             });
         }
+        if parts.db.is_postgres() && config.online.enabled {
+            let learning = parts.learning.clone();
+            lead.spawn(tracker, stop, "label feed", move |stop| {
+                feed_labels(learning.clone(), stop)
+            });
+        }
         match Cron::parse(&config.training.schedule) {
             Ok(cron) => {
                 let (learning, retrain) = (parts.learning.clone(), parts.retrain.clone());
@@ -533,6 +539,31 @@ async fn follow_registry(
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serve the registry's active version yet; retrying at the next poll")
             }
+        }
+    }
+}
+
+/// How often the leader looks for labels stored by any replica, and how long
+/// a label must have been stored before it is taken (its transaction may still
+/// be committing; replicas' clocks must agree within this).
+const FEED_POLL: Duration = Duration::from_millis(200);
+const FEED_SETTLE: Duration = Duration::from_secs(1);
+
+/// On the leader of a cluster: hands the labels every replica stores to the
+/// online learner (`Learning::feed`) until `stop`.
+async fn feed_labels(learning: Arc<Learning>, stop: CancellationToken) {
+    loop {
+        match learning.feed(FEED_SETTLE).await {
+            // A full page: more may be waiting.
+            Ok(1_000..) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read labels for the online learner; retrying")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(FEED_POLL) => {}
+            () = stop.cancelled() => return,
         }
     }
 }

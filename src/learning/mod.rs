@@ -20,7 +20,7 @@ pub mod trigger;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -94,7 +94,8 @@ pub struct Learning {
     /// Labels for the online learner; `None` when `online.enabled` is false.
     online: Option<mpsc::Sender<online::LabelItem>>,
     /// On PostgreSQL, this replica's role: while it leads, its registry writes
-    /// are fenced by its epoch ([`Learning::fenced_by`]).
+    /// are fenced by its epoch, and its learner takes labels from the database
+    /// ([`Learning::clustered`]).
     role: Option<tokio::sync::watch::Receiver<crate::cluster::Role>>,
 }
 
@@ -141,6 +142,11 @@ impl Learning {
     /// Hands a stored label to the online learner without waiting (a full queue
     /// drops it for learning and counts it).
     pub fn label(&self, item: online::LabelItem) {
+        if self.role.is_some() {
+            // A replica of a cluster: the leader's learner reads it from the
+            // database ([`Learning::feed`]).
+            return;
+        }
         if let Some(tx) = &self.online {
             if tx.try_send(item).is_err() {
                 self.stats.online_dropped.fetch_add(1, Ordering::Relaxed);
@@ -298,10 +304,47 @@ impl Learning {
         Ok(Arc::new(live))
     }
 
-    /// Fences this replica's registry writes by the epoch it leads in, while
-    /// it leads (a deposed leader's publish is refused: docs/CLUSTER.md).
-    pub fn fenced_by(&mut self, role: tokio::sync::watch::Receiver<crate::cluster::Role>) {
+    /// Makes this a replica of a cluster: its registry writes are fenced by
+    /// the epoch it leads in, while it leads (a deposed leader's publish is
+    /// refused: docs/CLUSTER.md), and labels reach the online learner from the
+    /// database ([`Learning::feed`]) rather than from the requests this replica
+    /// answers, so that a label sent to any replica is learned once.
+    pub fn clustered(&mut self, role: tokio::sync::watch::Receiver<crate::cluster::Role>) {
         self.role = Some(role);
+    }
+
+    /// Hands labels stored by any replica to the online learner: each call
+    /// takes the labels after the learner's cursor, stored at least `settle`
+    /// ago (a label whose transaction is still committing has not yet got
+    /// its place), queues as many as there is room for, and moves the cursor
+    /// past them. Returns how many it queued.
+    pub async fn feed(&self, settle: Duration) -> Result<usize, LearningError> {
+        let Some(tx) = &self.online else {
+            return Ok(0);
+        };
+        let (time, id) = crate::store::feedback::learner_cursor(&self.db).await?;
+        let until = crate::time::now_millis() - i64::try_from(settle.as_millis()).unwrap_or(0);
+        let room = i64::try_from(tx.capacity()).unwrap_or(0).min(1_000);
+        let labels =
+            crate::store::feedback::labels_after(&self.db, (time, &id), until, room).await?;
+        let Some(last) = labels.last() else {
+            return Ok(0);
+        };
+        let at = (last.time, last.prediction_id.clone());
+        let n = labels.len();
+        for l in labels {
+            if tx
+                .try_send(online::LabelItem {
+                    features: l.features,
+                    label: l.label,
+                })
+                .is_err()
+            {
+                self.stats.online_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        crate::store::feedback::set_learner_cursor(&self.db, (at.0, &at.1)).await?;
+        Ok(n)
     }
 
     /// The epoch to fence a registry write with: this replica's while it

@@ -73,6 +73,62 @@ pub async fn logged(store: &Store, ids: &[&str]) -> Result<Vec<Logged>, StoreErr
     Ok(known)
 }
 
+/// A stored label as the leader's online learner reads it from the database
+/// (several replicas on PostgreSQL): its place in (time, prediction id) order,
+/// the prediction's logged input and the label.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FedLabel {
+    pub time: i64,
+    pub prediction_id: String,
+    pub features: String,
+    pub label: String,
+}
+
+/// Where the learner is: the (time, prediction id) of the last label handed to
+/// it (`learner_cursor`).
+pub async fn learner_cursor(store: &Store) -> Result<(i64, String), StoreError> {
+    Ok(on_pool!(store, |pool| sqlx::query_as(
+        "SELECT time, prediction_id FROM learner_cursor WHERE id = 1"
+    )
+    .fetch_one(pool)
+    .await)?)
+}
+
+/// Moves the learner's cursor to `at`.
+pub async fn set_learner_cursor(store: &Store, at: (i64, &str)) -> Result<(), StoreError> {
+    on_pool!(store, |pool| sqlx::query(
+        "UPDATE learner_cursor SET time = $1, prediction_id = $2 WHERE id = 1"
+    )
+    .bind(at.0)
+    .bind(at.1)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected()))?;
+    Ok(())
+}
+
+/// Up to `limit` labels stored after `after` in (time, prediction id) order and
+/// at or before `until` (Unix ms), with their predictions' inputs.
+pub async fn labels_after(
+    store: &Store,
+    after: (i64, &str),
+    until: i64,
+    limit: i64,
+) -> Result<Vec<FedLabel>, StoreError> {
+    Ok(on_pool!(store, |pool| sqlx::query_as::<_, FedLabel>(
+        "SELECT f.time, f.prediction_id, p.features, f.label FROM feedback f \
+         JOIN predictions p ON p.id = f.prediction_id \
+         WHERE (f.time > $1 OR (f.time = $1 AND f.prediction_id > $2)) AND f.time <= $3 \
+         ORDER BY f.time, f.prediction_id LIMIT $4"
+    )
+    .bind(after.0)
+    .bind(after.1)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(pool)
+    .await)?)
+}
+
 /// Labels waiting for the committer, at most this many requests.
 const QUEUE: usize = 4096;
 /// Labels committed in one transaction, at most (a request is never split).
