@@ -88,6 +88,7 @@ section!(
         queue_wait_secs: Seconds = Seconds::from_secs(1),
         batch_rows: usize = 1_000,
         flush_secs: Seconds = Seconds::from_millis(5),
+        answer_after_commit: bool = false,
     }
 );
 

@@ -70,6 +70,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub max_batch: usize,
     pub retention_days: u32,
+    /// `database.answer_after_commit`.
+    pub answer_after_commit: bool,
 }
 
 impl Settings {
@@ -78,6 +80,7 @@ impl Settings {
             token: config.token(),
             max_batch: config.server.max_batch,
             retention_days: config.database.retention_days,
+            answer_after_commit: config.database.answer_after_commit,
         }
     }
 }

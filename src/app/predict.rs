@@ -175,8 +175,14 @@ impl Predictions {
         };
         self.predicted
             .fetch_add(logged.len() as u64, Ordering::Relaxed);
+        let mut queued = true;
         for row in logged {
-            self.log.log(row).await;
+            queued &= self.log.log(row).await;
+        }
+        // `database.answer_after_commit`: the answer waits for its rows'
+        // commit (a kill -9 then loses no answered prediction).
+        if queued && self.settings.load().answer_after_commit {
+            self.log.flush().await;
         }
         Ok(Answers { live, body })
     }
