@@ -16,8 +16,9 @@
 //! [`fence`] is the other half: a writer that must not write from an old epoch
 //! (a model publish) checks its epoch inside its own transaction.
 //!
-//! Not here: running or stopping singleton work on a change of role (callers
-//! subscribe to [`Elector::subscribe`]), and the `[cluster]` config keys.
+//! Running or stopping the singleton work on a change of role is the caller's
+//! (`app::Leadership` subscribes to [`Elector::subscribe`]); the settings come
+//! from `[cluster]`.
 
 use std::future::Future;
 use std::str::FromStr;

@@ -275,8 +275,9 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
-    /// From PostgreSQL (issue 19, groundwork: only `writer::PostgresLog` so far).
-    /// Apart from `Sql` because its codes are SQLSTATEs, not SQLite's numbers.
+    /// From the prediction log writer's PostgreSQL connection
+    /// (`writer::PostgresLog`). The pool's PostgreSQL errors come as `Sql`, and
+    /// `sql_unavailable` tells their SQLSTATEs from SQLite's codes.
     #[error("database (PostgreSQL): {0}")]
     Postgres(sqlx::Error),
     /// From the prediction log writer's own connection (`writer::sqlite`).

@@ -1,4 +1,4 @@
-//! The prediction log's PostgreSQL insert (issue 19, groundwork): a batch of
+//! The prediction log's PostgreSQL insert: a batch of
 //! [`PredictionRow`]s, the row the SQLite writer stores, written into
 //! `predictions` (migrations/postgres) by one statement per batch, so a batch is
 //! stored whole or not at all.
