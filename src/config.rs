@@ -1181,6 +1181,17 @@ mod tests {
                 "neither a sqlite:// URL",
             ),
             (
+                "[database]\nurl = \"postgres://u:secret@h:notaport/db\"",
+                "database.url",
+                "postgres://u:***@h:notaport/db",
+            ),
+            (
+                "[cluster]\nlease_secs = 0.1",
+                "cluster.lease_secs",
+                "shorter than 0.3 s",
+            ),
+            ("[cluster]\npoll_secs = 0", "cluster.poll_secs", ""),
+            (
                 "[database]\nretention_days = 0",
                 "database.retention_days",
                 "greater than 0",
