@@ -375,10 +375,12 @@ async fn a_drift_incident_with_three_replicas_gives_one_mail() {
     }
 }
 
-/// Online learning with three replicas: labels sent to any replica are learned
-/// by the leader, read from the database; after kill -9 of the leader the next
-/// one goes on from where it stopped, and no label is learned twice: the
-/// learners' steps add up to the stored labels.
+/// Online learning and the retrain schedule with three replicas: labels sent
+/// to any replica are learned by the leader, read from the database; after
+/// kill -9 of the leader the next one goes on from where it stopped, and no
+/// label is learned twice: the learners' steps add up to the stored labels.
+/// The schedule (every 2 s) starts one run per tick, on the leader alone, and
+/// goes on under the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
     let Some(pg) = Postgres::launch() else { return };
@@ -391,7 +393,12 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
             } else {
                 "[model]\ninitial = \"\"\n"
             };
-            Daemon::start(&format!("{}{model}", replica(&url, "")))
+            // Every run is skipped (too few rows): the schedule is what is tested.
+            let scheduled = replica(&url, "").replace(
+                "[training]\n",
+                "[training]\nschedule = \"*/2 * * * * *\"\nmin_rows = 100000\n",
+            );
+            Daemon::start(&format!("{scheduled}{model}"))
         })
         .collect();
     let refs: Vec<&Daemon> = all.iter().collect();
@@ -465,6 +472,23 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
             assert_eq!(steps(d).await, 0, "a follower learned");
         }
     }
+    // The first leader's schedule has started a run (ticks are 2 s apart).
+    while sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM retrain_runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "no scheduled run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed_at = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     all.remove(leader).signal("KILL");
     let refs: Vec<&Daemon> = all.iter().collect();
     let next = one_leader(&c, &refs, Duration::from_secs(5)).await;
@@ -485,6 +509,35 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
         .await
         .unwrap();
     assert_eq!((learned, stored), (300, 300), "steps against stored labels");
+    // The schedule ran before the kill and runs after it, one run per tick
+    // (two replicas running it would start two runs in one 2 s tick).
+    let runs: Vec<(i64,)> = sqlx::query_as("SELECT started FROM retrain_runs ORDER BY started")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let starts: Vec<i64> = runs.into_iter().map(|(t,)| t).collect();
+    assert!(starts.iter().any(|t| *t < killed_at), "{starts:?}");
+    let logs: String = all
+        .iter()
+        .flat_map(|d| {
+            d.log_text()
+                .lines()
+                .filter(|l| l.contains("retrain") || l.contains("leading"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        starts.iter().any(|t| *t > killed_at),
+        "{starts:?} (killed at {killed_at}); the replicas' lines:\n{logs}"
+    );
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] > 1_000,
+            "two runs in one tick: {starts:?}"
+        );
+    }
     pool.close().await;
     for d in all {
         let (status, _, log) = d.stop();
