@@ -549,8 +549,8 @@ async fn follow_registry(
 /// How often the leader looks for labels stored by any replica, and how long
 /// a label must have been stored before it is taken (its transaction may still
 /// be committing; replicas' clocks must agree within this).
-const FEED_POLL: Duration = Duration::from_millis(200);
-const FEED_SETTLE: Duration = Duration::from_secs(1);
+const FEED_POLL: Duration = Duration::from_millis(50);
+const FEED_SETTLE: Duration = Duration::from_millis(200);
 
 /// On the leader of a cluster: hands the labels every replica stores to the
 /// online learner (`Learning::feed`) until `stop`.
