@@ -22,6 +22,19 @@ fn replica(url: &str, extra: &str) -> String {
     )
 }
 
+/// Starts `n` replicas with config `sections`, one after another: the first
+/// makes the first model from the shared artifact; the others are given no
+/// model and serve the registry's active version, loaded from its bytes (their
+/// directories have no file of it).
+fn start_replicas(n: usize, sections: &str) -> Vec<Daemon> {
+    (0..n)
+        .map(|i| match i {
+            0 => Daemon::start(sections),
+            _ => Daemon::start(&format!("{sections}[model]\ninitial = \"\"\n")),
+        })
+        .collect()
+}
+
 /// `GET /v1/model`'s `cluster` object of `d`.
 async fn cluster(c: &reqwest::Client, d: &Daemon) -> Value {
     d.get_json(c, "/v1/model").await["cluster"].clone()
@@ -106,13 +119,7 @@ async fn three_replicas_log_every_answer_and_a_killed_leader_is_replaced_within_
     let Some(pg) = Postgres::launch() else { return };
     let url = pg.url();
     let c = client();
-    let first = Daemon::start(&replica(&url, ""));
-    // The others are given no model: they serve the registry's active version,
-    // loaded from its bytes (their directories have no file of it).
-    let others: Vec<Daemon> = (0..2)
-        .map(|_| Daemon::start(&replica(&url, "[model]\ninitial = \"\"\n")))
-        .collect();
-    let mut all: Vec<Daemon> = std::iter::once(first).chain(others).collect();
+    let mut all = start_replicas(3, &replica(&url, ""));
     for d in &all[1..] {
         assert_eq!(serving(&c, d).await, "1");
         assert!(
@@ -181,10 +188,7 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
     let Some(pg) = Postgres::launch() else { return };
     let url = pg.url();
     let c = client();
-    let nowhere = "[model]\ninitial = \"\"\n";
-    let all: Vec<Daemon> = (0..3)
-        .map(|i| Daemon::start(&replica(&url, if i == 0 { "" } else { nowhere })))
-        .collect();
+    let all = start_replicas(3, &replica(&url, ""));
     let refs: Vec<&Daemon> = all.iter().collect();
     let leader = &all[one_leader(&c, &refs, Duration::from_secs(10)).await];
     // A second version, uploaded to the leader.
@@ -335,16 +339,7 @@ async fn a_drift_incident_with_three_replicas_gives_one_mail() {
     let server = SmtpServer::start(SmtpOptions::default());
     let c = client();
     let alerts = alert_config(server.port(), "");
-    let all: Vec<Daemon> = (0..3)
-        .map(|i| {
-            let model = if i == 0 {
-                ""
-            } else {
-                "[model]\ninitial = \"\"\n"
-            };
-            Daemon::start(&format!("{}{model}{alerts}", replica(&url, "")))
-        })
-        .collect();
+    let all = start_replicas(3, &format!("{}{alerts}", replica(&url, "")));
     let refs: Vec<&Daemon> = all.iter().collect();
     one_leader(&c, &refs, Duration::from_secs(10)).await;
     // The shifted burst, a third to each replica.
@@ -386,21 +381,12 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
     let Some(pg) = Postgres::launch() else { return };
     let url = pg.url();
     let c = client();
-    let mut all: Vec<Daemon> = (0..3)
-        .map(|i| {
-            let model = if i == 0 {
-                ""
-            } else {
-                "[model]\ninitial = \"\"\n"
-            };
-            // Every run is skipped (too few rows): the schedule is what is tested.
-            let scheduled = replica(&url, "").replace(
-                "[training]\n",
-                "[training]\nschedule = \"*/2 * * * * *\"\nmin_rows = 100000\n",
-            );
-            Daemon::start(&format!("{scheduled}{model}"))
-        })
-        .collect();
+    // Every run is skipped (too few rows): the schedule is what is tested.
+    let scheduled = replica(&url, "").replace(
+        "[training]\n",
+        "[training]\nschedule = \"*/2 * * * * *\"\nmin_rows = 100000\n",
+    );
+    let mut all = start_replicas(3, &scheduled);
     let refs: Vec<&Daemon> = all.iter().collect();
     let leader = one_leader(&c, &refs, Duration::from_secs(10)).await;
     let burst = rows(300, |_| {});

@@ -219,7 +219,7 @@ impl Feedback {
                     });
                 }
             }
-            if *outcome != LabelOutcome::Unchanged {
+            if *outcome != LabelOutcome::Unchanged && self.learning.learns_own_labels() {
                 self.learning.label(LabelItem {
                     features: p.features.clone(),
                     label: row.label,

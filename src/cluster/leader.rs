@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{ClusterError, ClusterSettings, Role};
+use crate::store::StoreError;
 
 /// The advisory lock whose holder leads: the ASCII bytes of "steward" followed by
 /// 0x01 (lock number 1), as one 64-bit key (8319385975070548993). Advisory locks are per database, so
@@ -451,18 +452,14 @@ impl Elector {
 /// read `FOR KEY SHARE`, which a takeover's `FOR UPDATE` waits for, while a
 /// leader's renewal, a no-key update, does not), so a write committed after
 /// `fence` is from the cluster's current epoch.
+/// The check is `store::fence`'s, which the registry's writes use too.
 pub async fn fence(tx: &mut Transaction<'_, Postgres>, epoch: i64) -> Result<(), ClusterError> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM cluster_leader FOR KEY SHARE")
-        .fetch_optional(&mut **tx)
-        .await?;
-    match current {
-        None => Err(ClusterError::NoRow),
-        Some(current) if current != epoch => Err(ClusterError::Deposed {
-            mine: epoch,
-            current,
-        }),
-        Some(_) => Ok(()),
-    }
+    crate::store::fence(tx, epoch).await.map_err(|e| match e {
+        StoreError::Deposed { mine, current } => ClusterError::Deposed { mine, current },
+        StoreError::NoLeaderRow => ClusterError::NoRow,
+        StoreError::Sql(e) => ClusterError::Database(e),
+        other => ClusterError::Database(sqlx::Error::Protocol(other.to_string())),
+    })
 }
 
 #[cfg(test)]

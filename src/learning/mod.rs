@@ -139,14 +139,17 @@ impl Learning {
         (learning, rx)
     }
 
+    /// Whether the labels this daemon stores go to its own online learner
+    /// ([`Learning::label`]): not when online learning is off, nor on a replica
+    /// of a cluster, whose leader's learner reads every replica's labels from
+    /// the database ([`Learning::feed`]).
+    pub fn learns_own_labels(&self) -> bool {
+        self.online.is_some() && self.role.is_none()
+    }
+
     /// Hands a stored label to the online learner without waiting (a full queue
     /// drops it for learning and counts it).
     pub fn label(&self, item: online::LabelItem) {
-        if self.role.is_some() {
-            // A replica of a cluster: the leader's learner reads it from the
-            // database ([`Learning::feed`]).
-            return;
-        }
         if let Some(tx) = &self.online {
             if tx.try_send(item).is_err() {
                 self.stats.online_dropped.fetch_add(1, Ordering::Relaxed);

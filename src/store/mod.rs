@@ -136,22 +136,27 @@ impl Store {
     }
 }
 
-/// On PostgreSQL, refuses the write of `tx` (rolled back by the caller's `?`)
-/// when `epoch` is given and the cluster has moved past it: the fence of
-/// docs/CLUSTER.md, as `cluster::fence` applies it, for the registry's writes.
-/// The row is read `FOR KEY SHARE`, so no takeover changes the epoch before the
-/// write commits, while the leader's lease renewals go on.
-async fn fence_pg(
+/// The fence of docs/CLUSTER.md: refuses the write of `tx` (rolled back by the
+/// caller's `?`) with [`StoreError::Deposed`] when the cluster has moved past
+/// `epoch`, the epoch this replica leads in. The row is read `FOR KEY SHARE`,
+/// which a takeover's `FOR UPDATE` waits for while a leader's renewal (a no-key
+/// update) does not: until the write commits the epoch cannot change. The
+/// registry's writes call it through [`Pool::fence`]; the election's own
+/// writers through `cluster::fence`.
+pub async fn fence(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    epoch: Option<i64>,
+    epoch: i64,
 ) -> Result<(), StoreError> {
-    let Some(mine) = epoch else { return Ok(()) };
     let current: Option<i64> = sqlx::query_scalar("SELECT epoch FROM cluster_leader FOR KEY SHARE")
         .fetch_optional(&mut **tx)
         .await?;
     match current {
-        Some(current) if current != mine => Err(StoreError::Deposed { mine, current }),
-        _ => Ok(()),
+        None => Err(StoreError::NoLeaderRow),
+        Some(current) if current != epoch => Err(StoreError::Deposed {
+            mine: epoch,
+            current,
+        }),
+        Some(_) => Ok(()),
     }
 }
 
@@ -210,12 +215,20 @@ pub(crate) trait Pool {
            + Send;
 
     /// Refuses the write of `tx` when `epoch` is given and the cluster has
-    /// moved past it ([`StoreError::Deposed`]); nothing on SQLite, where one
-    /// daemon owns the file and there is no election.
+    /// moved past it ([`fence`]); nothing on SQLite, where one daemon owns the
+    /// file and there is no election.
     fn fence(
         &self,
         tx: &mut sqlx::Transaction<'static, Self::Db>,
         epoch: Option<i64>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Announces `version` made active to every replica, delivered when `tx`
+    /// commits (`notify`); nothing on SQLite, where there are no replicas.
+    fn announce(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Self::Db>,
+        version: &str,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -230,6 +243,14 @@ impl Pool for SqlitePool {
         &self,
         _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         _epoch: Option<i64>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn announce(
+        &self,
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _version: &str,
     ) -> Result<(), StoreError> {
         Ok(())
     }
@@ -252,7 +273,23 @@ impl Pool for PgPool {
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         epoch: Option<i64>,
     ) -> Result<(), StoreError> {
-        fence_pg(tx, epoch).await
+        match epoch {
+            Some(epoch) => fence(tx, epoch).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn announce(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(notify::CHANNEL)
+            .bind(version)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 }
 
@@ -295,6 +332,9 @@ pub enum StoreError {
     /// `current`: another replica has led since, so the write was refused.
     #[error("refused: this replica led in epoch {mine}, the cluster is in epoch {current}")]
     Deposed { mine: i64, current: i64 },
+    /// The table `cluster_leader` has no row (migration 0008 inserts it).
+    #[error("database: the table cluster_leader has no row")]
+    NoLeaderRow,
     /// A failure of a write shared by several requests (group commit), with
     /// whether it was [`StoreError::is_unavailable`].
     #[error("database: {message}")]

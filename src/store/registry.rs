@@ -197,12 +197,7 @@ pub async fn insert_active(
             .bind(&rec.version)
             .execute(&mut *tx)
             .await?;
-        if store.is_postgres() {
-            sqlx::query(NOTIFY)
-                .bind(&rec.version)
-                .execute(&mut *tx)
-                .await?;
-        }
+        pool.announce(&mut tx, &rec.version).await?;
         tx.commit().await?;
     });
     Ok(())
@@ -238,10 +233,6 @@ pub async fn insert_inactive(
     });
     Ok(())
 }
-
-/// Announces the version `$1` made active to every replica (PostgreSQL only;
-/// delivered at commit: `store::notify`).
-const NOTIFY: &str = "SELECT pg_notify('steward_model', $1)";
 
 /// Stores a version's artifact bytes: `$1` the version, `$2` the bytes.
 const INSERT_ARTIFACT: &str = "INSERT INTO model_artifacts (version, bytes) VALUES ($1, $2)";
@@ -341,9 +332,7 @@ pub async fn activate(
                     .execute(&mut *tx)
                     .await?;
             }
-            if store.is_postgres() {
-                sqlx::query(NOTIFY).bind(version).execute(&mut *tx).await?;
-            }
+            pool.announce(&mut tx, version).await?;
             tx.commit().await?;
             true
         }
