@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::common::eventually;
 use crate::common::pg::Postgres;
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -52,14 +53,19 @@ struct Replica {
 
 impl Replica {
     fn start(url: &str, id: &str) -> Replica {
-        let elector = Arc::new(Elector::new(url, settings(id)).unwrap());
+        Replica::start_with(url, settings(id))
+    }
+
+    fn start_with(url: &str, settings: ClusterSettings) -> Replica {
+        let id = settings.replica_id.clone();
+        let elector = Arc::new(Elector::new(url, settings).unwrap());
         let cancel = CancellationToken::new();
         let task = tokio::spawn({
             let (elector, cancel) = (elector.clone(), cancel.clone());
             async move { elector.run(cancel).await }
         });
         Replica {
-            id: id.to_string(),
+            id,
             role: elector.subscribe(),
             elector,
             cancel,
@@ -218,7 +224,7 @@ async fn two_electors_one_leader_and_the_epoch_counts_the_changes() {
 }
 
 /// The leader's session is ended by the server (`pg_terminate_backend`): the
-/// leader reports Follower at its next renewal (a tick), and the other leads
+/// leader reports Follower at its next ping, and the other leads
 /// once the old lease has run out: within the lease (plus a poll) of the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_connection_is_killed_steps_down_and_the_other_leads_within_the_lease() {
@@ -256,6 +262,57 @@ async fn a_leader_whose_connection_is_killed_steps_down_and_the_other_leads_with
     assert_eq!(both.load(Ordering::Relaxed), 0, "two leaders at once");
     leader.stop().await;
     follower.stop().await;
+}
+
+/// A leader whose session the server ends steps down within a ping (100 ms),
+/// not at its next renewal: with a 3 s tick, the session is ended just after a
+/// renewal (the lease in the row moved), so the next renewal is 3 s away, and
+/// the leader reports Follower well before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_steps_down_as_soon_as_its_session_ends_not_at_its_next_renewal() {
+    let Some((_pg, url)) = database("watch").await else {
+        return;
+    };
+    let tick = Duration::from_secs(3);
+    let settings = ClusterSettings {
+        lease: tick * 3,
+        poll: tick,
+        replica_id: "a".into(),
+    };
+    assert_eq!(settings.tick(), tick);
+    let mut leader = Replica::start_with(&url, settings);
+    assert_eq!(leader.leads(tick).await, 1);
+    let pid = leader
+        .elector
+        .backend_pid()
+        .expect("the leader's backend pid");
+
+    let mut admin = PgConnection::connect(&url).await.unwrap();
+    let lease = || async {
+        sqlx::query_scalar::<_, i64>("SELECT lease_until FROM cluster_leader")
+            .fetch_one(&mut PgConnection::connect(&url).await.unwrap())
+            .await
+            .unwrap()
+    };
+    let first = lease().await;
+    eventually("a renewal", tick * 2, || async { lease().await != first }).await;
+    let killed = Instant::now();
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(ended, "backend {pid} not ended");
+    leader.until(tick, |r| !r.is_leader()).await;
+    let stepped_down = killed.elapsed();
+    eprintln!(
+        "session ended right after a renewal: stepped down after {stepped_down:?} (tick {tick:?})"
+    );
+    assert!(
+        stepped_down < tick / 3,
+        "stepped down after {stepped_down:?}: at the renewal, not at the ping"
+    );
+    leader.stop().await;
 }
 
 /// A write fenced with a deposed leader's epoch is refused with `Deposed` (and

@@ -3,8 +3,9 @@
 //! an advisory lock belongs to a session: the replica whose session holds
 //! `pg_try_advisory_lock(LOCK_KEY)` may lead. In the one row of `cluster_leader`
 //! (migration 0008) it then, in one transaction, increments the epoch and
-//! records itself and its lease; it renews the lease every tick and steps down
-//! the moment a renewal fails (its role turns Follower before anything else).
+//! records itself and its lease; it renews the lease every tick, pings its
+//! connection every 100 ms in between, and steps down the moment a ping or a
+//! renewal fails (its role turns Follower before anything else).
 //! A replica that wins the lock while the row holds another replica's live
 //! lease waits for that lease to run out first, so that two replicas never
 //! both believe they lead: the old leader gives up at the end of its lease by
@@ -40,6 +41,10 @@ use crate::store::StoreError;
 /// two deployments on separate databases of one server do not collide; another
 /// application on the same database must not use this key.
 pub const LOCK_KEY: i64 = 0x7374_6577_6172_6401;
+
+/// How often a leader checks its connection between renewals (a ping, one
+/// round trip): the bound on how long it leads on a session the server ended.
+const WATCH: Duration = Duration::from_millis(100);
 
 /// The database's clock, in Unix ms.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -396,9 +401,8 @@ impl Elector {
         );
         loop {
             let next = (Instant::now() + tick).min(deadline);
-            tokio::select! {
-                _ = cancel.cancelled() => return StepDown::Shutdown,
-                _ = tokio::time::sleep_until(next) => {}
+            if let Some(why) = self.watch(conn, next, cancel).await {
+                return why;
             }
             let sent = Instant::now();
             if sent >= deadline {
@@ -423,6 +427,41 @@ impl Elector {
                 Ok(Ok(_)) => return StepDown::Deposed,
                 Ok(Err(e)) => return StepDown::Failed(e.into()),
                 Err(_) => return StepDown::LeaseExpired,
+            }
+        }
+    }
+
+    /// Waits until `until`, pinging the connection every [`WATCH`] on the way:
+    /// a session the server ended, or a socket that closed, fails the next ping,
+    /// and the leader steps down then rather than at its next renewal. `None`
+    /// when `until` came with the connection alive.
+    async fn watch(
+        &self,
+        conn: &mut PgConnection,
+        until: Instant,
+        cancel: &CancellationToken,
+    ) -> Option<StepDown> {
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Some(StepDown::Shutdown),
+                _ = tokio::time::sleep_until(until.min(now + WATCH)) => {}
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            // A ping that does not come back within the rest of the period is
+            // left to the renewal, which has the lease's own deadline.
+            let ping = tokio::time::timeout(until - Instant::now(), conn.ping());
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return Some(StepDown::Shutdown),
+                result = ping => result,
+            };
+            if let Ok(Err(e)) = result {
+                return Some(StepDown::Failed(e.into()));
             }
         }
     }
