@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DriftConfig;
 use crate::live::{LiveModel, Slot};
+use crate::model::{ModelMeta, Task};
 use crate::monitor::drift::{self, DriftOptions};
 use crate::monitor::events::{AnomalyRate, Event, Window};
 use crate::monitor::watch::{Check, ConceptWatch, DriftWatch, Outcome};
@@ -340,6 +341,31 @@ pub fn report_json(check: &Check) -> Value {
         );
     }
     v
+}
+
+/// How the logged prediction fared against its label: a wrong class, or the
+/// absolute error in target standard deviations. `None` when the output cannot
+/// be read (never for a row this daemon logged).
+pub fn outcome_of(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
+    let output: Value = serde_json::from_str(output).ok()?;
+    let predicted = output.get("prediction")?;
+    match meta.task {
+        Task::Classification => {
+            let label = match label {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some(Outcome::Class {
+                wrong: predicted.as_str()? != label,
+            })
+        }
+        Task::Regression => {
+            let scale = meta.target.map_or(1.0, |t| t.std).max(f64::MIN_POSITIVE);
+            Some(Outcome::Value {
+                error: (label.as_f64()? - predicted.as_f64()?).abs() / scale,
+            })
+        }
+    }
 }
 
 /// Reads labelled outcomes until `stop` and raises concept-drift events.

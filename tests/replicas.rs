@@ -373,8 +373,9 @@ async fn a_drift_incident_with_three_replicas_gives_one_mail() {
 /// Online learning and the retrain schedule with three replicas: labels sent
 /// to any replica are learned by the leader, read from the database; after
 /// kill -9 of the leader the next one goes on from where it stopped, and no
-/// label is learned twice: the learners' steps add up to the stored labels.
-/// The schedule (every 2 s) starts one run per tick, on the leader alone, and
+/// label is learned twice: the learners' steps add up to the stored labels,
+/// and the leaders' concept-drift detectors read each label once, the
+/// followers' none. The schedule (every 2 s) starts one run per tick, on the leader alone, and
 /// goes on under the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
@@ -453,9 +454,16 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
     }
     let mut learned = steps(&all[leader]).await;
     assert_eq!(learned, 150);
+    // The concept-drift detectors read them on the leader too, once each.
+    let detected = |d: &Daemon| {
+        let (c, url) = (c.clone(), d.url.clone());
+        async move { metric(&c, &url, "steward_concept_labels_total").await as i64 }
+    };
+    assert_eq!(detected(&all[leader]).await, 150);
     for (i, d) in all.iter().enumerate() {
         if i != leader {
             assert_eq!(steps(d).await, 0, "a follower learned");
+            assert_eq!(detected(d).await, 0, "a follower's detectors read labels");
         }
     }
     // The first leader's schedule has started a run (ticks are 2 s apart).
@@ -495,8 +503,25 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
         .await
         .unwrap();
     assert_eq!((learned, stored), (300, 300), "steps against stored labels");
+    assert_eq!(
+        detected(&all[next]).await,
+        150,
+        "the new leader's detectors"
+    );
     // The schedule ran before the kill and runs after it, one run per tick
-    // (two replicas running it would start two runs in one 2 s tick).
+    // (two replicas running it would start two runs in one 2 s tick). The new
+    // leader's first tick comes up to 2 s after it leads.
+    let after_kill = format!("SELECT COUNT(*) FROM retrain_runs WHERE started > {killed_at}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>(&after_kill)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        == 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let runs: Vec<(i64,)> = sqlx::query_as("SELECT started FROM retrain_runs ORDER BY started")
         .fetch_all(&pool)
         .await

@@ -25,9 +25,8 @@ use super::Settings;
 use crate::learning::online::LabelItem;
 use crate::learning::Learning;
 use crate::live::Slot;
-use crate::model::{ModelMeta, Task};
-use crate::monitor::watch::Outcome;
-use crate::monitoring::{Labelled, Monitoring};
+use crate::model::Task;
+use crate::monitoring::{outcome_of, Labelled, Monitoring};
 use crate::store::feedback::{self, Committer, FeedbackRow, LabelOutcome, Logged};
 use crate::store::writer::LogHandle;
 use crate::store::{Store, StoreError};
@@ -210,7 +209,9 @@ impl Feedback {
             let Some(p) = known.get(&item.id) else {
                 continue;
             };
-            if *outcome == LabelOutcome::New {
+            // In a cluster the leader's label feed hands every replica's
+            // labels to the detectors (`Learning::feed`).
+            if *outcome == LabelOutcome::New && !self.learning.is_clustered() {
                 if let Some(outcome) = outcome_of(&live.model.meta, &p.output, &item.label) {
                     self.monitoring.labelled(Labelled {
                         model_version: p.model_version.clone(),
@@ -280,31 +281,6 @@ fn missing(known: &HashMap<String, Logged>, ids: &[&str]) -> Vec<String> {
         .filter(|id| !known.contains_key(**id))
         .map(|id| id.to_string())
         .collect()
-}
-
-/// How the logged prediction fared against its label: a wrong class, or the
-/// absolute error in target standard deviations. `None` when the output cannot
-/// be read (never for a row this daemon logged).
-fn outcome_of(meta: &ModelMeta, output: &str, label: &Value) -> Option<Outcome> {
-    let output: Value = serde_json::from_str(output).ok()?;
-    let predicted = output.get("prediction")?;
-    match meta.task {
-        Task::Classification => {
-            let label = match label {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Some(Outcome::Class {
-                wrong: predicted.as_str()? != label,
-            })
-        }
-        Task::Regression => {
-            let scale = meta.target.map_or(1.0, |t| t.std).max(f64::MIN_POSITIVE);
-            Some(Outcome::Value {
-                error: (label.as_f64()? - predicted.as_f64()?).abs() / scale,
-            })
-        }
-    }
 }
 
 /// A class label is a string or a number; a regression label a finite number.

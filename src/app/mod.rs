@@ -412,7 +412,7 @@ impl App {
                 }
             });
         }
-        if parts.db.is_postgres() && config.online.enabled {
+        if parts.db.is_postgres() {
             let learning = parts.learning.clone();
             lead.spawn(tracker, stop, "label feed", move |stop| {
                 feed_labels(learning.clone(), stop)
@@ -553,7 +553,8 @@ const FEED_POLL: Duration = Duration::from_millis(50);
 const FEED_SETTLE: Duration = Duration::from_millis(200);
 
 /// On the leader of a cluster: hands the labels every replica stores to the
-/// online learner (`Learning::feed`) until `stop`.
+/// concept-drift detectors and the online learner (`Learning::feed`) until
+/// `stop`.
 async fn feed_labels(learning: Arc<Learning>, stop: CancellationToken) {
     loop {
         match learning.feed(FEED_SETTLE).await {

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::live::{LiveModel, Slot};
 use crate::model::{artifact, Model};
-use crate::monitoring::Monitoring;
+use crate::monitoring::{outcome_of, Labelled, Monitoring};
 use crate::scheduler::Flight;
 use crate::store::registry;
 use crate::store::{self, Store, StoreError};
@@ -144,7 +144,14 @@ impl Learning {
     /// of a cluster, whose leader's learner reads every replica's labels from
     /// the database ([`Learning::feed`]).
     pub fn learns_own_labels(&self) -> bool {
-        self.online.is_some() && self.role.is_none()
+        self.online.is_some() && !self.is_clustered()
+    }
+
+    /// Whether this is a replica of a cluster ([`Learning::clustered`]): then
+    /// labels reach the online learner and the concept-drift detectors through
+    /// the leader's [`Learning::feed`], not from the requests it answers.
+    pub fn is_clustered(&self) -> bool {
+        self.role.is_some()
     }
 
     /// Hands a stored label to the online learner without waiting (a full queue
@@ -316,18 +323,19 @@ impl Learning {
         self.role = Some(role);
     }
 
-    /// Hands labels stored by any replica to the online learner: each call
-    /// takes the labels after the learner's cursor, stored at least `settle`
-    /// ago (a label whose transaction is still committing has not yet got
-    /// its place), queues as many as there is room for, and moves the cursor
-    /// past them. Returns how many it queued.
+    /// Hands labels stored by any replica to the concept-drift detectors and
+    /// the online learner (when enabled): each call takes the labels after
+    /// the learner's cursor, stored at least `settle` ago (a label whose
+    /// transaction is still committing has not yet got its place), as many as
+    /// the learner has room for, and moves the cursor past them. Returns how
+    /// many it took.
     pub async fn feed(&self, settle: Duration) -> Result<usize, LearningError> {
-        let Some(tx) = &self.online else {
-            return Ok(0);
-        };
         let (time, id) = crate::store::feedback::learner_cursor(&self.db).await?;
         let until = crate::time::now_millis() - i64::try_from(settle.as_millis()).unwrap_or(0);
-        let room = i64::try_from(tx.capacity()).unwrap_or(0).min(1_000);
+        let room = match &self.online {
+            Some(tx) => i64::try_from(tx.capacity()).unwrap_or(0).min(1_000),
+            None => 1_000,
+        };
         let labels =
             crate::store::feedback::labels_after(&self.db, (time, &id), until, room).await?;
         let Some(last) = labels.last() else {
@@ -335,7 +343,19 @@ impl Learning {
         };
         let at = (last.time, last.prediction_id.clone());
         let n = labels.len();
+        let live = self.slot.load();
         for l in labels {
+            let outcome = serde_json::from_str(&l.label)
+                .ok()
+                .and_then(|label| outcome_of(&live.model.meta, &l.output, &label));
+            if let Some(outcome) = outcome {
+                self.monitoring.labelled(Labelled {
+                    model_version: l.model_version,
+                    outcome,
+                    predicted: l.predicted,
+                });
+            }
+            let Some(tx) = &self.online else { continue };
             if tx
                 .try_send(online::LabelItem {
                     features: l.features,

@@ -82,6 +82,10 @@ pub struct FedLabel {
     pub prediction_id: String,
     pub features: String,
     pub label: String,
+    /// The prediction's output (JSON), model version and time (Unix ms).
+    pub output: String,
+    pub model_version: String,
+    pub predicted: i64,
 }
 
 /// Where the learner is: the (time, prediction id) of the last label handed to
@@ -108,7 +112,7 @@ pub async fn set_learner_cursor(store: &Store, at: (i64, &str)) -> Result<(), St
 }
 
 /// Up to `limit` labels stored after `after` in (time, prediction id) order and
-/// at or before `until` (Unix ms), with their predictions' inputs.
+/// at or before `until` (Unix ms), with their predictions' inputs and outputs.
 pub async fn labels_after(
     store: &Store,
     after: (i64, &str),
@@ -116,7 +120,8 @@ pub async fn labels_after(
     limit: i64,
 ) -> Result<Vec<FedLabel>, StoreError> {
     Ok(on_pool!(store, |pool| sqlx::query_as::<_, FedLabel>(
-        "SELECT f.time, f.prediction_id, p.features, f.label FROM feedback f \
+        "SELECT f.time, f.prediction_id, p.features, f.label, p.output, p.model_version, \
+         p.time AS predicted FROM feedback f \
          JOIN predictions p ON p.id = f.prediction_id \
          WHERE (f.time > $1 OR (f.time = $1 AND f.prediction_id > $2)) AND f.time <= $3 \
          ORDER BY f.time, f.prediction_id LIMIT $4"
