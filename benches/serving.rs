@@ -212,7 +212,7 @@ fn bench_log(c: &mut Criterion) {
     let cfg = shipped_writer_config();
     let (handle, task) = {
         let _guard = rt.enter();
-        writer::spawn(store.clone(), cfg, cancel.clone())
+        writer::spawn(store.clone(), cfg, None, cancel.clone())
     };
     g.throughput(Throughput::Elements(WRITER_ROWS as u64));
     g.bench_function("writer_task_10k", |b| {

@@ -106,7 +106,7 @@ fn bench_writer(c: &mut Criterion) {
     let cancel = CancellationToken::new();
     let (handle, task) = {
         let _guard = rt.enter();
-        writer::spawn(store.clone(), shipped_writer_config(), cancel.clone())
+        writer::spawn(store.clone(), shipped_writer_config(), None, cancel.clone())
     };
 
     let mut g = c.benchmark_group("writer_cpu_per_row");

@@ -89,6 +89,7 @@ section!(
         batch_rows: usize = 1_000,
         flush_secs: Seconds = Seconds::from_millis(5),
         answer_after_commit: bool = false,
+        spool_dir: String = "data/spool".into(),
     }
 );
 

@@ -273,6 +273,14 @@ impl Daemon {
         assert!(status.success());
     }
 
+    /// Kills the daemon with SIGKILL (no clean stop), waits for the exit and
+    /// gives back its directory, to start another in ([`Daemon::start_in`]).
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.signal("KILL");
+        wait(&mut self.child, Duration::from_secs(60));
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn stop(mut self) -> (ExitStatus, tempfile::TempDir, String) {
         self.signal("TERM");
@@ -463,6 +471,10 @@ impl InProcess {
             .chain([
                 ("MODEL__DIR", format!("\"{}/models\"", data.display())),
                 ("ALERTS__DIR", format!("\"{}/outbox\"", data.display())),
+                (
+                    "DATABASE__SPOOL_DIR",
+                    format!("\"{}/spool\"", data.display()),
+                ),
             ])
             .map(|(k, v)| (format!("STEWARD_{k}"), v))
             .collect();

@@ -180,9 +180,32 @@ async fn three_replicas_log_every_answer_and_a_killed_leader_is_replaced_within_
     );
 }
 
+/// Waits until every one of `all` serves `version`: within the poll (0.5 s)
+/// plus a warm-up and this loop's own requests, else fails naming `what`.
+async fn served_everywhere(c: &reqwest::Client, all: &[Daemon], version: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        let mut versions = Vec::new();
+        for d in all {
+            versions.push(serving(c, d).await);
+        }
+        if versions.iter().all(|v| v == version) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(1_500),
+            "{what}: {versions:?} after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// A version made active on the leader is served by every replica within
-/// `cluster.poll_secs`, also just after their LISTEN connections were cut. Prints the time from the activation's answer to the version
-/// served everywhere, median and worst of 20.
+/// `cluster.poll_secs`, also just after their LISTEN connections were cut, and
+/// also when no notification comes at all (the poll alone). Prints the time
+/// from the activation's answer to the version served everywhere, median and
+/// worst of 20.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
     let Some(pg) = Postgres::launch() else { return };
@@ -231,30 +254,35 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
             .unwrap();
         assert!(r.status().is_success(), "{:?}", r.text().await);
         let activated = Instant::now();
-        loop {
-            let mut versions = Vec::new();
-            for d in &all {
-                versions.push(serving(&c, d).await);
-            }
-            if versions.iter().all(|v| v == version) {
-                break;
-            }
-            // The poll (0.5 s) plus a warm-up and this loop's own requests.
-            assert!(
-                activated.elapsed() < Duration::from_millis(1_500),
-                "round {round}: {versions:?} after {:?}",
-                activated.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        served_everywhere(&c, &all, version, &format!("round {round}")).await;
         times.push(activated.elapsed());
     }
+    // A change whose notification is lost altogether: the registry's active
+    // version changed by SQL, with no pg_notify. Only the poll can bring it.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE models SET status = 'inactive' WHERE status = 'active'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE models SET status = 'active', \
+         activated = (SELECT MAX(activated) + 1 FROM models) WHERE version = '2'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    pool.close().await;
+    let changed = Instant::now();
+    served_everywhere(&c, &all, "2", "unannounced change").await;
+    let unannounced = changed.elapsed();
     let cut_round = times[0];
     times.sort();
     eprintln!(
         "activation to served everywhere (3 replicas, poll 0.5 s): median {:?}, worst {:?} of 20; \
-         with the listeners cut {:?}",
-        times[10], times[19], cut_round
+         with the listeners cut {:?}; with no notification at all {:?}",
+        times[10], times[19], cut_round, unannounced
     );
     for d in all {
         let (status, _, log) = d.stop();
@@ -556,17 +584,11 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
     }
 }
 
-/// With `database.answer_after_commit`, a replica killed with -9 under load has
-/// lost no prediction it answered: every 2xx answer's row is in PostgreSQL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_killed_under_load_lost_nothing_it_answered_when_answers_wait_for_the_commit() {
-    let Some(pg) = Postgres::launch() else { return };
-    let url = pg.url();
+/// Sends predictions from 16 clients to `d` until `n` are answered, then kills
+/// it with -9; gives the ids of the answered ones.
+async fn answered_until_killed(d: Daemon, n: usize) -> (Vec<String>, tempfile::TempDir) {
     let c = client();
-    let sections =
-        replica(&url, "").replace("[database]\n", "[database]\nanswer_after_commit = true\n");
-    let d = Daemon::start(&sections);
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let (c, url, answered) = (c.clone(), d.url.clone(), answered.clone());
@@ -575,7 +597,11 @@ async fn a_replica_killed_under_load_lost_nothing_it_answered_when_answers_wait_
             loop {
                 match c.post(format!("{url}/v1/predict")).json(&body).send().await {
                     Ok(r) if r.status().is_success() => {
-                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Ok(v) = r.json::<Value>().await else {
+                            return;
+                        };
+                        let id = v["id"].as_str().expect("an answer's id").to_string();
+                        answered.lock().unwrap().push(id);
                     }
                     Ok(_) => {}
                     Err(_) => return,
@@ -583,14 +609,136 @@ async fn a_replica_killed_under_load_lost_nothing_it_answered_when_answers_wait_
             }
         });
     }
-    while answered.load(std::sync::atomic::Ordering::SeqCst) < 3_000 {
+    while answered.lock().unwrap().len() < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    d.signal("KILL");
+    let dir = tokio::task::block_in_place(|| d.kill());
     while load.join_next().await.is_some() {}
-    let ok = answered.load(std::sync::atomic::Ordering::SeqCst) as i64;
-    let rows = count(&url, "predictions").await;
+    let ids = answered.lock().unwrap().clone();
+    (ids, dir)
+}
+
+/// How many of `ids` are in `predictions`.
+async fn stored(url: &str, ids: &[String]) -> usize {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM predictions WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n as usize
+}
+
+/// With `database.answer_after_commit`, a replica killed with -9 under load has
+/// lost no prediction it answered: every 2xx answer's row is in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_lost_nothing_it_answered_when_answers_wait_for_the_commit() {
+    let Some(pg) = Postgres::launch() else { return };
+    let url = pg.url();
+    let sections = replica(&url, "").replace(
+        "[database]\n",
+        "[database]\nanswer_after_commit = true\nspool_dir = \"\"\n",
+    );
+    let (ids, _dir) = answered_until_killed(Daemon::start(&sections), 3_000).await;
+    let rows = count(&url, "predictions").await as usize;
+    assert_eq!(stored(&url, &ids).await, ids.len(), "answered rows missing");
     // Requests cut by the kill may have been committed without an answer.
-    assert!(rows >= ok, "{ok} answered, {rows} stored");
-    assert!(rows <= ok + 16, "{ok} answered, {rows} stored");
+    assert!(
+        rows <= ids.len() + 16,
+        "{} answered, {rows} stored",
+        ids.len()
+    );
+}
+
+/// On the default settings (a spool in `data/spool`), a replica killed with -9
+/// under load has lost nothing it answered: restarted, it writes the rows that
+/// were only in its spool, once each. Then, with PostgreSQL stopped, it still
+/// answers (from memory, each batch synced to its spool), reports not ready,
+/// is killed again, and once PostgreSQL and the replica are back those
+/// answers are stored too. The rollups count every stored row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_lost_nothing_it_answered_through_its_spool() {
+    let Some(mut pg) = Postgres::launch() else {
+        return;
+    };
+    let url = pg.url();
+    let sections = replica(&url, "");
+    let (ids, dir) = answered_until_killed(Daemon::start(&sections), 3_000).await;
+    let at_kill = stored(&url, &ids).await;
+    let d = Daemon::start_in(dir, &[]);
+    let limit = Duration::from_secs(30);
+    let t = Instant::now();
+    while stored(&url, &ids).await < ids.len() {
+        assert!(
+            t.elapsed() < limit,
+            "the spool was not written within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "kill -9 under load: {} answered, {at_kill} stored at the kill, all after the restart ({:?})",
+        ids.len(),
+        t.elapsed()
+    );
+    let rows = count(&url, "predictions").await as usize;
+    assert!(
+        rows <= ids.len() + 16,
+        "{} answered, {rows} stored",
+        ids.len()
+    );
+    assert!(
+        d.log_text()
+            .contains("writing prediction log rows the last run left in the spool"),
+        "{}",
+        d.log_text()
+    );
+
+    // PostgreSQL away: answered from memory, durable in the spool.
+    tokio::task::block_in_place(|| pg.stop());
+    let c = client();
+    let body = serde_json::json!({ "features": penguin() });
+    let mut away = Vec::new();
+    for _ in 0..200 {
+        let r = c
+            .post(format!("{}/v1/predict", d.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: Value = r.json().await.unwrap();
+        away.push(v["id"].as_str().unwrap().to_string());
+    }
+    let ready = c.get(format!("{}/readyz", d.url)).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "ready without its database");
+    let dir = tokio::task::block_in_place(|| d.kill());
+    tokio::task::block_in_place(|| pg.start());
+    let d = Daemon::start_in(dir, &[]);
+    let t = Instant::now();
+    while stored(&url, &away).await < away.len() {
+        assert!(
+            t.elapsed() < limit,
+            "the spool was not written within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = count(&url, "predictions").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(predictions), 0)::bigint FROM prediction_rollups")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert_eq!(counted, rows, "the rollups count {counted} of {rows} rows");
+    // After a clean stop with everything stored, no segment is left.
+    let (status, dir, log) = d.stop();
+    assert!(status.success(), "{log}");
+    let segments: Vec<_> = std::fs::read_dir(dir.path().join("data/spool"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".spool"))
+        .collect();
+    assert!(segments.is_empty(), "segments left: {segments:?}");
 }

@@ -28,6 +28,7 @@ pub mod health;
 pub mod models;
 pub mod predict;
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,6 +203,19 @@ impl App {
         }
         let db_cfg = &config.database;
         let stop_writer = CancellationToken::new();
+        // On PostgreSQL, answered predictions are made durable in a local
+        // spool first (a kill -9 then loses none); an empty spool_dir opts out.
+        let spool = match (db.is_postgres(), db_cfg.spool_dir.as_str()) {
+            (true, dir) if !dir.is_empty() => Some(writer::Spool::open(Path::new(dir))?),
+            _ => None,
+        };
+        if let Some((spool, leftovers)) = &spool {
+            tracing::info!(
+                dir = %spool.dir().display(),
+                leftover_segments = leftovers.len(),
+                "prediction log spool open"
+            );
+        }
         let (log, writer_task) = writer::spawn(
             db.clone(),
             writer::WriterConfig {
@@ -210,6 +224,7 @@ impl App {
                 flush: db_cfg.flush_secs.get(),
                 queue_wait: db_cfg.queue_wait_secs.get(),
             },
+            spool,
             stop_writer.clone(),
         );
         let (committer, committer_task) = Committer::spawn(db.clone());

@@ -180,9 +180,12 @@ impl Predictions {
             queued &= self.log.log(row).await;
         }
         // `database.answer_after_commit`: the answer waits for its rows'
-        // commit (a kill -9 then loses no answered prediction).
+        // commit. With a spool (PostgreSQL), it waits for them to be synced
+        // there. Either way a kill -9 then loses no answered prediction.
         if queued && self.settings.load().answer_after_commit {
             self.log.flush().await;
+        } else if queued && self.log.spooled() {
+            self.log.sync().await;
         }
         Ok(Answers { live, body })
     }

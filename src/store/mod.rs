@@ -322,6 +322,12 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the prediction log writer's thread cannot start: {0}")]
     Thread(std::io::Error),
+    /// The prediction log's spool (`writer::spool`, `database.spool_dir`).
+    #[error("prediction log spool {path}: {source}")]
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the prediction log writer's thread is gone")]
     WriterGone,
     #[error("a database read's thread panicked")]

@@ -13,18 +13,28 @@
 //! locked, full, read-only) the writer logs an error, marks itself unhealthy
 //! (readiness fails) and retries the same batch with back-off until it succeeds or
 //! the daemon stops; rows still unwritten at the stop are counted as dropped.
+//!
+//! On PostgreSQL with a spool (`database.spool_dir`, `spool`), a batch is first
+//! appended to a local file and synced; a request that waits for its rows to
+//! be durable ([`LogHandle::sync`], every prediction's by default) is answered
+//! then, and the shipper (`ship`) writes the batch to the database, retrying,
+//! while the writer goes on. Rows not stored at a stop or a crash are written
+//! at the next start.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod postgres;
+mod ship;
+pub mod spool;
 mod sqlite;
 
 pub use postgres::PostgresLog;
 pub(crate) use postgres::{
     connection_lost as postgres_connection_lost, unavailable as postgres_unavailable,
 };
+pub use spool::{Leftover, Spool};
 pub use sqlite::SqliteLog;
 
 use super::{Store, StoreError};
@@ -54,6 +64,9 @@ enum Msg {
     Row(PredictionRow),
     /// Answered once every row sent before it is committed.
     Flush(oneshot::Sender<()>),
+    /// Answered once every row sent before it is durable: in the spool if
+    /// there is one, else committed.
+    Sync(oneshot::Sender<()>),
 }
 
 /// Counters shared between the writer and its handles.
@@ -92,6 +105,7 @@ pub struct LogHandle {
     stats: Arc<LogStats>,
     queue_wait: Duration,
     capacity: usize,
+    spooled: bool,
 }
 
 impl LogHandle {
@@ -120,11 +134,28 @@ impl LogHandle {
     /// Waits until every row queued before this call is committed (or the writer
     /// is gone). Returns `false` if the writer is gone.
     pub async fn flush(&self) -> bool {
+        self.wait(Msg::Flush).await
+    }
+
+    /// Waits until every row queued before this call is durable: synced into
+    /// the spool, or committed where there is none. Returns `false` if the
+    /// writer is gone.
+    pub async fn sync(&self) -> bool {
+        self.wait(Msg::Sync).await
+    }
+
+    async fn wait(&self, msg: fn(oneshot::Sender<()>) -> Msg) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Msg::Flush(tx)).await.is_err() {
+        if self.tx.send(msg(tx)).await.is_err() {
             return false;
         }
         rx.await.is_ok()
+    }
+
+    /// Whether rows go through a spool ([`LogHandle::sync`] is then quicker
+    /// than [`LogHandle::flush`]).
+    pub fn spooled(&self) -> bool {
+        self.spooled
     }
 
     /// Rows waiting in the queue.
@@ -138,22 +169,27 @@ impl LogHandle {
 }
 
 /// Starts the writer task. It stops when `cancel` fires (after writing what is
-/// queued, within one retry) or when every handle is dropped.
+/// queued, within one retry) or when every handle is dropped. `spool` (opened
+/// by [`Spool::open`], with the segments it found) is used on PostgreSQL only.
 pub fn spawn(
     store: Store,
     cfg: WriterConfig,
+    spool: Option<(Spool, Vec<Leftover>)>,
     cancel: CancellationToken,
 ) -> (LogHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(cfg.capacity);
     let stats = Arc::new(LogStats::default());
+    let spool = spool.filter(|_| store.is_postgres());
     let handle = LogHandle {
         tx,
         stats: stats.clone(),
         queue_wait: cfg.queue_wait,
         capacity: cfg.capacity,
+        spooled: spool.is_some(),
     };
     let task = tokio::spawn(async move {
-        let mut sink = match Sink::start(&store) {
+        let started = Sink::start(&store, spool, &cfg, &stats, &cancel);
+        let mut sink = match started {
             Ok(sink) => sink,
             Err(e) => {
                 // Only a thread that cannot be spawned gets here: the rows are
@@ -189,24 +225,59 @@ pub async fn insert(store: &Store, rows: Vec<PredictionRow>) -> Result<(), Store
 }
 
 /// Where the batches go: the database's insert of a batch of rows, in one
-/// transaction.
+/// transaction; or, with a spool, the spool, and from there the shipper.
 enum Sink {
     Sqlite(sqlite::SqliteSink),
     Postgres(postgres::PostgresSink),
+    Spooled {
+        /// `None` only while an append runs on a blocking thread.
+        spool: Option<Spool>,
+        shipper: ship::Shipper,
+    },
 }
 
 impl Sink {
-    fn start(store: &Store) -> Result<Sink, StoreError> {
-        match store.postgres_url() {
-            Some(url) => Ok(Sink::Postgres(postgres::PostgresSink::new(url))),
-            None => sqlite::SqliteSink::start(store).map(Sink::Sqlite),
+    fn start(
+        store: &Store,
+        spool: Option<(Spool, Vec<Leftover>)>,
+        cfg: &WriterConfig,
+        stats: &Arc<LogStats>,
+        cancel: &CancellationToken,
+    ) -> Result<Sink, StoreError> {
+        match (store.postgres_url(), spool) {
+            (Some(url), Some((spool, leftovers))) => {
+                let shipper = ship::Shipper::spawn(
+                    url,
+                    ship::ShipperConfig {
+                        dir: spool.dir().to_path_buf(),
+                        leftovers,
+                        // As many rows as the queue holds (`queue_capacity`).
+                        capacity: cfg.capacity,
+                        batch_rows: cfg.batch_rows,
+                        stats: stats.clone(),
+                        cancel: cancel.clone(),
+                    },
+                );
+                Ok(Sink::Spooled {
+                    spool: Some(spool),
+                    shipper,
+                })
+            }
+            (Some(url), None) => Ok(Sink::Postgres(postgres::PostgresSink::new(url))),
+            (None, _) => sqlite::SqliteSink::start(store).map(Sink::Sqlite),
         }
     }
 
-    async fn write(&mut self, rows: &Arc<Vec<PredictionRow>>) -> Result<(), StoreError> {
-        match self {
-            Sink::Sqlite(s) => s.write(rows).await,
-            Sink::Postgres(s) => s.write(rows).await,
+    /// Answers `flushes` once the rows before them are committed: now, or
+    /// behind the shipper's batches.
+    fn flushed(&self, flushes: Vec<oneshot::Sender<()>>) {
+        for f in flushes {
+            match self {
+                Sink::Spooled { shipper, .. } => shipper.flush(f),
+                _ => {
+                    let _ = f.send(());
+                }
+            }
         }
     }
 
@@ -214,8 +285,50 @@ impl Sink {
         match self {
             Sink::Sqlite(s) => s.close().await,
             Sink::Postgres(s) => s.close().await,
+            Sink::Spooled { spool, shipper } => {
+                drop(spool);
+                shipper.finish().await;
+            }
         }
     }
+}
+
+/// Something a batch is written to, retried by [`write_retrying`].
+trait Batches {
+    /// Writes `rows`; the number of them now stored in the database (none for
+    /// a batch only spooled).
+    async fn put(&mut self, rows: &Arc<Vec<PredictionRow>>) -> Result<u64, StoreError>;
+}
+
+impl Batches for Sink {
+    async fn put(&mut self, rows: &Arc<Vec<PredictionRow>>) -> Result<u64, StoreError> {
+        match self {
+            Sink::Sqlite(s) => s.write(rows).await.map(|()| rows.len() as u64),
+            Sink::Postgres(s) => s.put(rows).await,
+            Sink::Spooled { spool, shipper } => {
+                let mut open = spool.take().ok_or(StoreError::WriterGone)?;
+                let batch = rows.clone();
+                let (open, appended) = tokio::task::spawn_blocking(move || {
+                    let appended = open.append(&batch);
+                    (open, appended)
+                })
+                .await
+                .map_err(|_| StoreError::WriterGone)?;
+                *spool = Some(open);
+                shipper.send(rows, appended?).await?;
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// What a batch not written when the stop comes is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AtStop {
+    /// Lost: counted as dropped.
+    Lost,
+    /// Kept in the spool, for the next start.
+    Kept,
 }
 
 /// Counts every row sent as dropped and answers every flush, until the stop or
@@ -231,7 +344,7 @@ async fn drop_all(mut rx: mpsc::Receiver<Msg>, stats: &LogStats, cancel: &Cancel
             Msg::Row(_) => {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Msg::Flush(f) => {
+            Msg::Flush(f) | Msg::Sync(f) => {
                 let _ = f.send(());
             }
         }
@@ -267,7 +380,8 @@ async fn run(
         let deadline = Instant::now() + cfg.flush;
         loop {
             let rows = rows_in(&msgs);
-            if rows >= cfg.batch_rows || msgs.iter().any(|m| matches!(m, Msg::Flush(_))) {
+            let waited = |m: &Msg| matches!(m, Msg::Flush(_) | Msg::Sync(_));
+            if rows >= cfg.batch_rows || msgs.iter().any(waited) {
                 break;
             }
             let now = Instant::now();
@@ -299,7 +413,7 @@ fn rows_in(msgs: &[Msg]) -> usize {
 }
 
 /// Writes the rows of `msgs` (retrying until success or cancellation), then answers
-/// the flushes among them.
+/// the syncs and flushes among them.
 async fn write_all(
     sink: &mut Sink,
     msgs: Vec<Msg>,
@@ -308,7 +422,7 @@ async fn write_all(
     cancel: &CancellationToken,
 ) {
     let mut batches: Vec<Vec<PredictionRow>> = Vec::new();
-    let mut flushes = Vec::new();
+    let (mut flushes, mut syncs) = (Vec::new(), Vec::new());
     for m in msgs {
         match m {
             Msg::Row(r) => match batches.last_mut() {
@@ -320,34 +434,51 @@ async fn write_all(
                 }
             },
             Msg::Flush(f) => flushes.push(f),
+            Msg::Sync(f) => syncs.push(f),
         }
     }
     for batch in batches {
-        let batch = Arc::new(batch);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match sink.write(&batch).await {
-                Ok(()) => {
-                    stats
-                        .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    if stats.unhealthy.swap(false, Ordering::Relaxed) {
-                        tracing::info!("prediction log writes succeed again");
-                    }
-                    break;
+        write_retrying(sink, &Arc::new(batch), stats, cancel, AtStop::Lost).await;
+    }
+    for f in syncs {
+        let _ = f.send(());
+    }
+    sink.flushed(flushes);
+}
+
+/// Writes `batch` to `sink`, retrying with back-off until it succeeds or the
+/// stop comes; true once written. While it fails the log is unhealthy (readiness
+/// fails) and the error is logged, again every 5 s.
+async fn write_retrying(
+    sink: &mut impl Batches,
+    batch: &Arc<Vec<PredictionRow>>,
+    stats: &LogStats,
+    cancel: &CancellationToken,
+    at_stop: AtStop,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match sink.put(batch).await {
+            Ok(stored) => {
+                stats.written.fetch_add(stored, Ordering::Relaxed);
+                if stats.unhealthy.swap(false, Ordering::Relaxed) {
+                    tracing::info!("prediction log writes succeed again");
                 }
-                Err(e) => {
-                    stats.failed_writes.fetch_add(1, Ordering::Relaxed);
-                    if !stats.unhealthy.swap(true, Ordering::Relaxed)
-                        || backoff >= Duration::from_secs(5)
-                    {
-                        tracing::error!(error = %e, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
-                            "cannot write the prediction log (database locked, full or read-only?); serving continues, rows are held and retried");
-                    }
-                    if let Ok(mut last) = stats.last_error.lock() {
-                        *last = Some(e.to_string());
-                    }
-                    if cancel.is_cancelled() {
+                return true;
+            }
+            Err(e) => {
+                stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+                if !stats.unhealthy.swap(true, Ordering::Relaxed)
+                    || backoff >= Duration::from_secs(5)
+                {
+                    tracing::error!(error = %e, rows = batch.len(), retry_in_ms = backoff.as_millis() as u64,
+                        "cannot write the prediction log (database locked, full, read-only or away?); serving continues, rows are held and retried");
+                }
+                if let Ok(mut last) = stats.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
+                if cancel.is_cancelled() {
+                    if at_stop == AtStop::Lost {
                         stats
                             .dropped
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -355,39 +486,37 @@ async fn write_all(
                             rows = batch.len(),
                             "stopping with unwritten prediction log rows: they are lost"
                         );
-                        break;
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = cancel.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    return false;
                 }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
-    }
-    for f in flushes {
-        let _ = f.send(());
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
 
-    fn rows(n: usize, from: usize) -> Vec<PredictionRow> {
+    /// Rows `from..from + n`, with two versions, some scores and anomalies.
+    pub(super) fn rows(n: usize, from: usize) -> Vec<PredictionRow> {
         (from..from + n)
             .map(|i| PredictionRow {
                 id: format!("id-{i}"),
-                time: i as i64,
-                model_version: Arc::from("1"),
-                features: "{\"a\":1}".into(),
-                output: "{\"prediction\":\"x\"}".into(),
-                latency_us: 3,
-                anomaly_score: None,
-                anomaly: false,
+                time: 1_700_000_000_000 + i as i64,
+                model_version: Arc::from(if i % 2 == 0 { "1" } else { "2" }),
+                features: format!("{{\"a\":{i}}}"),
+                output: "{\"prediction\":\"Adelie\"}".into(),
+                latency_us: i as i64,
+                anomaly_score: (i % 3 == 0).then_some(i as f64 / 7.0),
+                anomaly: i % 5 == 0,
             })
             .collect()
     }
@@ -442,7 +571,7 @@ mod tests {
             flush: Duration::from_secs(60),
             queue_wait: Duration::from_secs(1),
         };
-        let (handle, task) = spawn(store.clone(), cfg, cancel.clone());
+        let (handle, task) = spawn(store.clone(), cfg, None, cancel.clone());
         for r in rows(1_000, 0) {
             assert!(handle.log(r).await);
         }

@@ -234,11 +234,51 @@ impl PostgresSink {
     }
 
     pub(super) async fn write(&mut self, rows: &[PredictionRow]) -> Result<(), StoreError> {
-        let log = match &mut self.log {
-            Some(log) => log,
-            None => self.log.insert(PostgresLog::connect(&self.url).await?),
-        };
+        let log = self.connected().await?;
         let result = log.insert(rows).await;
+        self.after(result).await
+    }
+
+    /// Writes those of `rows` that `predictions` does not hold yet (by id), as
+    /// [`PostgresSink::write`] does; the number written. For rows that may have
+    /// been stored before (the spool's leftovers).
+    pub(super) async fn write_missing(
+        &mut self,
+        rows: &[PredictionRow],
+    ) -> Result<u64, StoreError> {
+        let log = self.connected().await?;
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let stored =
+            sqlx::query_scalar::<_, String>("SELECT id FROM predictions WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut log.conn)
+                .await
+                .map_err(StoreError::Postgres);
+        let result = match stored {
+            Ok(stored) => {
+                let stored: std::collections::HashSet<String> = stored.into_iter().collect();
+                let missing: Vec<PredictionRow> = rows
+                    .iter()
+                    .filter(|r| !stored.contains(&r.id))
+                    .cloned()
+                    .collect();
+                log.insert(&missing).await.map(|()| missing.len() as u64)
+            }
+            Err(e) => Err(e),
+        };
+        self.after(result).await
+    }
+
+    /// The connection, opened if there is none.
+    async fn connected(&mut self) -> Result<&mut PostgresLog, StoreError> {
+        if self.log.is_none() {
+            self.log = Some(PostgresLog::connect(&self.url).await?);
+        }
+        self.log.as_mut().ok_or(StoreError::WriterGone)
+    }
+
+    /// `result`, after closing the connection if it failed.
+    async fn after<T>(&mut self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if result.is_err() {
             if let Some(log) = self.log.take() {
                 log.close().await;
