@@ -1036,19 +1036,34 @@ impl Location {
     }
 }
 
-/// `url` with any password replaced by `***`.
+/// `url` with any password replaced by `***`: the one in the user part
+/// (`postgres://user:secret@host/db`) and a `password` parameter
+/// (`?password=secret`), which libpq and sqlx both take.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let (auth, host) = match rest.split_once('@') {
-        Some((auth, host)) => (auth, host),
-        None => return url.to_string(),
+    let mut out = match base.split_once("://").and_then(|(scheme, rest)| {
+        let (auth, host) = rest.split_once('@')?;
+        let (user, _) = auth.split_once(':')?;
+        Some(format!("{scheme}://{user}:***@{host}"))
+    }) {
+        Some(redacted) => redacted,
+        None => base.to_string(),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => param.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// The shortest `cluster.lease_secs` accepted: the lease is kept in
@@ -1058,6 +1073,29 @@ pub const MIN_LEASE: Duration = Duration::from_millis(300);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_user_part_or_a_parameter_is_hidden() {
+        let cases = [
+            (
+                "postgres://steward:s3cret@db:5432/steward",
+                "postgres://steward:***@db:5432/steward",
+            ),
+            (
+                "postgres://steward@db/steward?sslmode=require&password=s3cret",
+                "postgres://steward@db/steward?sslmode=require&password=***",
+            ),
+            (
+                "postgresql://u:p@db/x?PASSWORD=p&application_name=a@b",
+                "postgresql://u:***@db/x?PASSWORD=***&application_name=a@b",
+            ),
+            ("postgres://db/steward", "postgres://db/steward"),
+            ("sqlite://data/steward.db", "sqlite://data/steward.db"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn empty_text_gives_the_documented_defaults() {
