@@ -524,13 +524,19 @@ async fn follow_registry(
     stop: CancellationToken,
 ) {
     let mut changes = None;
+    // An outage is logged when it starts and when it ends, not at every poll.
+    let (mut deaf, mut behind) = (Outage::default(), Outage::default());
     loop {
         if changes.is_none() {
             match store::notify::Changes::listen(&db).await {
-                Ok(c) => changes = c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for model changes; polling only until it can")
+                Ok(c) => {
+                    changes = c;
+                    deaf.over("listening for model changes again");
                 }
+                Err(e) => deaf.began(
+                    &e,
+                    "cannot listen for model changes; polling only until it can",
+                ),
             }
         }
         let announced = async {
@@ -551,12 +557,36 @@ async fn follow_registry(
         }
         match learning.follow_registry().await {
             Ok(Some(version)) => {
+                behind.over("reading the registry again");
                 tracing::info!(%version, "serving the version another replica made active")
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot serve the registry's active version yet; retrying at the next poll")
-            }
+            Ok(None) => behind.over("reading the registry again"),
+            Err(e) => behind.began(
+                &e,
+                "cannot serve the registry's active version yet; retrying at every poll",
+            ),
+        }
+    }
+}
+
+/// A failure that repeats at every poll while it lasts (the database away):
+/// warned of once when it begins, and noted once when it is over.
+#[derive(Default)]
+struct Outage {
+    since: Option<std::time::Instant>,
+}
+
+impl Outage {
+    fn began(&mut self, error: &dyn std::fmt::Display, what: &str) {
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(error = %error, "{what}");
+        }
+    }
+
+    fn over(&mut self, what: &str) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(after_ms = since.elapsed().as_millis() as u64, "{what}");
         }
     }
 }
@@ -571,14 +601,19 @@ const FEED_SETTLE: Duration = Duration::from_millis(200);
 /// concept-drift detectors and the online learner (`Learning::feed`) until
 /// `stop`.
 async fn feed_labels(learning: Arc<Learning>, stop: CancellationToken) {
+    let mut failing = Outage::default();
     loop {
         match learning.feed(FEED_SETTLE).await {
             // A full page: more may be waiting.
-            Ok(1_000..) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read labels for the online learner; retrying")
+            Ok(1_000..) => {
+                failing.over("reading labels again");
+                continue;
             }
+            Ok(_) => failing.over("reading labels again"),
+            Err(e) => failing.began(
+                &e,
+                "cannot read labels for the online learner and the concept detectors; retrying",
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(FEED_POLL) => {}
