@@ -314,6 +314,11 @@ impl Stopped {
     pub fn start(self, env: &[(&str, &str)]) -> Daemon {
         Daemon::spawn(self.dir, env, self.server)
     }
+
+    /// The database: `data/steward.db` or the PostgreSQL server.
+    pub fn db(&self) -> Db {
+        Db::of(self.dir.path(), &self.server)
+    }
 }
 
 /// A daemon's database as a test looks into it, whichever the backend: queries
