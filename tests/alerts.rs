@@ -1,7 +1,10 @@
 //! Alert mail from the running daemon to a real SMTP server on loopback
 //! (`tests/smtp.rs`): grouping, delivery after an outage and after a restart,
 //! flapping, permanent refusals, STARTTLS with a private CA, silences, and
-//! `notify-test`.
+//! `notify-test`. Every test of a daemon (the outbox and silences are in its
+//! database) runs on SQLite and on PostgreSQL (`for_each_backend!`); the
+//! command-line tests (`notify-test`, `check-config`, a start refused over its
+//! CA or password file) open no database and run once.
 //!
 //! Drift events come from real predictions (one-second checks over 100 rows).
 //! The daemon is another process, so its timers run on real time: the tests use
@@ -14,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, metrics_text, run, write_config, Api, Daemon, InProcess};
+use crate::common::{
+    client, for_each_backend, metrics_text, run, write_config, Api, Backend, Daemon, InProcess,
+};
 use crate::monitoring::{checks_after, predict_all, rows};
 use crate::smtp::{free_port, Received, SmtpOptions, SmtpServer};
 
@@ -166,10 +171,13 @@ async fn wait_alert_row(d: &impl Api, c: &reqwest::Client, pred: impl Fn(&Value)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers
+);
+async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers(backend: Backend) {
     let server = SmtpServer::start(SmtpOptions::default());
-    let d = InProcess::start(&config(server.port(), "")).await;
+    let d = InProcess::start_on(backend, &config(server.port(), "")).await;
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     let mails = wait_feature_mail(&server, 1);
@@ -213,9 +221,15 @@ async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
     }
     let text = unquoted(&m);
     // The mail as a person sees it, for looking at: its HTML part with the
-    // charts beside it (target/screenshots/incident-mail/).
-    let out =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/incident-mail");
+    // charts beside it (target/screenshots/incident-mail/, or
+    // incident-mail-postgres/ from the daemon on PostgreSQL: both run at once).
+    let name = match backend {
+        Backend::Sqlite => "incident-mail",
+        Backend::Postgres => "incident-mail-postgres",
+    };
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(name);
     std::fs::create_dir_all(&out).unwrap();
     let html_start = text.find("<html>").expect("an HTML part");
     let html_end = text[html_start..].find("</html>").expect("the HTML ends") + html_start + 7;
@@ -263,10 +277,13 @@ async fn a_drifted_burst_gives_one_mail_for_the_incident_with_the_numbers() {
     assert!(!text.contains("steward_alerts_sent_total 0\n"), "{text}");
 }
 
-#[tokio::test]
-async fn mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up() {
+for_each_backend!(
+    #[tokio::test]
+    mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up
+);
+async fn mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up(backend: Backend) {
     let port = free_port();
-    let d = Daemon::start(&config(port, ""));
+    let d = Daemon::start_on(backend, &config(port, ""), &[]);
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     // Stored, tried, and waiting for a retry.
@@ -289,23 +306,26 @@ async fn mail_waits_for_a_server_that_is_down_and_arrives_once_it_is_up() {
     assert!(d.log_text().contains("alert mail not sent; will retry"));
 }
 
-#[tokio::test]
-async fn a_pending_mail_survives_a_restart_and_is_sent_once() {
+for_each_backend!(
+    #[tokio::test]
+    a_pending_mail_survives_a_restart_and_is_sent_once
+);
+async fn a_pending_mail_survives_a_restart_and_is_sent_once(backend: Backend) {
     let port = free_port();
-    let d = Daemon::start(&config(port, ""));
+    let d = Daemon::start_on(backend, &config(port, ""), &[]);
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     wait_alert_row(&d, &c, |r| {
         r["state"] == "pending" && r["attempts"].as_u64() >= Some(1)
     })
     .await;
-    let (status, dir, _) = d.stop();
+    let (status, _, stopped) = d.halt();
     assert!(status.success());
     let server = SmtpServer::start(SmtpOptions {
         port: Some(port),
         ..SmtpOptions::default()
     });
-    let d = Daemon::start_in(dir, &[]);
+    let d = stopped.start(&[]);
     let mails = wait_feature_mail(&server, 1);
     let s = subject(feature_mails(&mails)[0]);
     assert!(
@@ -326,16 +346,23 @@ async fn a_pending_mail_survives_a_restart_and_is_sent_once() {
     assert_eq!(feature_rows, 1, "{list}");
 }
 
-#[tokio::test]
-async fn a_flapping_alert_does_not_mail_each_flip() {
+for_each_backend!(
+    #[tokio::test]
+    a_flapping_alert_does_not_mail_each_flip
+);
+async fn a_flapping_alert_does_not_mail_each_flip(backend: Backend) {
     let server = SmtpServer::start(SmtpOptions::default());
     // A group interval beyond the four flips (about 5 s; the test checks that
     // they fit), so that the group's next look sees the same firing alert.
     const INTERVAL: Duration = Duration::from_secs(12);
-    let d = Daemon::start(&config(
-        server.port(),
-        &format!("group_interval_secs = {}\n", INTERVAL.as_secs()),
-    ));
+    let d = Daemon::start_on(
+        backend,
+        &config(
+            server.port(),
+            &format!("group_interval_secs = {}\n", INTERVAL.as_secs()),
+        ),
+        &[],
+    );
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     wait_feature_mail(&server, 1);
@@ -372,8 +399,13 @@ async fn a_flapping_alert_does_not_mail_each_flip() {
     );
 }
 
-#[tokio::test]
-async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes_on() {
+for_each_backend!(
+    #[tokio::test]
+    auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes_on
+);
+async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes_on(
+    backend: Backend,
+) {
     let server = SmtpServer::start(SmtpOptions {
         auth: Some(("alerts".into(), "right".into())),
         reject_rcpt: vec!["nobody@example.org".into()],
@@ -388,7 +420,8 @@ async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes
         ),
     ];
     for (extra, password, code) in cases {
-        let d = Daemon::start_with_env(
+        let d = Daemon::start_on(
+            backend,
             &config(server.port(), extra),
             &[("STEWARD_SMTP_PASSWORD", password)],
         );
@@ -408,8 +441,11 @@ async fn auth_failure_and_a_refused_recipient_are_stored_errors_and_serving_goes
     assert!(feature_mails(&server.messages()).is_empty());
 }
 
-#[tokio::test]
-async fn starttls_with_a_private_ca_and_a_password_file() {
+for_each_backend!(
+    #[tokio::test]
+    starttls_with_a_private_ca_and_a_password_file
+);
+async fn starttls_with_a_private_ca_and_a_password_file(backend: Backend) {
     let server = SmtpServer::start(SmtpOptions {
         starttls: true,
         auth: Some(("alerts".into(), "s3cret".into())),
@@ -428,8 +464,7 @@ async fn starttls_with_a_private_ca_and_a_password_file() {
             ca.display(),
             secret.display()
         );
-    write_config(dir.path(), &text);
-    let d = Daemon::start_in(dir, &[]);
+    let d = Daemon::start_on_in(backend, dir, &text, &[]);
     let c = client();
     predict_all(&d, &c, &rows(100, shifted)).await;
     let mails = wait_feature_mail(&server, 1);
@@ -439,10 +474,13 @@ async fn starttls_with_a_private_ca_and_a_password_file() {
     assert!(!d.log_text().contains("s3cret"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_silence_holds_back_matching_alerts_and_resolved_mail_threads() {
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_silence_holds_back_matching_alerts_and_resolved_mail_threads
+);
+async fn a_silence_holds_back_matching_alerts_and_resolved_mail_threads(backend: Backend) {
     let server = SmtpServer::start(SmtpOptions::default());
-    let d = InProcess::start(&config(server.port(), "group_interval_secs = 1\n")).await;
+    let d = InProcess::start_on(backend, &config(server.port(), "group_interval_secs = 1\n")).await;
     let c = client();
     // Silence body mass; only the bill length is mailed.
     let ends = steward::time::rfc3339(steward::time::now_millis() + 3_600_000);
@@ -549,9 +587,12 @@ fn notify_test_on_the_embedded_defaults_writes_an_eml_file() {
     assert!(eml.contains("To: steward@localhost"), "{eml}");
 }
 
-#[tokio::test]
-async fn silences_need_the_token_and_can_be_listed_and_deleted() {
-    let d = Daemon::start_with_env("", &[("STEWARD_TOKEN", "t0ken")]);
+for_each_backend!(
+    #[tokio::test]
+    silences_need_the_token_and_can_be_listed_and_deleted
+);
+async fn silences_need_the_token_and_can_be_listed_and_deleted(backend: Backend) {
+    let d = Daemon::start_on(backend, "", &[("STEWARD_TOKEN", "t0ken")]);
     let c = client();
     let url = format!("{}/v1/silences", d.url);
     let ends = steward::time::rfc3339(steward::time::now_millis() + 60_000);

@@ -222,10 +222,20 @@ impl Daemon {
 
     /// Stops the daemon (as [`Daemon::stop`]) and starts another in its directory,
     /// on the same database; gives the first's exit status and log.
-    pub fn restart(mut self, env: &[(&str, &str)]) -> (ExitStatus, String, Daemon) {
+    pub fn restart(self, env: &[(&str, &str)]) -> (ExitStatus, String, Daemon) {
+        let (status, log, stopped) = self.halt();
+        (status, log, stopped.start(env))
+    }
+
+    /// Stops the daemon (as [`Daemon::stop`]) and keeps its directory and
+    /// database (its PostgreSQL server up) for another, which
+    /// [`Stopped::start`] starts once the test has done what it does between
+    /// (looked into the database, started a mail server); gives the first's
+    /// exit status and log.
+    pub fn halt(mut self) -> (ExitStatus, String, Stopped) {
         let server = self.server.take();
         let (status, dir, log) = self.stop();
-        (status, log, Self::spawn(dir, env, server))
+        (status, log, Stopped { dir, server })
     }
 
     fn spawn(
@@ -295,6 +305,25 @@ impl Daemon {
     }
 
     /// Its database: `data/steward.db` or its PostgreSQL server.
+    pub fn db(&self) -> Db {
+        Db::of(self.dir.path(), &self.server)
+    }
+}
+
+/// A daemon stopped by [`Daemon::halt`]: its directory and its database, kept
+/// for the next daemon.
+pub struct Stopped {
+    pub dir: tempfile::TempDir,
+    server: Option<Arc<Postgres>>,
+}
+
+impl Stopped {
+    /// Starts a daemon in the directory, on the same database.
+    pub fn start(self, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(self.dir, env, self.server)
+    }
+
+    /// The database: `data/steward.db` or the PostgreSQL server.
     pub fn db(&self) -> Db {
         Db::of(self.dir.path(), &self.server)
     }

@@ -1,6 +1,7 @@
 //! Monitoring in the running daemon: the drift job and `GET /v1/drift`, anomaly
 //! scores in answers and the log, the anomaly-rate event, concept drift from
-//! feedback, and the events in the daemon's log.
+//! feedback, and the events in the daemon's log. Every test runs on SQLite and
+//! on PostgreSQL (`for_each_backend!`).
 //!
 //! The daemon is a separate process, so its interval cannot run on paused time:
 //! the tests use a one-second interval and wait for the number of completed
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{client, count, metrics_text, open_db, Api, Daemon, InProcess};
+use crate::common::{client, for_each_backend, metrics_text, Api, Backend, Daemon, InProcess};
 
 /// Fast checks over a small window; one check is enough to change state.
 const FAST: &str = "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n";
@@ -96,9 +97,12 @@ pub fn events(log: &str, name: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log() {
-    let d = Daemon::start(FAST);
+for_each_backend!(
+    #[tokio::test]
+    the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log
+);
+async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log(backend: Backend) {
+    let d = Daemon::start_on(backend, FAST, &[]);
     let c = client();
     let none = c.get(format!("{}/v1/drift", d.url)).send().await.unwrap();
     assert_eq!(none.status(), 404);
@@ -187,26 +191,20 @@ async fn the_drift_job_reports_a_shifted_feature_once_on_the_api_metrics_and_log
     assert!(e["feature"]["p_value"].as_f64().unwrap() < 1e-6, "{e}");
     assert!(e["feature"]["statistic"].as_f64().unwrap() > 0.3, "{e}");
 
-    let db = d.db_path();
-    let (status, dir, _) = d.stop();
+    let (status, _, stopped) = d.halt();
     assert!(status.success());
-    assert!(count(&db, "drift_reports").await >= 4);
-    let pool = open_db(&db).await;
-    let flagged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM drift_reports WHERE drift = 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let db = stopped.db();
+    assert!(db.count("drift_reports").await >= 4);
+    let flagged: i64 = db
+        .scalar("SELECT COUNT(*) FROM drift_reports WHERE drift = 1")
+        .await;
     assert!(flagged >= 3, "{flagged}");
 
     // After a restart (and before its first check) the last success is the
     // newest stored check's time, not absent: an alert on a stalled job must
     // not fire because the daemon restarted.
-    let newest: i64 = sqlx::query_scalar("SELECT MAX(time) FROM drift_reports")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    let d = Daemon::start_in(dir, &[("STEWARD_DRIFT__INTERVAL_SECS", "3600")]);
+    let newest: i64 = db.scalar("SELECT MAX(time) FROM drift_reports").await;
+    let d = stopped.start(&[("STEWARD_DRIFT__INTERVAL_SECS", "3600")]);
     assert_eq!(metric(&d, &c, last).await, newest as f64 / 1000.0);
 }
 
@@ -218,9 +216,12 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-#[tokio::test]
-async fn anomaly_scores_answer_every_row_and_a_burst_is_one_event() {
-    let d = Daemon::start(FAST);
+for_each_backend!(
+    #[tokio::test]
+    anomaly_scores_answer_every_row_and_a_burst_is_one_event
+);
+async fn anomaly_scores_answer_every_row_and_a_burst_is_one_event(backend: Backend) {
+    let d = Daemon::start_on(backend, FAST, &[]);
     let c = client();
     let card = d.get_json(&c, "/v1/model").await;
     let threshold = card["anomaly"]["threshold"].as_f64().unwrap();
@@ -268,27 +269,28 @@ async fn anomaly_scores_answer_every_row_and_a_burst_is_one_event() {
     assert!(metric(&d, &c, "steward_anomaly_ratio").await > 0.15);
 
     // The log rows hold the scores that were answered.
-    let db = d.db_path();
+    let db = d.db();
     let (status, _dir, _) = d.stop();
     assert!(status.success());
-    let pool = open_db(&db).await;
-    let stored: f64 = sqlx::query_scalar("SELECT anomaly_score FROM predictions WHERE id = ?")
+    let mut conn = db.connect().await;
+    let stored: f64 = sqlx::query_scalar("SELECT anomaly_score FROM predictions WHERE id = $1")
         .bind(odd["id"].as_str().unwrap())
-        .fetch_one(&pool)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(stored, odd["anomaly_score"].as_f64().unwrap());
-    let unscored: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM predictions WHERE anomaly_score IS NULL")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let unscored: i64 = db
+        .scalar("SELECT COUNT(*) FROM predictions WHERE anomaly_score IS NULL")
+        .await;
     assert_eq!(unscored, 0);
 }
 
-#[tokio::test]
-async fn wrong_labels_after_right_ones_raise_concept_drift() {
-    let d = Daemon::start("");
+for_each_backend!(
+    #[tokio::test]
+    wrong_labels_after_right_ones_raise_concept_drift
+);
+async fn wrong_labels_after_right_ones_raise_concept_drift(backend: Backend) {
+    let d = Daemon::start_on(backend, "", &[]);
     let c = client();
     let n = 340;
     let answers = predict_all(&d, &c, &rows(n, |_| {})).await;
@@ -345,9 +347,12 @@ async fn wrong_labels_after_right_ones_raise_concept_drift() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_feature_missing_from_every_row_is_reported_untested_never_nan() {
-    let d = InProcess::start(FAST).await;
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_feature_missing_from_every_row_is_reported_untested_never_nan
+);
+async fn a_feature_missing_from_every_row_is_reported_untested_never_nan(backend: Backend) {
+    let d = InProcess::start_on(backend, FAST).await;
     let c = client();
     // Every row without a bill length, and every flipper the same length.
     predict_all(

@@ -4,6 +4,10 @@
 //! named; `steward export` checked by onnxruntime (`scripts/ort_run.py`, Python,
 //! installed by `.ci/run`) and by importing it back; and uploads to the running
 //! daemon through `POST /v1/models`, also under load.
+//!
+//! The tests of the daemon (uploads go into its registry, in its database) run
+//! on SQLite and on PostgreSQL (`for_each_backend!`); the command-line tests
+//! (`import`, `export`, `inspect` on files) open no database and run once.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +15,7 @@ use serde_json::{json, Value};
 use steward::model::artifact;
 use steward::model::network::Output;
 
-use crate::common::{client, run, Daemon};
+use crate::common::{client, for_each_backend, run, Backend, Daemon};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
 
@@ -441,12 +445,19 @@ async fn versions(c: &reqwest::Client, url: &str) -> usize {
     v["models"].as_array().unwrap().len()
 }
 
-#[tokio::test]
-async fn bad_uploads_are_4xx_with_stable_codes_and_register_nothing() {
-    let d = Daemon::start(&format!(
-        "[model]\ninitial = \"{}\"\n",
-        crate::common::shared_model().display()
-    ));
+for_each_backend!(
+    #[tokio::test]
+    bad_uploads_are_4xx_with_stable_codes_and_register_nothing
+);
+async fn bad_uploads_are_4xx_with_stable_codes_and_register_nothing(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[model]\ninitial = \"{}\"\n",
+            crate::common::shared_model().display()
+        ),
+        &[],
+    );
     let c = client();
     let dir = tempfile::tempdir().unwrap();
     let whole = std::fs::read(fixture("torch_relu_opset13.onnx")).unwrap();
@@ -560,12 +571,19 @@ async fn bad_uploads_are_4xx_with_stable_codes_and_register_nothing() {
     assert_eq!(live["version"], "1");
 }
 
-#[tokio::test]
-async fn an_upload_over_max_upload_bytes_is_413() {
-    let d = Daemon::start(&format!(
-        "[server]\nmax_upload_bytes = 2000\n[model]\ninitial = \"{}\"\n",
-        crate::common::shared_model().display()
-    ));
+for_each_backend!(
+    #[tokio::test]
+    an_upload_over_max_upload_bytes_is_413
+);
+async fn an_upload_over_max_upload_bytes_is_413(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[server]\nmax_upload_bytes = 2000\n[model]\ninitial = \"{}\"\n",
+            crate::common::shared_model().display()
+        ),
+        &[],
+    );
     let c = client();
     let (s, body) = upload(
         &c,
@@ -623,14 +641,23 @@ fn torch_rows() -> Vec<(Value, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_imported_model_serves_under_load_while_another_version_is_uploaded_and_activated() {
+for_each_backend!(
+    #[tokio::test]
+    an_imported_model_serves_under_load_while_another_version_is_uploaded_and_activated
+);
+async fn an_imported_model_serves_under_load_while_another_version_is_uploaded_and_activated(
+    backend: Backend,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = import("torch_relu_opset13", dir.path());
-    let d = Daemon::start(&format!(
-        "[model]\ninitial = \"{}\"\n[online]\nenabled = false\n",
-        path.display()
-    ));
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[model]\ninitial = \"{}\"\n[online]\nenabled = false\n",
+            path.display()
+        ),
+        &[],
+    );
     let rows = std::sync::Arc::new(torch_rows());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -693,16 +720,14 @@ async fn an_imported_model_serves_under_load_while_another_version_is_uploaded_a
     for w in workers {
         answered.extend(w.await.unwrap());
     }
-    let (status, dir, _) = d.stop();
+    let db = d.db();
+    let (status, _dir, _) = d.stop();
     assert!(status.success());
-    let db = crate::common::open_db(&dir.path().join("data/steward.db")).await;
-    let logged: std::collections::HashMap<String, String> =
-        sqlx::query_as("SELECT id, model_version FROM predictions")
-            .fetch_all(&db)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let logged: std::collections::HashMap<String, String> = db
+        .rows::<(String, String)>("SELECT id, model_version FROM predictions")
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(logged.len(), answered.len(), "every answer is logged");
     let mut by_version = std::collections::BTreeMap::<&str, usize>::new();
     for (id, version) in &answered {
@@ -719,14 +744,21 @@ async fn an_imported_model_serves_under_load_while_another_version_is_uploaded_a
     );
 }
 
-#[tokio::test]
-async fn an_imported_mlp_learns_online_and_is_retrained_behind_the_gate() {
+for_each_backend!(
+    #[tokio::test]
+    an_imported_mlp_learns_online_and_is_retrained_behind_the_gate
+);
+async fn an_imported_mlp_learns_online_and_is_retrained_behind_the_gate(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = import("torch_tanh_opset17", dir.path());
-    let d = Daemon::start(&format!(
-        "[model]\ninitial = \"{}\"\n[online]\nrepublish_every = 100\n[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\n",
-        path.display()
-    ));
+    let d = Daemon::start_on(
+        backend,
+        &format!(
+            "[model]\ninitial = \"{}\"\n[online]\nrepublish_every = 100\n[training]\nmin_rows = 100\nfolds = 3\ndrift_retrain = false\n",
+            path.display()
+        ),
+        &[],
+    );
     let c = client();
     let mut reader = csv::Reader::from_path(fixture("torch_tanh_opset17.csv")).unwrap();
     let headers: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();

@@ -4,13 +4,17 @@
 //! `--json`, compared with the API's own), what they change (the live version),
 //! and their exit codes: 2 with the daemon's error code for a refused request, 1
 //! naming the URL when no daemon answers.
+//!
+//! Every test against a daemon (the registry and retrain runs are in its
+//! database) runs on SQLite and on PostgreSQL (`for_each_backend!`); the one
+//! with no daemon listening runs once.
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::common::{client, run, shared_model, Api, Daemon, BIN};
+use crate::common::{client, for_each_backend, run, shared_model, Api, Backend, Daemon, BIN};
 use crate::monitoring::rows;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
@@ -69,9 +73,12 @@ async fn labelled_traffic(d: &Daemon, c: &reqwest::Client) {
     assert_eq!(status, 202, "{body}");
 }
 
-#[tokio::test]
-async fn models_prints_the_daemons_list_and_a_table() {
-    let d = Daemon::start("[training]\ndrift_retrain = false\n");
+for_each_backend!(
+    #[tokio::test]
+    models_prints_the_daemons_list_and_a_table
+);
+async fn models_prints_the_daemons_list_and_a_table(backend: Backend) {
+    let d = Daemon::start_on(backend, "[training]\ndrift_retrain = false\n", &[]);
     let c = client();
     let api = d.get_json(&c, "/v1/models").await;
     let (code, stdout, stderr) = run(&["models", "--url", &d.url, "--json"], d.dir());
@@ -96,11 +103,16 @@ async fn models_prints_the_daemons_list_and_a_table() {
     );
 }
 
-#[tokio::test]
-async fn retrain_wait_reports_the_run_and_activate_rolls_back() {
-    let d = Daemon::start(
+for_each_backend!(
+    #[tokio::test]
+    retrain_wait_reports_the_run_and_activate_rolls_back
+);
+async fn retrain_wait_reports_the_run_and_activate_rolls_back(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
         "[training]\nmin_rows = 100\nfolds = 3\nmax_regression = 1.0\ndrift_retrain = false\n\
          [online]\nenabled = false\n",
+        &[],
     );
     let c = client();
     labelled_traffic(&d, &c).await;
@@ -137,9 +149,12 @@ async fn retrain_wait_reports_the_run_and_activate_rolls_back() {
     assert_eq!(live(&d, &c).await, "1");
 }
 
-#[tokio::test]
-async fn a_retrain_without_labelled_rows_ends_skipped_and_exits_zero() {
-    let d = Daemon::start("[training]\ndrift_retrain = false\n");
+for_each_backend!(
+    #[tokio::test]
+    a_retrain_without_labelled_rows_ends_skipped_and_exits_zero
+);
+async fn a_retrain_without_labelled_rows_ends_skipped_and_exits_zero(backend: Backend) {
+    let d = Daemon::start_on(backend, "[training]\ndrift_retrain = false\n", &[]);
     let (code, stdout, stderr) = run(&["retrain", "--url", &d.url, "--json"], d.dir());
     assert_eq!(code, 0, "{stderr}");
     let started = document(&stdout);
@@ -162,9 +177,13 @@ async fn a_retrain_without_labelled_rows_ends_skipped_and_exits_zero() {
     );
 }
 
-#[tokio::test]
-async fn without_the_daemons_token_admin_commands_exit_2_and_say_unauthorized() {
-    let d = Daemon::start_with_env(
+for_each_backend!(
+    #[tokio::test]
+    without_the_daemons_token_admin_commands_exit_2_and_say_unauthorized
+);
+async fn without_the_daemons_token_admin_commands_exit_2_and_say_unauthorized(backend: Backend) {
+    let d = Daemon::start_on(
+        backend,
         "[training]\ndrift_retrain = false\n",
         &[("STEWARD_TOKEN", "s3cret")],
     );
@@ -226,9 +245,12 @@ fn with_no_daemon_listening_commands_exit_1_naming_the_url() {
     assert!(stderr.contains("plain http only"), "{stderr}");
 }
 
-#[tokio::test]
-async fn import_url_registers_an_onnx_graph_and_activates_it() {
-    let d = Daemon::start("[training]\ndrift_retrain = false\n");
+for_each_backend!(
+    #[tokio::test]
+    import_url_registers_an_onnx_graph_and_activates_it
+);
+async fn import_url_registers_an_onnx_graph_and_activates_it(backend: Backend) {
+    let d = Daemon::start_on(backend, "[training]\ndrift_retrain = false\n", &[]);
     let c = client();
     let onnx = format!("{FIXTURES}/torch_relu_opset13.onnx");
     let csv = format!("{FIXTURES}/torch_relu_opset13.csv");
@@ -273,9 +295,12 @@ async fn import_url_registers_an_onnx_graph_and_activates_it() {
     assert_eq!(models["models"].as_array().unwrap().len(), 2, "{models}");
 }
 
-#[tokio::test]
-async fn upload_registers_an_artifact_that_activate_then_makes_live() {
-    let d = Daemon::start("[training]\ndrift_retrain = false\n");
+for_each_backend!(
+    #[tokio::test]
+    upload_registers_an_artifact_that_activate_then_makes_live
+);
+async fn upload_registers_an_artifact_that_activate_then_makes_live(backend: Backend) {
+    let d = Daemon::start_on(backend, "[training]\ndrift_retrain = false\n", &[]);
     let c = client();
     let model = shared_model().display().to_string();
     let (code, stdout, stderr) = run(

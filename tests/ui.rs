@@ -1,11 +1,12 @@
 //! The dashboard in headless Chromium, against a real daemon (its own process,
-//! a real SQLite file, a bearer token) that has served calm traffic, labels, and
+//! a real database, a bearer token) that has served calm traffic, labels, and
 //! then a burst in which two inputs drift, and that has mailed the incident to
 //! a real SMTP server on loopback. Every page loads with no console error and
 //! no failed or refused request; every chart holds data points; the drift page
 //! lists the shifted features first; activation and silences work from the
 //! page, with the token typed in and never kept. One screenshot per page goes to
-//! target/screenshots/dashboard/.
+//! target/screenshots/dashboard/ (dashboard-postgres/ from the daemon on
+//! PostgreSQL). Both tests run on SQLite and on PostgreSQL (`for_each_backend!`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::browser::{Browser, Page};
-use crate::common::{client, eventually, shared_model, Api, Daemon};
+use crate::common::{client, eventually, for_each_backend, shared_model, Api, Backend, Daemon};
 use crate::learning::finished;
 use crate::monitoring::{checks_after, predict_all, rows};
 use crate::smtp::{SmtpOptions, SmtpServer};
@@ -39,8 +40,16 @@ fn shifted(r: &mut Value) {
     }
 }
 
-fn shots() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/dashboard")
+/// Where the screenshots of the daemon on `backend` go (one directory each:
+/// both tests run at once).
+fn shots(backend: Backend) -> PathBuf {
+    let name = match backend {
+        Backend::Sqlite => "dashboard",
+        Backend::Postgres => "dashboard-postgres",
+    };
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(name)
 }
 
 /// Opens `path`, waits for the page's data and charts, and checks that nothing
@@ -96,10 +105,13 @@ fn text(page: &mut Page<'_>, selector: &str) -> Vec<String> {
     serde_json::from_value(v).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    every_dashboard_page_shows_its_data_and_the_drifted_features_first
+);
+async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first(backend: Backend) {
     let smtp = SmtpServer::start(SmtpOptions::default());
-    let d = Daemon::start_with_env(&config(smtp.port()), &[("STEWARD_TOKEN", TOKEN)]);
+    let d = Daemon::start_on(backend, &config(smtp.port()), &[("STEWARD_TOKEN", TOKEN)]);
     let c = client();
     // Calm traffic with labels (the feedback chart), then the shifted burst.
     let calm = rows(300, |_| {});
@@ -155,7 +167,7 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
     let checked = tokio::task::spawn_blocking(move || {
         // Without Chromium (outside CI) the test skips.
         let mut browser = Browser::launch()?;
-        std::fs::create_dir_all(shots()).unwrap();
+        std::fs::create_dir_all(shots(backend)).unwrap();
         let mut seen = Vec::new();
 
         // Overview, at `/`: the five charts over the hour, one point a minute.
@@ -179,7 +191,7 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
             cards.first().is_some_and(|v| v.starts_with('v')),
             "{cards:?}"
         );
-        page.screenshot(&shots().join("overview.png"));
+        page.screenshot(&shots(backend).join("overview.png"));
         seen.push("overview");
         drop(page);
 
@@ -219,7 +231,7 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
         for (src, points) in &charts {
             assert!(*points > 0, "{src}: no data points");
         }
-        page.screenshot(&shots().join("drift.png"));
+        page.screenshot(&shots(backend).join("drift.png"));
         seen.push("drift");
         drop(page);
 
@@ -248,7 +260,7 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
             run["decision"].as_str(),
             "{cells:?} {run}"
         );
-        page.screenshot(&shots().join("models.png"));
+        page.screenshot(&shots(backend).join("models.png"));
         let click = r#"(() => {
             document.querySelector("input[name=token]").value = TOKEN_VALUE;
             document.querySelector("button[data-version='1']").click();
@@ -309,7 +321,7 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
         assert_eq!(listed, ["feature=bill_length_mm"]);
         let comments = text(&mut page, "#silence-list tbody tr td:nth-child(5)");
         assert_eq!(comments, ["known migration"]);
-        page.screenshot(&shots().join("alerts.png"));
+        page.screenshot(&shots(backend).join("alerts.png"));
         // Deleted from its row, with the token.
         page.eval(&format!(
             r##"(() => {{
@@ -347,11 +359,15 @@ async fn every_dashboard_page_shows_its_data_and_the_drifted_features_first() {
     assert_eq!(silences["silences"], json!([]), "the page deleted it");
 }
 
+for_each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    chart_endpoints_answer_svg_and_name_a_bad_parameter
+);
 /// The chart endpoints refuse what they cannot draw with a 422 that names the
 /// parameter, and answer SVG otherwise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chart_endpoints_answer_svg_and_name_a_bad_parameter() {
-    let d = crate::common::InProcess::start(
+async fn chart_endpoints_answer_svg_and_name_a_bad_parameter(backend: Backend) {
+    let d = crate::common::InProcess::start_on(
+        backend,
         "[drift]\ninterval_secs = 1\nwindow = 300\nmin_rows = 50\nconfirm_checks = 1\n",
     )
     .await;
