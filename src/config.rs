@@ -90,6 +90,7 @@ section!(
         flush_secs: Seconds = Seconds::from_millis(5),
         answer_after_commit: bool = false,
         spool_dir: String = "data/spool".into(),
+        spool_sync_secs: Seconds = Seconds::from_secs(1),
     }
 );
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::alerts::{config as alert_config, feature_mails, shifted, subject, wait_feature_mail};
 use crate::common::pg::Postgres;
-use crate::common::{client, metric, penguin, shared_model, Api, Daemon};
+use crate::common::{client, metric, penguin, Api, Daemon};
 use crate::monitoring::rows;
 use crate::smtp::{SmtpOptions, SmtpServer};
 
@@ -201,8 +201,9 @@ async fn served_everywhere(c: &reqwest::Client, all: &[Daemon], version: &str, w
     }
 }
 
-/// A version made active on the leader is served by every replica within
-/// `cluster.poll_secs`, also just after their LISTEN connections were cut, and
+/// A retrain promoted on the leader, and then each version made active there,
+/// is served by every replica within `cluster.poll_secs`, also just after
+/// their LISTEN connections were cut, and
 /// also when no notification comes at all (the poll alone). Prints the time
 /// from the activation's answer to the version served everywhere, median and
 /// worst of 20.
@@ -211,22 +212,25 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
     let Some(pg) = Postgres::launch() else { return };
     let url = pg.url();
     let c = client();
-    let all = start_replicas(3, &replica(&url, ""));
+    let sections = replica(&url, "[online]\nenabled = false\n").replace(
+        "[training]\n",
+        "[training]\nmin_rows = 100\nfolds = 3\nmax_regression = 0.05\n",
+    );
+    let all = start_replicas(3, &sections);
     let refs: Vec<&Daemon> = all.iter().collect();
     let leader = &all[one_leader(&c, &refs, Duration::from_secs(10)).await];
-    // A second version, uploaded to the leader.
-    let form = reqwest::multipart::Form::new().part(
-        "artifact",
-        reqwest::multipart::Part::bytes(std::fs::read(shared_model()).unwrap())
-            .file_name("m.safetensors"),
-    );
-    let r = c
-        .post(format!("{}/v1/models", leader.url))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{:?}", r.text().await);
+    // A retrain on the leader, on 400 labelled predictions, promoted through
+    // the gate: version 2, served by every replica within the poll of the
+    // run's end (seen by polling the run every 100 ms).
+    let (inputs, labels) = crate::learning::labelled(400, |_| {});
+    crate::learning::feed(leader, &c, &inputs, &labels).await;
+    let id = crate::learning::retrain(leader, &c).await;
+    let run = crate::learning::finished(leader, &c, id).await;
+    assert_eq!(run["state"], "promoted", "{run}");
+    assert_eq!(run["candidate_version"], "2", "{run}");
+    let promoted = Instant::now();
+    served_everywhere(&c, &all, "2", "the promoted retrain").await;
+    let retrained = promoted.elapsed();
 
     let mut times = Vec::new();
     for round in 0..20 {
@@ -246,7 +250,7 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
             pool.close().await;
             assert_eq!(cut.len(), 3, "one listener per replica");
         }
-        let version = if round % 2 == 0 { "2" } else { "1" };
+        let version = if round % 2 == 0 { "1" } else { "2" };
         let r = c
             .post(format!("{}/v1/models/{version}/activate", leader.url))
             .send()
@@ -267,7 +271,7 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
         .unwrap();
     sqlx::query(
         "UPDATE models SET status = 'active', \
-         activated = (SELECT MAX(activated) + 1 FROM models) WHERE version = '2'",
+         activated = (SELECT MAX(activated) + 1 FROM models) WHERE version = '1'",
     )
     .execute(&mut *tx)
     .await
@@ -275,13 +279,14 @@ async fn an_activation_on_the_leader_is_served_everywhere_within_the_poll() {
     tx.commit().await.unwrap();
     pool.close().await;
     let changed = Instant::now();
-    served_everywhere(&c, &all, "2", "unannounced change").await;
+    served_everywhere(&c, &all, "1", "unannounced change").await;
     let unannounced = changed.elapsed();
     let cut_round = times[0];
     times.sort();
     eprintln!(
         "activation to served everywhere (3 replicas, poll 0.5 s): median {:?}, worst {:?} of 20; \
-         with the listeners cut {:?}; with no notification at all {:?}",
+         with the listeners cut {:?}; with no notification at all {:?}; \
+         a promoted retrain {retrained:?} after its end was seen",
         times[10], times[19], cut_round, unannounced
     );
     for d in all {

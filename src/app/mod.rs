@@ -206,7 +206,10 @@ impl App {
         // On PostgreSQL, answered predictions are made durable in a local
         // spool first (a kill -9 then loses none); an empty spool_dir opts out.
         let spool = match (db.is_postgres(), db_cfg.spool_dir.as_str()) {
-            (true, dir) if !dir.is_empty() => Some(writer::Spool::open(Path::new(dir))?),
+            (true, dir) if !dir.is_empty() => Some(writer::Spool::open(
+                Path::new(dir),
+                db_cfg.spool_sync_secs.get(),
+            )?),
             _ => None,
         };
         if let Some((spool, leftovers)) = &spool {

@@ -1,8 +1,12 @@
 //! The prediction log's local spool, for a replica on PostgreSQL
-//! (`database.spool_dir`; docs/CLUSTER.md, "A replica killed with -9"). Each
-//! batch is appended to a file in the spool directory and made durable
-//! (`fdatasync`) before its predictions are answered; a shipper task then writes
-//! it to PostgreSQL, and a file whose every batch is in the database is deleted.
+//! (`database.spool_dir`; docs/CLUSTER.md, "What happens on each failure"). Each
+//! batch is written to a file in the spool directory before its predictions
+//! are answered; a shipper task then writes it to PostgreSQL, and a file whose
+//! every batch is in the database is deleted. A written batch outlives the
+//! process (it is in the operating system's cache); it is synced to the disk
+//! (`fdatasync`) before the answer too when `database.spool_sync_secs` is 0,
+//! else at the first append after that long since the last sync, so that a
+//! power loss loses at most about that long of answers not yet in PostgreSQL.
 //! A replica killed with -9, or stopped while PostgreSQL is down, finds its
 //! files at the next start and writes them first, skipping the rows already
 //! stored (a batch may have been committed just before the kill), so what it
@@ -25,6 +29,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::PredictionRow;
 use crate::store::StoreError;
@@ -39,6 +44,9 @@ pub struct Spool {
     segment: u64,
     bytes: u64,
     buf: Vec<u8>,
+    /// Sync at most this long after the last sync; zero: at every append.
+    sync_every: Duration,
+    synced: Instant,
     _lock: File,
 }
 
@@ -83,9 +91,11 @@ fn segments(dir: &Path) -> Result<Vec<Leftover>, StoreError> {
 }
 
 impl Spool {
-    /// Opens the spool in `dir` (created if missing): locks it, and begins a new
-    /// segment after any left by an earlier run, which it returns, oldest first.
-    pub fn open(dir: &Path) -> Result<(Spool, Vec<Leftover>), StoreError> {
+    /// Opens the spool in `dir` (created if missing), syncing it to the disk
+    /// at most `sync_every` after the last sync (zero: at every append): locks
+    /// it, and begins a new segment after any left by an earlier run, which it
+    /// returns, oldest first.
+    pub fn open(dir: &Path, sync_every: Duration) -> Result<(Spool, Vec<Leftover>), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| spool_error(dir, e))?;
         let lock_path = dir.join("spool.lock");
         let lock = OpenOptions::new()
@@ -118,6 +128,8 @@ impl Spool {
                 segment,
                 bytes: 0,
                 buf: Vec::new(),
+                sync_every,
+                synced: Instant::now(),
                 _lock: lock,
             },
             leftovers,
@@ -143,8 +155,9 @@ impl Spool {
         &self.dir
     }
 
-    /// Appends `rows` as one record and syncs it to the disk; returns the
-    /// segment that holds it. Blocking: call it off the async threads.
+    /// Appends `rows` as one record (synced to the disk as `sync_every` says);
+    /// returns the segment that holds it. Blocking: call it off the async
+    /// threads.
     pub fn append(&mut self, rows: &[PredictionRow]) -> Result<u64, StoreError> {
         if self.bytes >= SEGMENT_BYTES {
             let next = self.segment + 1;
@@ -155,17 +168,35 @@ impl Spool {
         }
         encode(rows, &mut self.buf)?;
         let path = || segment_path(&self.dir, self.segment);
-        self.file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| spool_error(&path(), e))?;
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // Cut off what part of the record was written, so that the next
+            // record follows the last whole one; failing that, begin anew.
+            if self.file.set_len(self.bytes).is_err() {
+                self.bytes = SEGMENT_BYTES;
+            }
+            return Err(spool_error(&path(), e));
+        }
         self.bytes += self.buf.len() as u64;
+        if self.synced.elapsed() >= self.sync_every {
+            self.file.sync_data().map_err(|e| spool_error(&path(), e))?;
+            self.synced = Instant::now();
+        }
         Ok(self.segment)
     }
 
     /// The segment being appended to.
     pub fn segment(&self) -> u64 {
         self.segment
+    }
+}
+
+impl Drop for Spool {
+    /// A spool closed (at the stop) is synced: what it holds then is what
+    /// PostgreSQL did not take.
+    fn drop(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the spool at the stop");
+        }
     }
 }
 
@@ -368,13 +399,13 @@ mod tests {
     #[test]
     fn appended_batches_read_back_and_are_left_over_at_the_next_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, left) = Spool::open(dir.path()).unwrap();
+        let (mut spool, left) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         assert!(left.is_empty());
         let (a, b) = (rows(3, 0), rows(250, 3));
         assert_eq!(spool.append(&a).unwrap(), 1);
         assert_eq!(spool.append(&b).unwrap(), 1);
         drop(spool);
-        let (spool, left) = Spool::open(dir.path()).unwrap();
+        let (spool, left) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].segment, 1);
         assert_eq!(spool.segment(), 2);
@@ -389,7 +420,7 @@ mod tests {
     #[test]
     fn a_torn_or_corrupt_record_ends_the_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         spool.append(&rows(5, 0)).unwrap();
         spool.append(&rows(5, 5)).unwrap();
         drop(spool);
@@ -411,8 +442,8 @@ mod tests {
     #[test]
     fn one_process_per_spool_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let (_spool, _) = Spool::open(dir.path()).unwrap();
-        let Err(e) = Spool::open(dir.path()) else {
+        let (_spool, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
+        let Err(e) = Spool::open(dir.path(), Duration::ZERO) else {
             panic!("a second spool opened");
         };
         assert!(e.to_string().contains("database.spool_dir"), "{e}");
@@ -423,7 +454,7 @@ mod tests {
     #[test]
     fn segments_roll_over_and_shipped_ones_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path()).unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         spool.bytes = SEGMENT_BYTES;
         assert_eq!(spool.append(&rows(1, 0)).unwrap(), 2);
         spool.bytes = SEGMENT_BYTES;
