@@ -203,8 +203,8 @@ impl App {
         }
         let db_cfg = &config.database;
         let stop_writer = CancellationToken::new();
-        // On PostgreSQL, answered predictions are made durable in a local
-        // spool first (a kill -9 then loses none); an empty spool_dir opts out.
+        // On PostgreSQL, answered predictions are written to a local spool
+        // first (a kill -9 then loses none); an empty spool_dir opts out.
         let spool = match (db.is_postgres(), db_cfg.spool_dir.as_str()) {
             (true, dir) if !dir.is_empty() => Some(writer::Spool::open(
                 Path::new(dir),

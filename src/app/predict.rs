@@ -180,7 +180,7 @@ impl Predictions {
             queued &= self.log.log(row).await;
         }
         // `database.answer_after_commit`: the answer waits for its rows'
-        // commit. With a spool (PostgreSQL), it waits for them to be synced
+        // commit. With a spool (PostgreSQL), it waits for them to be written
         // there. Either way a kill -9 then loses no answered prediction.
         if queued && self.settings.load().answer_after_commit {
             self.log.flush().await;

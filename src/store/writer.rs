@@ -15,11 +15,11 @@
 //! the daemon stops; rows still unwritten at the stop are counted as dropped.
 //!
 //! On PostgreSQL with a spool (`database.spool_dir`, `spool`), a batch is first
-//! appended to a local file and synced; a request that waits for its rows to
-//! be durable ([`LogHandle::sync`], every prediction's by default) is answered
-//! then, and the shipper (`ship`) writes the batch to the database, retrying,
-//! while the writer goes on. Rows not stored at a stop or a crash are written
-//! at the next start.
+//! written to a local file (synced to the disk as `database.spool_sync_secs`
+//! says); a request that waits for its rows to be kept ([`LogHandle::sync`],
+//! every prediction's by default) is answered then, and the shipper (`ship`)
+//! writes the batch to the database, retrying, while the writer goes on. Rows
+//! not stored at a stop or a crash are written at the next start.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,8 +64,8 @@ enum Msg {
     Row(PredictionRow),
     /// Answered once every row sent before it is committed.
     Flush(oneshot::Sender<()>),
-    /// Answered once every row sent before it is durable: in the spool if
-    /// there is one, else committed.
+    /// Answered once every row sent before it would outlive the process: in
+    /// the spool if there is one, else committed.
     Sync(oneshot::Sender<()>),
 }
 
@@ -137,9 +137,9 @@ impl LogHandle {
         self.wait(Msg::Flush).await
     }
 
-    /// Waits until every row queued before this call is durable: synced into
-    /// the spool, or committed where there is none. Returns `false` if the
-    /// writer is gone.
+    /// Waits until every row queued before this call would outlive the
+    /// process: written to the spool, or committed where there is none.
+    /// Returns `false` if the writer is gone.
     pub async fn sync(&self) -> bool {
         self.wait(Msg::Sync).await
     }

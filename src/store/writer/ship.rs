@@ -1,5 +1,5 @@
 //! The spool's shipper (`spool`): a task that writes to PostgreSQL the batches
-//! the writer has made durable in the spool, in order, retrying while the
+//! the writer has written to the spool, in order, retrying while the
 //! database is away, and deletes each segment once all of it is stored. It
 //! first writes the segments an earlier run left, skipping rows already stored.
 //! Flushes (a feedback request waiting for its prediction to be in the
@@ -24,7 +24,7 @@ use crate::store::StoreError;
 
 /// What the writer hands the shipper.
 pub(super) enum Ship {
-    /// A batch now durable in segment `.1`, holding its rows' share of the
+    /// A batch now written to segment `.1`, holding its rows' share of the
     /// shipper's room until it is dropped.
     Batch(Arc<Vec<PredictionRow>>, u64, OwnedSemaphorePermit),
     /// Answered once every batch sent before it is stored.
@@ -67,7 +67,7 @@ impl Shipper {
         }
     }
 
-    /// Hands over `rows`, durable in `segment`, once the shipper has room for them.
+    /// Hands over `rows`, written to `segment`, once the shipper has room for them.
     pub(super) async fn send(
         &self,
         rows: &Arc<Vec<PredictionRow>>,
