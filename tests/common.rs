@@ -283,12 +283,16 @@ impl Daemon {
         assert!(status.success());
     }
 
-    /// Kills the daemon with SIGKILL (no clean stop), waits for the exit and
-    /// gives back its directory, to start another in ([`Daemon::start_in`]).
-    pub fn kill(mut self) -> tempfile::TempDir {
+    /// Kills the daemon with SIGKILL (no clean stop) and waits for the exit;
+    /// as [`Daemon::halt`], keeps its directory and database for the next.
+    pub fn kill(mut self) -> Stopped {
         self.signal("KILL");
         wait(&mut self.child, Duration::from_secs(60));
-        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Stopped {
+            dir,
+            server: self.server.take(),
+        }
     }
 
     /// Sends SIGTERM and waits for the exit.

@@ -165,6 +165,17 @@ async fn elect(url: &str) -> (Replica, Replica, i64, Arc<AtomicUsize>) {
     }
 }
 
+/// Ends the session `pid` from the server's side (`pg_terminate_backend`), as
+/// a crash of its backend or a cut connection would.
+async fn end_session(admin: &mut PgConnection, pid: i32) {
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(admin)
+        .await
+        .unwrap();
+    assert!(ended, "backend {pid} not ended");
+}
+
 /// The row of `cluster_leader`.
 async fn row(url: &str) -> (i64, String) {
     let mut conn = PgConnection::connect(url).await.unwrap();
@@ -240,12 +251,7 @@ async fn a_leader_whose_connection_is_killed_steps_down_and_the_other_leads_with
 
     let mut admin = PgConnection::connect(&url).await.unwrap();
     let killed = Instant::now();
-    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert!(ended, "backend {pid} not ended");
+    end_session(&mut admin, pid).await;
     leader.until(LEASE, |r| !r.is_leader()).await;
     let stepped_down = killed.elapsed();
     assert_eq!(follower.leads(LEASE + POLL).await, 2);
@@ -297,12 +303,7 @@ async fn a_leader_steps_down_as_soon_as_its_session_ends_not_at_its_next_renewal
     let first = lease().await;
     eventually("a renewal", tick * 2, || async { lease().await != first }).await;
     let killed = Instant::now();
-    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert!(ended, "backend {pid} not ended");
+    end_session(&mut admin, pid).await;
     leader.until(tick, |r| !r.is_leader()).await;
     let stepped_down = killed.elapsed();
     eprintln!(
@@ -355,11 +356,7 @@ async fn a_deposed_leaders_fenced_write_is_refused() {
     // Depose the leader: its session ends, the other leads in a new epoch.
     let pid = leader.elector.backend_pid().unwrap();
     let mut admin = PgConnection::connect(&url).await.unwrap();
-    sqlx::query("SELECT pg_terminate_backend($1)")
-        .bind(pid)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    end_session(&mut admin, pid).await;
     let second = follower.leads(LEASE + POLL).await;
     assert_eq!(second, first + 1);
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::alerts::{config as alert_config, feature_mails, shifted, subject, wait_feature_mail};
 use crate::common::pg::Postgres;
-use crate::common::{client, metric, penguin, Api, Daemon};
+use crate::common::{client, metric, penguin, Api, Daemon, Stopped};
 use crate::monitoring::rows;
 use crate::smtp::{SmtpOptions, SmtpServer};
 
@@ -591,7 +591,7 @@ async fn labels_sent_to_any_replica_are_learned_once_across_a_killed_leader() {
 
 /// Sends predictions from 16 clients to `d` until `n` are answered, then kills
 /// it with -9; gives the ids of the answered ones.
-async fn answered_until_killed(d: Daemon, n: usize) -> (Vec<String>, tempfile::TempDir) {
+async fn answered_until_killed(d: Daemon, n: usize) -> (Vec<String>, Stopped) {
     let c = client();
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = tokio::task::JoinSet::new();
@@ -617,10 +617,10 @@ async fn answered_until_killed(d: Daemon, n: usize) -> (Vec<String>, tempfile::T
     while answered.lock().unwrap().len() < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let dir = tokio::task::block_in_place(|| d.kill());
+    let killed = tokio::task::block_in_place(|| d.kill());
     while load.join_next().await.is_some() {}
     let ids = answered.lock().unwrap().clone();
-    (ids, dir)
+    (ids, killed)
 }
 
 /// How many of `ids` are in `predictions`.
@@ -645,7 +645,7 @@ async fn a_replica_killed_under_load_lost_nothing_it_answered_when_answers_wait_
         "[database]\n",
         "[database]\nanswer_after_commit = true\nspool_dir = \"\"\n",
     );
-    let (ids, _dir) = answered_until_killed(Daemon::start(&sections), 3_000).await;
+    let (ids, _killed) = answered_until_killed(Daemon::start(&sections), 3_000).await;
     let rows = count(&url, "predictions").await as usize;
     assert_eq!(stored(&url, &ids).await, ids.len(), "answered rows missing");
     // Requests cut by the kill may have been committed without an answer.
@@ -669,9 +669,9 @@ async fn a_replica_killed_under_load_lost_nothing_it_answered_through_its_spool(
     };
     let url = pg.url();
     let sections = replica(&url, "");
-    let (ids, dir) = answered_until_killed(Daemon::start(&sections), 3_000).await;
+    let (ids, killed) = answered_until_killed(Daemon::start(&sections), 3_000).await;
     let at_kill = stored(&url, &ids).await;
-    let d = Daemon::start_in(dir, &[]);
+    let d = killed.start(&[]);
     let limit = Duration::from_secs(30);
     let t = Instant::now();
     while stored(&url, &ids).await < ids.len() {
@@ -717,9 +717,9 @@ async fn a_replica_killed_under_load_lost_nothing_it_answered_through_its_spool(
     }
     let ready = c.get(format!("{}/readyz", d.url)).send().await.unwrap();
     assert_eq!(ready.status(), 503, "ready without its database");
-    let dir = tokio::task::block_in_place(|| d.kill());
+    let killed = tokio::task::block_in_place(|| d.kill());
     tokio::task::block_in_place(|| pg.start());
-    let d = Daemon::start_in(dir, &[]);
+    let d = killed.start(&[]);
     let t = Instant::now();
     while stored(&url, &away).await < away.len() {
         assert!(

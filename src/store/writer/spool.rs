@@ -183,11 +183,6 @@ impl Spool {
         }
         Ok(self.segment)
     }
-
-    /// The segment being appended to.
-    pub fn segment(&self) -> u64 {
-        self.segment
-    }
 }
 
 impl Drop for Spool {
@@ -408,7 +403,7 @@ mod tests {
         let (spool, left) = Spool::open(dir.path(), Duration::ZERO).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].segment, 1);
-        assert_eq!(spool.segment(), 2);
+        assert_eq!(spool.segment, 2);
         let batches = read(&left[0].path).unwrap();
         assert_eq!(batches.len(), 2);
         same(&batches[0], &a);
